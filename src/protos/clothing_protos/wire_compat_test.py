@@ -1,0 +1,207 @@
+"""The project's stubs against the official TF Serving / TensorFlow protos, on the wire.
+
+Messages go both ways: bytes written by one side parse on the other to the same values and
+serialize back to the same bytes. The service descriptors cannot be imported next to TensorFlow's
+(both declare `tensorflow.serving.PredictionService`), so they are compared across processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from google.protobuf import json_format
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tensorflow.core.framework import tensor_pb2 as tf_tensor_pb2
+from tensorflow.core.framework import types_pb2 as tf_types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2 as tf_meta_graph_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2 as tf_metadata_pb2
+from tensorflow_serving.apis import get_model_status_pb2 as tf_status_pb2
+from tensorflow_serving.apis import predict_pb2 as tf_predict_pb2
+from tensorflow_serving.apis import prediction_log_pb2 as tf_log_pb2
+
+from clothing_protos import meta_graph_pb2, serving_pb2, tensor_pb2
+
+names = st.text(min_size=0, max_size=12)
+dims = st.lists(st.integers(min_value=-1, max_value=2**40), max_size=5)
+
+
+@st.composite
+def tensors(draw: st.DrawFn) -> tensor_pb2.TensorProto:
+    t = tensor_pb2.TensorProto(dtype=draw(st.sampled_from([1, 2, 3, 4, 7, 9, 10, 19])))
+    for size in draw(dims):
+        t.tensor_shape.dim.add(size=size, name=draw(st.sampled_from(["", "batch"])))
+    t.tensor_shape.unknown_rank = draw(st.booleans())
+    t.tensor_content = draw(st.binary(max_size=64))
+    t.float_val.extend(draw(st.lists(st.floats(width=32, allow_nan=False), max_size=8)))
+    t.double_val.extend(draw(st.lists(st.floats(allow_nan=False), max_size=4)))
+    t.int_val.extend(draw(st.lists(st.integers(-(2**31), 2**31 - 1), max_size=4)))
+    t.int64_val.extend(draw(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=4)))
+    t.string_val.extend(draw(st.lists(st.binary(max_size=8), max_size=3)))
+    t.bool_val.extend(draw(st.lists(st.booleans(), max_size=3)))
+    t.half_val.extend(draw(st.lists(st.integers(0, 2**16 - 1), max_size=3)))
+    t.uint32_val.extend(draw(st.lists(st.integers(0, 2**32 - 1), max_size=3)))
+    t.uint64_val.extend(draw(st.lists(st.integers(0, 2**64 - 1), max_size=3)))
+    return t
+
+
+@st.composite
+def model_specs(draw: st.DrawFn) -> serving_pb2.ModelSpec:
+    spec = serving_pb2.ModelSpec(name=draw(names), signature_name=draw(names))
+    choice = draw(st.sampled_from(["none", "version", "label"]))
+    if choice == "version":
+        spec.version.value = draw(st.integers(0, 2**63 - 1))
+    elif choice == "label":
+        spec.version_label = draw(names)
+    return spec
+
+
+@st.composite
+def predict_requests(draw: st.DrawFn) -> serving_pb2.PredictRequest:
+    request = serving_pb2.PredictRequest(model_spec=draw(model_specs()))
+    for key in draw(st.lists(names, max_size=3, unique=True)):
+        request.inputs[key].CopyFrom(draw(tensors()))
+    request.output_filter.extend(draw(st.lists(names, max_size=3)))
+    return request
+
+
+def as_dict(message: object) -> dict[str, object]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)  # type: ignore[arg-type]
+
+
+def assert_same_both_ways(ours: object, official_type: type) -> None:
+    wire = ours.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
+    official = official_type.FromString(wire)
+    assert as_dict(official) == as_dict(ours)
+    back = type(ours).FromString(official.SerializeToString(deterministic=True))
+    assert back == ours
+
+
+@settings(max_examples=200, deadline=None)
+@given(predict_requests())
+def test_predict_request_round_trips_through_tf_serving_apis(request: serving_pb2.PredictRequest) -> None:
+    assert_same_both_ways(request, tf_predict_pb2.PredictRequest)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(names, tensors(), max_size=3), model_specs())
+def test_predict_response_round_trips(outputs: dict, spec: serving_pb2.ModelSpec) -> None:
+    response = serving_pb2.PredictResponse(model_spec=spec)
+    for key, tensor in outputs.items():
+        response.outputs[key].CopyFrom(tensor)
+    assert_same_both_ways(response, tf_predict_pb2.PredictResponse)
+
+
+@settings(max_examples=100, deadline=None)
+@given(tensors())
+def test_tensor_proto_matches_tensorflow_framework(tensor: tensor_pb2.TensorProto) -> None:
+    assert_same_both_ways(tensor, tf_tensor_pb2.TensorProto)
+
+
+def _signature(input_name: str, output_name: str) -> meta_graph_pb2.SignatureDef:
+    sig = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+    image = sig.inputs[input_name]
+    image.name = f"serving_default_{input_name}:0"
+    image.dtype = tensor_pb2.DT_FLOAT
+    for size in (-1, 299, 299, 3):
+        image.tensor_shape.dim.add(size=size)
+    logits = sig.outputs[output_name]
+    logits.name = "StatefulPartitionedCall:0"
+    logits.dtype = tensor_pb2.DT_FLOAT
+    for size in (-1, 10):
+        logits.tensor_shape.dim.add(size=size)
+    return sig
+
+
+def test_signature_def_matches_meta_graph() -> None:
+    assert_same_both_ways(_signature("input_8", "dense_7"), tf_meta_graph_pb2.SignatureDef)
+
+
+def test_model_metadata_any_is_read_by_official_client() -> None:
+    # What the local server sends: the Any must carry TF Serving's type name, not ours.
+    sig_map = serving_pb2.SignatureDefMap()
+    sig_map.signature_def["serving_default"].CopyFrom(_signature("input_8", "dense_7"))
+    response = serving_pb2.GetModelMetadataResponse()
+    response.model_spec.name = "clothing-model"
+    response.model_spec.version.value = 1
+    any_value = response.metadata["signature_def"]
+    any_value.type_url = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
+    any_value.value = sig_map.SerializeToString()
+
+    official = tf_metadata_pb2.GetModelMetadataResponse.FromString(response.SerializeToString())
+    unpacked = tf_metadata_pb2.SignatureDefMap()
+    assert official.metadata["signature_def"].Unpack(unpacked)
+    sig = unpacked.signature_def["serving_default"]
+    assert list(sig.inputs) == ["input_8"]
+    assert [d.size for d in sig.inputs["input_8"].tensor_shape.dim] == [-1, 299, 299, 3]
+    assert sig.outputs["dense_7"].dtype == tf_types_pb2.DT_FLOAT
+
+
+def test_model_status_round_trips() -> None:
+    response = serving_pb2.GetModelStatusResponse()
+    status = response.model_version_status.add(version=3, state=serving_pb2.ModelVersionStatus.AVAILABLE)
+    status.status.error_code = serving_pb2.ErrorCode.OK
+    failed = response.model_version_status.add(version=4, state=serving_pb2.ModelVersionStatus.END)
+    failed.status.error_code = serving_pb2.ErrorCode.FAILED_PRECONDITION
+    failed.status.error_message = "Could not find variable dense/kernel"
+    assert_same_both_ways(response, tf_status_pb2.GetModelStatusResponse)
+    # The REST status body uses these JSON names (tfserving-api.md).
+    body = json_format.MessageToDict(response)
+    assert body["model_version_status"][0]["state"] == "AVAILABLE"
+    assert body["model_version_status"][1]["status"]["error_message"].startswith("Could not")
+
+
+def test_warmup_prediction_log_round_trips() -> None:
+    log = serving_pb2.PredictionLog()
+    log.log_metadata.model_spec.name = "clothing-model"
+    log.log_metadata.saved_model_tags.append("serve")
+    request = log.predict_log.request
+    request.model_spec.name = "clothing-model"
+    request.model_spec.signature_name = "serving_default"
+    request.inputs["input_8"].CopyFrom(tensor_pb2.TensorProto(dtype=tensor_pb2.DT_FLOAT))
+    assert_same_both_ways(log, tf_log_pb2.PredictionLog)
+
+
+_DESCRIBE_SERVICES = """
+import json, sys, importlib
+official = sys.argv[1] == "official"
+if official:
+    from tensorflow_serving.apis import prediction_service_pb2 as p, model_service_pb2 as m
+    files = [p.DESCRIPTOR, m.DESCRIPTOR]
+else:
+    from clothing_protos import prediction_service_pb2 as p, prediction_service_pb2_grpc  # noqa: F401
+    files = [p.DESCRIPTOR]
+paths = {}
+for f in files:
+    for service in f.services_by_name.values():
+        for method in service.methods:
+            paths[f"/{service.full_name}/{method.name}"] = [
+                method.input_type.name, method.output_type.name]
+print(json.dumps(paths))
+"""
+
+
+def _method_paths(side: str) -> dict[str, list[str]]:
+    out = subprocess.run(
+        [sys.executable, "-c", _DESCRIBE_SERVICES, side],
+        check=True, capture_output=True, text=True, timeout=120,
+        # The child sees the same requirements and generated code as this test.
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_service_method_paths_are_tf_servings() -> None:
+    ours = _method_paths("ours")
+    official = _method_paths("official")
+    assert set(ours) == {
+        "/tensorflow.serving.PredictionService/Predict",
+        "/tensorflow.serving.PredictionService/GetModelMetadata",
+        "/tensorflow.serving.ModelService/GetModelStatus",
+    }
+    for path, types in ours.items():
+        # Same path, and the same message (by short name) on each side of the call.
+        assert official[path] == types
