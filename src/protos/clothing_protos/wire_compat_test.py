@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tensorflow.core.framework import tensor_pb2 as tf_tensor_pb2
@@ -31,7 +32,9 @@ dims = st.lists(st.integers(min_value=-1, max_value=2**40), max_size=5)
 
 @st.composite
 def tensors(draw: st.DrawFn) -> tensor_pb2.TensorProto:
-    t = tensor_pb2.TensorProto(dtype=draw(st.sampled_from([1, 2, 3, 4, 7, 9, 10, 19])))
+    dtypes = [tensor_pb2.DT_FLOAT, tensor_pb2.DT_DOUBLE, tensor_pb2.DT_INT32, tensor_pb2.DT_UINT8,
+              tensor_pb2.DT_STRING, tensor_pb2.DT_INT64, tensor_pb2.DT_BOOL, tensor_pb2.DT_HALF]
+    t = tensor_pb2.TensorProto(dtype=draw(st.sampled_from(dtypes)))
     for size in draw(dims):
         t.tensor_shape.dim.add(size=size, name=draw(st.sampled_from(["", "batch"])))
     t.tensor_shape.unknown_rank = draw(st.booleans())
@@ -68,12 +71,12 @@ def predict_requests(draw: st.DrawFn) -> serving_pb2.PredictRequest:
     return request
 
 
-def as_dict(message: object) -> dict[str, object]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)  # type: ignore[arg-type]
+def as_dict(message: Message) -> dict[str, object]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
-def assert_same_both_ways(ours: object, official_type: type) -> None:
-    wire = ours.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
+def assert_same_both_ways(ours: Message, official_type: type[Message]) -> None:
+    wire = ours.SerializeToString(deterministic=True)
     official = official_type.FromString(wire)
     assert as_dict(official) == as_dict(ours)
     back = type(ours).FromString(official.SerializeToString(deterministic=True))
@@ -88,7 +91,8 @@ def test_predict_request_round_trips_through_tf_serving_apis(request: serving_pb
 
 @settings(max_examples=100, deadline=None)
 @given(st.dictionaries(names, tensors(), max_size=3), model_specs())
-def test_predict_response_round_trips(outputs: dict, spec: serving_pb2.ModelSpec) -> None:
+def test_predict_response_round_trips(
+    outputs: dict[str, tensor_pb2.TensorProto], spec: serving_pb2.ModelSpec) -> None:
     response = serving_pb2.PredictResponse(model_spec=spec)
     for key, tensor in outputs.items():
         response.outputs[key].CopyFrom(tensor)

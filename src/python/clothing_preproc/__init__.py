@@ -1,0 +1,97 @@
+"""clothing_preproc: image bytes -> model input exactly as Keras computes it, safely.
+
+Public API (everything else is internal):
+
+- `PreprocessConfig`, `Limits`: how to preprocess and what input to refuse.
+- `decode_image`, `image_to_array`, `preprocess_input`, `preprocess_image`, `preprocess_batch`,
+  `preprocess_path`: the Keras-exact pipeline and its steps.
+- `array_to_tensor_proto`, `tensor_proto_to_array`: numpy <-> TensorProto without TensorFlow.
+- `CLOTHING_LABELS`, `load_labels`, `scores_by_label`, `softmax`, `top_k`: labels and scores.
+- `ModelDescription`: the description file export writes beside a model.
+- `image_signature`, `pack_signature_def_map`, `unpack_signature_def_map`: model metadata.
+- The error tree rooted at `PreprocessingError` (see `clothing_preproc.errors`).
+"""
+
+from clothing_preproc.description import DESCRIPTION_FILE, ModelDescription, TensorDescription
+from clothing_preproc.errors import (
+    InputTooLarge,
+    NotAnImage,
+    PreprocessingError,
+    TensorCodecError,
+    TooManyPixels,
+    UnreadableImage,
+    UnsupportedImage,
+)
+from clothing_preproc.labels import CLOTHING_LABELS, load_labels, scores_by_label, softmax, top_k
+from clothing_preproc.preprocess import (
+    FAMILY_MODES,
+    RESIZE_FILTERS,
+    Limits,
+    PreprocessConfig,
+    decode_image,
+    image_to_array,
+    preprocess_batch,
+    preprocess_image,
+    preprocess_input,
+    preprocess_path,
+)
+from clothing_preproc.signature import (
+    DEFAULT_SIGNATURE,
+    PREDICT_METHOD_NAME,
+    SIGNATURE_DEF_MAP_TYPE_URL,
+    ImageSignature,
+    TensorSpec,
+    image_signature,
+    pack_signature_def_map,
+    unpack_signature_def_map,
+)
+from clothing_preproc.tensor import (
+    array_to_tensor_proto,
+    dtype_name,
+    numpy_dtype,
+    tensor_proto_to_array,
+    tensor_shape,
+    tf_dtype,
+)
+
+__all__ = [
+    "CLOTHING_LABELS",
+    "DEFAULT_SIGNATURE",
+    "DESCRIPTION_FILE",
+    "FAMILY_MODES",
+    "PREDICT_METHOD_NAME",
+    "RESIZE_FILTERS",
+    "SIGNATURE_DEF_MAP_TYPE_URL",
+    "ImageSignature",
+    "InputTooLarge",
+    "Limits",
+    "ModelDescription",
+    "NotAnImage",
+    "PreprocessConfig",
+    "PreprocessingError",
+    "TensorCodecError",
+    "TensorDescription",
+    "TensorSpec",
+    "TooManyPixels",
+    "UnreadableImage",
+    "UnsupportedImage",
+    "array_to_tensor_proto",
+    "decode_image",
+    "dtype_name",
+    "image_signature",
+    "image_to_array",
+    "load_labels",
+    "numpy_dtype",
+    "pack_signature_def_map",
+    "preprocess_batch",
+    "preprocess_image",
+    "preprocess_input",
+    "preprocess_path",
+    "scores_by_label",
+    "softmax",
+    "tensor_proto_to_array",
+    "tensor_shape",
+    "tf_dtype",
+    "top_k",
+    "unpack_signature_def_map",
+]

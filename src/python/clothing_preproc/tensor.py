@@ -1,0 +1,176 @@
+"""numpy arrays ↔ TensorProto, as TensorFlow reads and writes them, without importing TensorFlow.
+
+Requests are written with `tensor_content` (one little-endian buffer: smallest on the wire and
+cheapest to build); responses are read from `tensor_content` or from the typed `*_val` fields,
+which is what TF Serving sends by default.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from clothing_preproc.errors import TensorCodecError
+from clothing_protos import tensor_pb2
+
+# TensorFlow DataType enum -> numpy dtype (little-endian, as TensorFlow lays out tensor_content).
+_NUMPY_BY_DTYPE: dict[int, np.dtype[Any]] = {
+    tensor_pb2.DT_FLOAT: np.dtype("<f4"),
+    tensor_pb2.DT_DOUBLE: np.dtype("<f8"),
+    tensor_pb2.DT_INT32: np.dtype("<i4"),
+    tensor_pb2.DT_UINT8: np.dtype("u1"),
+    tensor_pb2.DT_INT16: np.dtype("<i2"),
+    tensor_pb2.DT_INT8: np.dtype("i1"),
+    tensor_pb2.DT_COMPLEX64: np.dtype("<c8"),
+    tensor_pb2.DT_INT64: np.dtype("<i8"),
+    tensor_pb2.DT_BOOL: np.dtype("?"),
+    tensor_pb2.DT_UINT16: np.dtype("<u2"),
+    tensor_pb2.DT_COMPLEX128: np.dtype("<c16"),
+    tensor_pb2.DT_HALF: np.dtype("<f2"),
+    tensor_pb2.DT_UINT32: np.dtype("<u4"),
+    tensor_pb2.DT_UINT64: np.dtype("<u8"),
+}
+_DTYPE_BY_KIND: dict[tuple[str, int], int] = {
+    (np_dtype.kind, np_dtype.itemsize): dt for dt, np_dtype in _NUMPY_BY_DTYPE.items()
+}
+
+# Which repeated field carries each dtype when tensor_content is empty.
+_VAL_FIELD: dict[int, str] = {
+    tensor_pb2.DT_FLOAT: "float_val",
+    tensor_pb2.DT_DOUBLE: "double_val",
+    tensor_pb2.DT_INT32: "int_val",
+    tensor_pb2.DT_UINT8: "int_val",
+    tensor_pb2.DT_INT16: "int_val",
+    tensor_pb2.DT_INT8: "int_val",
+    tensor_pb2.DT_UINT16: "int_val",
+    tensor_pb2.DT_INT64: "int64_val",
+    tensor_pb2.DT_BOOL: "bool_val",
+    tensor_pb2.DT_HALF: "half_val",
+    tensor_pb2.DT_UINT32: "uint32_val",
+    tensor_pb2.DT_UINT64: "uint64_val",
+    tensor_pb2.DT_COMPLEX64: "scomplex_val",
+    tensor_pb2.DT_COMPLEX128: "dcomplex_val",
+}
+
+# Refuse to materialise more elements than this from a peer's message (a response declaring a
+# huge shape with no data would otherwise allocate it).
+DEFAULT_MAX_ELEMENTS = 1 << 26
+
+
+def dtype_name(dtype: int) -> str:
+    """`DT_FLOAT` -> "float32" style names used in errors and the model description."""
+    if dtype == tensor_pb2.DT_STRING:
+        return "string"
+    np_dtype = _NUMPY_BY_DTYPE.get(dtype)
+    if np_dtype is not None:
+        return np_dtype.name
+    if dtype in tensor_pb2.DataType.values():
+        return tensor_pb2.DataType.Name(dtype)  # type: ignore[arg-type]
+    return f"dtype {dtype}"
+
+
+def numpy_dtype(dtype: int) -> np.dtype[Any]:
+    """The numpy dtype of a TensorFlow DataType value (string tensors are `object`)."""
+    if dtype == tensor_pb2.DT_STRING:
+        return np.dtype(object)
+    try:
+        return _NUMPY_BY_DTYPE[dtype]
+    except KeyError:
+        raise TensorCodecError(f"unsupported tensor dtype {dtype_name(dtype)}") from None
+
+
+def tf_dtype(np_dtype: npt.DTypeLike) -> int:
+    """The TensorFlow DataType value for a numpy dtype."""
+    d = np.dtype(np_dtype)
+    if d.kind in "OSU":
+        return tensor_pb2.DT_STRING
+    try:
+        return _DTYPE_BY_KIND[(d.kind, d.itemsize)]
+    except KeyError:
+        raise TensorCodecError(f"numpy dtype {d} has no TensorFlow equivalent") from None
+
+
+def array_to_tensor_proto(array: npt.ArrayLike) -> tensor_pb2.TensorProto:
+    """Encode an array as TensorFlow would send it: dtype, shape and `tensor_content`.
+
+    A float64 array stays DT_DOUBLE (models expecting float32 reject it): cast first, on purpose.
+    Byte strings go to `string_val`, as TensorFlow requires for DT_STRING.
+    """
+    arr = np.asarray(array)
+    proto = tensor_pb2.TensorProto(dtype=tf_dtype(arr.dtype))  # type: ignore[arg-type]
+    for size in arr.shape:
+        proto.tensor_shape.dim.add(size=size)
+    if proto.dtype == tensor_pb2.DT_STRING:
+        proto.string_val.extend(
+            x if isinstance(x, bytes) else str(x).encode("utf-8") for x in arr.reshape(-1)
+        )
+    else:
+        little = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+        proto.tensor_content = np.ascontiguousarray(little).tobytes()
+    return proto
+
+
+def tensor_shape(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
+    """The concrete shape of a tensor message (every dimension known)."""
+    if proto.tensor_shape.unknown_rank:
+        raise TensorCodecError("tensor has unknown rank")
+    shape = tuple(int(d.size) for d in proto.tensor_shape.dim)
+    if any(size < 0 for size in shape):
+        raise TensorCodecError(f"tensor shape {list(shape)} has an unknown dimension")
+    return shape
+
+
+def tensor_proto_to_array(
+    proto: tensor_pb2.TensorProto, max_elements: int = DEFAULT_MAX_ELEMENTS
+) -> npt.NDArray[Any]:
+    """Decode a tensor message from `tensor_content` or the typed `*_val` field.
+
+    Follows `tf.make_ndarray`: no values means zeros, fewer values than the shape holds repeat the
+    last one. More values than the shape holds, or a content size that does not match, is a
+    `TensorCodecError`, as is a shape of more than `max_elements` elements.
+    """
+    shape = tensor_shape(proto)
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if count > max_elements:
+        raise TensorCodecError(f"tensor of shape {list(shape)} has more than {max_elements} elements")
+    np_dtype = numpy_dtype(proto.dtype)
+
+    if proto.dtype == tensor_pb2.DT_STRING:
+        strings = list(proto.string_val)
+        return _fill(np.array(strings, dtype=object), count, shape, np_dtype)
+
+    if proto.tensor_content:
+        expected = count * np_dtype.itemsize
+        if len(proto.tensor_content) != expected:
+            raise TensorCodecError(
+                f"tensor_content has {len(proto.tensor_content)} bytes; shape {list(shape)} of "
+                f"{np_dtype.name} needs {expected}"
+            )
+        return np.frombuffer(proto.tensor_content, dtype=np_dtype).reshape(shape).copy()
+
+    field = _VAL_FIELD[proto.dtype]
+    raw = getattr(proto, field)
+    if proto.dtype == tensor_pb2.DT_HALF:
+        values = np.array(raw, dtype=np.uint16).view(np.float16)
+    elif proto.dtype in (tensor_pb2.DT_COMPLEX64, tensor_pb2.DT_COMPLEX128):
+        pairs = np.array(raw, dtype=np.float32 if proto.dtype == tensor_pb2.DT_COMPLEX64 else np.float64)
+        if pairs.size % 2:
+            raise TensorCodecError(f"{field} must hold (real, imaginary) pairs")
+        values = pairs.view(np_dtype)
+    else:
+        values = np.array(raw, dtype=np_dtype)
+    return _fill(values, count, shape, np_dtype)
+
+
+def _fill(
+    values: npt.NDArray[Any], count: int, shape: tuple[int, ...], np_dtype: np.dtype[Any]
+) -> npt.NDArray[Any]:
+    if values.size == 0:
+        return np.zeros(shape, dtype=np_dtype) if np_dtype != object else np.full(shape, b"", dtype=object)
+    if values.size > count:
+        raise TensorCodecError(f"tensor holds {values.size} values but its shape {list(shape)} has {count}")
+    if values.size < count:
+        values = np.pad(values, (0, count - values.size), mode="edge")
+    return values.reshape(shape)
