@@ -1,0 +1,116 @@
+"""The `export` command as a user runs it: output, exit status, one-line errors."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import keras
+import pytest
+
+from clothing_preproc import ModelDescription
+from export.cli import main
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_demo_prints_the_signature_and_says_untrained(tmp_path: Path) -> None:
+    code, out, err = run("demo", "--base", str(tmp_path))
+
+    assert code == 0, err
+    assert "signature_def['serving_default']:" in out
+    assert "inputs['input_8'] tensor_info:" in out
+    assert "shape: (-1, 299, 299, 3)" in out
+    assert "outputs['dense_7'] tensor_info:" in out
+    assert "Method name is: tensorflow/serving/predict" in out
+    assert "UNTRAINED" in out
+    assert f"exported {tmp_path / 'clothing-model' / '1'}" in out
+    # Progress for each slow step, then timings.
+    for step in ("build:", "trace:", "save:", "verify:"):
+        assert step in err
+    assert "bit-identical" in err
+    assert ModelDescription.load(tmp_path / "clothing-model" / "1").trained is False
+
+
+def test_a_model_file_exports_under_the_chosen_name(tmp_path: Path, tiny_model: keras.Model) -> None:
+    model_file = tmp_path / "model.keras"
+    tiny_model.save(model_file)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"c{i}" for i in range(10)))
+
+    code, out, err = run(
+        str(model_file), "--base", str(tmp_path / "m"), "--name", "shop", "--labels", str(labels)
+    )
+
+    assert code == 0, err
+    assert "loading" in err
+    assert "labels: c0, c1," in out
+    assert "UNTRAINED" not in out
+    description = ModelDescription.load(tmp_path / "m" / "shop" / "1")
+    assert description.trained is True
+    assert description.labels[0] == "c0"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["absent.h5"], "absent.h5: no such file or directory"),
+        (["--labels", "no-labels.txt", "model.h5"], "no-labels.txt: cannot read the labels file"),
+    ],
+)
+def test_errors_are_one_line_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(*args, "--base", str(tmp_path))
+
+    # Progress lines may come first; the error is the last line, and the only one.
+    assert code == 1
+    last = err.splitlines()[-1]
+    assert last.startswith("export: error: ")
+    assert message in last
+    assert err.count("error") == 1
+    assert "Traceback" not in err
+
+
+def test_an_existing_version_is_refused(tmp_path: Path) -> None:
+    assert run("demo", "--base", str(tmp_path), "--no-verify")[0] == 0
+
+    code, _, err = run("demo", "--base", str(tmp_path), "--version", "1")
+
+    assert code == 1
+    assert "exists" in err
+    assert "--overwrite" in err
+
+
+def test_show_prints_an_export_and_checks_it(tmp_path: Path) -> None:
+    assert run("demo", "--base", str(tmp_path))[0] == 0
+
+    code, out, err = run("show", str(tmp_path / "clothing-model" / "1"), "--check")
+
+    assert code == 0, err
+    assert "outputs['dense_7'] tensor_info:" in out
+    assert "warmup records replayed" in out
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["show"]])
+def test_help_explains_every_flag(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*command, "--help"]) == 0
+    text = capsys.readouterr().out
+    flags = {
+        (): ["--base", "--name", "--version", "--overwrite", "--input-name", "--output-name", "--labels",
+             "--family", "--target-size", "--sample-images", "--no-warmup", "--no-verify", "--tolerance"],
+        ("demo",): ["--kind", "--seed", "--base", "--no-verify"],
+        ("show",): ["--check"],
+    }[tuple(command)]
+    for flag in flags:
+        assert flag in text
+
+
+def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--base", "x", "--version", "zero"]) == 2
+    assert "not a whole number" in capsys.readouterr().err
