@@ -1,0 +1,154 @@
+"""What a request means, whatever transport carried it: Predict, GetModelMetadata, GetModelStatus.
+
+The gRPC and REST fronts translate their wire format into these calls and `ServingError`s back
+into their statuses; nothing here knows about either. Admission control lives here too, so both
+fronts share one bound on the Predict calls in flight and one drain on shutdown.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy.typing as npt
+
+from clothing_protos import serving_pb2
+from model_server.errors import InvalidArgument, ResourceExhausted, Unavailable
+from model_server.model_manager import ModelManager, VersionStatus
+from model_server.signatures import Signature
+
+T = TypeVar("T")
+
+SIGNATURE_DEF_FIELD = "signature_def"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A request's ModelSpec: a model name, optionally a version or a label, and a signature."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None
+    signature_name: str = ""
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    model_name: str
+    version: int
+    signature_name: str
+    outputs: dict[str, npt.NDArray[Any]]  # in the order the request asked for
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    model_name: str
+    version: int
+    signature_defs: serving_pb2.SignatureDefMap
+
+
+class ServingCore:
+    def __init__(self, manager: ModelManager, max_concurrent_requests: int) -> None:
+        self.manager = manager
+        self._limit = max_concurrent_requests
+        self._in_flight = 0
+        self._draining = False
+        self._cv = threading.Condition()
+
+    # --- admission and drain ---------------------------------------------------------------
+
+    @contextmanager
+    def _admitted(self) -> Iterator[None]:
+        with self._cv:
+            if self._draining:
+                raise Unavailable("The model server is shutting down")
+            if self._in_flight >= self._limit:
+                raise ResourceExhausted(
+                    f"Too many requests in flight: the limit is {self._limit} (--max_concurrent_requests)"
+                )
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._cv.notify_all()
+
+    def start_drain(self) -> None:
+        """Refuse new Predict calls from now on (UNAVAILABLE); those in flight carry on."""
+        with self._cv:
+            self._draining = True
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no Predict call is in flight; False if `timeout` seconds pass first."""
+        with self._cv:
+            return self._cv.wait_for(lambda: self._in_flight == 0, timeout=timeout)
+
+    @property
+    def in_flight(self) -> int:
+        """Predict calls admitted and not yet answered."""
+        with self._cv:
+            return self._in_flight
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def ready(self) -> bool:
+        return not self._draining and self.manager.ready()
+
+    # --- requests --------------------------------------------------------------------------
+
+    def predict(
+        self,
+        ref: ModelRef | None,
+        inputs: Mapping[str, T],
+        output_filter: Sequence[str],
+        decode: Callable[[str, T], npt.NDArray[Any]],
+    ) -> PredictResult:
+        """Check a request against its signature, decode its inputs, run it.
+
+        `decode(alias, value)` turns one transported input into an array; it runs only after the
+        input names are checked, so errors come in TF Serving's order.
+        """
+        if ref is None:
+            raise InvalidArgument("Missing ModelSpec")
+        with self._admitted(), self.manager.servable(ref.name, ref.version, ref.label) as servable:
+            signature = servable.signature(ref.signature_name)
+            fetch = signature.check_names(inputs, output_filter)
+            arrays = {alias: decode(alias, value) for alias, value in inputs.items()}
+            signature.check_tensors(arrays)
+            outputs = servable.run(signature, arrays, fetch)
+            return PredictResult(ref.name, servable.version, signature.name, {a: outputs[a] for a in fetch})
+
+    def signature(self, ref: ModelRef) -> Signature:
+        """The signature a request would run (REST reads its input dtypes to parse JSON)."""
+        with self.manager.servable(ref.name, ref.version, ref.label) as servable:
+            return servable.signature(ref.signature_name)
+
+    def metadata(self, ref: ModelRef | None, fields: Sequence[str]) -> ModelMetadata:
+        if ref is None:
+            raise InvalidArgument("Missing ModelSpec")
+        if not fields:
+            raise InvalidArgument("GetModelMetadataRequest must specify at least one metadata_field")
+        for name in fields:
+            if name != SIGNATURE_DEF_FIELD:
+                raise InvalidArgument(f"Metadata field {name} is not supported")
+        with self.manager.servable(ref.name, ref.version, ref.label) as servable:
+            sig_map = serving_pb2.SignatureDefMap()
+            for name, sig in servable.model.signature_defs.items():
+                sig_map.signature_def[name].CopyFrom(sig)
+            return ModelMetadata(ref.name, servable.version, sig_map)
+
+    def status(self, ref: ModelRef | None) -> list[VersionStatus]:
+        if ref is None:
+            raise InvalidArgument("Missing ModelSpec")
+        version = ref.version
+        if ref.label is not None:
+            # TF Serving's GetModelStatus ignores labels too: it answers for every version.
+            version = None
+        return self.manager.status(ref.name, version)

@@ -1,0 +1,64 @@
+"""`model_server`: the command. Parses TF Serving's flags, serves until SIGTERM/SIGINT, then drains.
+
+Exit status: 0 after a clean stop, 2 for unusable flags or config files, 1 if a port cannot be
+bound. Log lines go to stderr; the line starting `model_server ready:` says that every model has
+an AVAILABLE version and on which ports (useful with `--port 0`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from model_server.errors import ConfigError
+from model_server.settings import parse_settings
+
+log = logging.getLogger("model_server")
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = parse_settings(sys.argv[1:] if argv is None else argv, os.environ)
+    except ConfigError as e:
+        print(f"model_server: error: {e}", file=sys.stderr)
+        return 2
+    _configure_logging()
+    # Before TensorFlow is imported: its C++ INFO/WARNING lines would bury the server's own.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    import tensorflow as tf
+
+    tf.get_logger().setLevel(logging.ERROR)  # the TF1 loader's deprecation notice, once per load
+
+    from model_server.server import ModelServer
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s received: draining", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        server = ModelServer(settings)
+    except OSError as e:
+        log.error("%s", e)
+        return 1
+    server.start()
+    while not stop.wait(1.0):  # a timed wait: the signal handler always gets to run promptly
+        pass
+    server.stop()
+    return 0

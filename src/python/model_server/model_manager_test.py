@@ -1,0 +1,166 @@
+"""Versions come and go on disk: hot swap without failed requests, failed loads, retries, policies."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from clothing_preproc import array_to_tensor_proto, tensor_proto_to_array
+from clothing_protos import prediction_service_pb2_grpc, serving_pb2
+from model_server import sample_models
+from model_server.errors import NotFound
+from model_server.model_manager import State
+from model_server.server import ModelServer
+
+Copy = Callable[[str, int, int], Path]
+
+
+def _wait_for(condition: Callable[[], object], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def _states(server: ModelServer, name: str = "m") -> dict[int, State]:
+    try:
+        return {s.version: s.state for s in server.manager.status(name)}
+    except NotFound:
+        return {}
+
+
+def test_version_2_replaces_version_1_under_load_without_a_failed_request(
+    start_server: Callable[..., ModelServer], model_copy: Copy, model_store: Path
+) -> None:
+    base = model_copy("tiny", 1, 1).parent
+    server = start_server(
+        "--model_name", "m", "--model_base_path", str(base), "--file_system_poll_wait_seconds", "0.1"
+    )
+    images = sample_models.random_images(1, seed=11)
+    reference = {
+        v: sample_models.run_saved_model(model_store / "tiny" / str(v), {"input_8": images})["dense_7"]
+        for v in (1, 2)
+    }
+    stop = threading.Event()
+    answers: list[int] = []
+    failures: list[str] = []
+
+    def hammer() -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            request = serving_pb2.PredictRequest()
+            request.model_spec.name = "m"
+            request.inputs["input_8"].CopyFrom(array_to_tensor_proto(images))
+            while not stop.is_set():
+                try:
+                    response = stub.Predict(request, timeout=60)
+                except grpc.RpcError as e:
+                    failures.append(f"{e.code().name}: {e.details()}")
+                    continue
+                version = response.model_spec.version.value
+                # Each answer is exactly the output of the version that says it answered.
+                if not np.array_equal(tensor_proto_to_array(response.outputs["dense_7"]), reference[version]):
+                    failures.append(f"version {version} gave another version's output")
+                answers.append(version)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        _wait_for(lambda: len(answers) >= 20)
+        model_copy("tiny", 2, 2)
+        _wait_for(lambda: _states(server) == {1: State.END, 2: State.AVAILABLE})
+        seen = len(answers)
+        _wait_for(lambda: len(answers) >= seen + 20)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert failures == []
+    assert answers[0] == 1
+    assert answers[-1] == 2
+    # Once version 2 answered, version 1 never did again (the swap is one-way).
+    assert 1 not in answers[answers.index(2) + 4 * 2 :]
+
+
+def test_a_broken_new_version_leaves_the_old_one_serving_and_is_retried_when_fixed(
+    start_server: Callable[..., ModelServer], model_copy: Copy, model_store: Path
+) -> None:
+    base = model_copy("tiny", 1, 1).parent
+    server = start_server(
+        "--model_name", "m", "--model_base_path", str(base), "--file_system_poll_wait_seconds", "0.1"
+    )
+    shutil.copytree(model_store / "plain" / "1", base / "2")  # the export TF Serving cannot run
+    _wait_for(lambda: _states(server).get(2) == State.END)
+    (status,) = server.manager.status("m", 2)
+    assert status.error_code.name == "FAILED_PRECONDITION"
+    assert "Could not find variable" in status.error_message
+    assert _states(server)[1] == State.AVAILABLE
+    with server.manager.servable("m") as servable:
+        assert servable.version == 1
+    # Replacing the folder's files with a good export: tried again, and it takes over.
+    shutil.rmtree(base / "2")
+    model_copy("tiny", 2, 2)
+    _wait_for(lambda: _states(server) == {1: State.END, 2: State.AVAILABLE})
+
+
+def test_removing_every_version_unloads_the_model(
+    start_server: Callable[..., ModelServer], model_copy: Copy
+) -> None:
+    version = model_copy("tiny", 1, 1)
+    server = start_server(
+        "--model_name",
+        "m",
+        "--model_base_path",
+        str(version.parent),
+        "--file_system_poll_wait_seconds",
+        "0.1",
+    )
+    shutil.rmtree(version)
+    _wait_for(lambda: _states(server) == {1: State.END})
+    with (
+        pytest.raises(NotFound, match=r"^Servable not found for request: Latest\(m\)$"),
+        server.manager.servable("m"),
+    ):
+        pass
+
+
+def test_warmup_records_are_replayed_and_bad_ones_fail_the_load(
+    start_server: Callable[..., ModelServer], model_copy: Copy, tmp_path: Path
+) -> None:
+    good = model_copy("tiny", 1, 1)
+    sample_models.write_warmup(good, [{"input_8": sample_models.random_images(1)}], "m")
+    server = start_server(
+        "--model_name", "m", "--model_base_path", str(good.parent), "--file_system_poll_wait_seconds", "0.1"
+    )
+    assert _states(server) == {1: State.AVAILABLE}
+    bad = model_copy("tiny", 2, 2)
+    # A warmup record the signature rejects (rank 3): the version must not become AVAILABLE.
+    sample_models.write_warmup(bad, [{"input_8": sample_models.random_images(1)[0]}], "m")
+    _wait_for(lambda: _states(server).get(2) == State.END)
+    (status,) = server.manager.status("m", 2)
+    assert status.error_code.name == "INVALID_ARGUMENT"
+    assert status.error_message.startswith("input tensor input_8 has shape [299,299,3]")
+    assert _states(server)[1] == State.AVAILABLE
+
+
+def test_removing_the_newest_version_rolls_back_to_the_previous_one(
+    start_server: Callable[..., ModelServer], model_copy: Copy
+) -> None:
+    base = model_copy("tiny", 1, 1).parent
+    server = start_server(
+        "--model_name", "m", "--model_base_path", str(base), "--file_system_poll_wait_seconds", "0.1"
+    )
+    newest = model_copy("tiny", 2, 2)
+    _wait_for(lambda: _states(server) == {1: State.END, 2: State.AVAILABLE})
+    shutil.rmtree(newest)
+    _wait_for(lambda: _states(server) == {1: State.AVAILABLE, 2: State.END})
+    with server.manager.servable("m") as servable:
+        assert servable.version == 1

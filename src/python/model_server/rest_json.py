@@ -1,0 +1,365 @@
+"""TF Serving's REST predict JSON: request bodies to arrays, outputs to JSON, with its messages.
+
+Request: `{"signature_name": …, "instances": [...]}` (row format: one item per example, or one
+object per example with a key per input) or `{"inputs": …}` (columnar: one value, or an object
+with a key per input), never both; `{"b64": "…"}` for binary strings. Input dtypes come from the
+signature, as in TF Serving, so a JSON value of the wrong kind is the request's error.
+Response: `predictions` for row requests, `outputs` for columnar ones; float32 numbers are written
+with the fewest digits that read back as the same float32, as TF Serving does (0.1, not
+0.10000000149011612).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from clothing_preproc import numpy_dtype
+from clothing_preproc.errors import TensorCodecError
+from clothing_protos import tensor_pb2
+from model_server.errors import InvalidArgument, Unimplemented
+from model_server.signatures import Signature, TensorBinding, tf_type_name
+
+_MAX_SHOWN = 200  # characters of a JSON value quoted in an error message
+
+
+class Format(enum.Enum):
+    ROW = "instances"
+    COLUMNAR = "inputs"
+
+
+@dataclass(frozen=True)
+class ParsedPredict:
+    signature_name: str
+    format: Format
+    inputs: dict[str, npt.NDArray[Any]]
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, separators=(",", ":"), default=str)
+    return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "…"
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "Null"
+    if value is True:
+        return "True"
+    if value is False:
+        return "False"
+    if isinstance(value, dict):
+        return "Object"
+    if isinstance(value, list):
+        return "Array"
+    if isinstance(value, str):
+        return "String"
+    return "Number"
+
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def parse_predict_body(body: bytes, signature_for: Callable[[str], Signature]) -> ParsedPredict:
+    """Parse a `:predict` body against the signature it names (looked up by `signature_for`)."""
+    if not body.strip():
+        raise InvalidArgument("JSON Parse error: The document is empty")
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError) as e:
+        raise InvalidArgument(f"JSON Parse error: {e}") from None
+    if not isinstance(doc, dict):
+        raise InvalidArgument(f"JSON Value: {_shown(doc)} Is not object")
+    name = doc.get("signature_name", "")
+    if not isinstance(name, str):
+        raise InvalidArgument(
+            f"JSON Value: {_shown(doc)} not formatted correctly. 'signature_name' key must be a string value."
+        )
+    signature = signature_for(name)
+    bindings = signature.inputs
+    if not bindings:
+        raise InvalidArgument(f"Failed to get input map for signature: {name or 'DEFAULT'}")
+    if "instances" in doc and "inputs" in doc:
+        raise InvalidArgument(
+            f"JSON Value: {_shown(doc)} Not formatted correctly expecting only one of 'inputs' or "
+            "'instances' keys to exist "
+        )
+    if "instances" in doc:
+        return ParsedPredict(name, Format.ROW, _from_instances(doc, bindings))
+    if "inputs" in doc:
+        return ParsedPredict(name, Format.COLUMNAR, _from_inputs(doc["inputs"], bindings))
+    raise InvalidArgument("Missing 'inputs' or 'instances' key")
+
+
+def _from_instances(
+    doc: dict[str, Any], bindings: Mapping[str, TensorBinding]
+) -> dict[str, npt.NDArray[Any]]:
+    instances = doc["instances"]
+    if not isinstance(instances, list):
+        raise InvalidArgument(f"JSON Value: {_shown(doc)} Excepting 'instances' to be an list/array")
+    if not instances:
+        raise InvalidArgument(f"JSON Value: {_shown(doc)} No values in 'instances' array")
+    objects = isinstance(instances[0], dict) and not _is_b64(instances[0])
+    if not objects:
+        if len(bindings) > 1:
+            raise InvalidArgument(
+                "instances is a plain list, but expecting list of objects as multiple input tensors "
+                "required as per tensorinfo_map"
+            )
+        for index, item in enumerate(instances):
+            if isinstance(item, dict) and not _is_b64(item):
+                raise InvalidArgument(f"Expecting value/list but got object at item {index} of input list")
+        (alias, binding), = bindings.items()
+        return {alias: _to_array(instances, binding, row_items=True)}
+    names = set(bindings)
+    for index, item in enumerate(instances):
+        if not isinstance(item, dict) or _is_b64(item):
+            raise InvalidArgument(f"Expecting object but got list at item {index} of input list")
+        for key in item:
+            if key not in bindings:
+                raise InvalidArgument(
+                    f"Failed to process element: {index} key: {key} of 'instances' list. Error: "
+                    f"INVALID_ARGUMENT: JSON object: does not have named input: {key}"
+                )
+        if set(item) != names:
+            raise InvalidArgument(
+                f"Failed to process element: {index} of 'instances' list. JSON object: {_shown(item)} "
+                f"must only have keys: {','.join(sorted(names))}"
+            )
+    return {
+        alias: _to_array([item[alias] for item in instances], binding, row_items=True)
+        for alias, binding in bindings.items()
+    }
+
+
+def _from_inputs(value: Any, bindings: Mapping[str, TensorBinding]) -> dict[str, npt.NDArray[Any]]:
+    if not isinstance(value, dict) or _is_b64(value):
+        if len(bindings) > 1:
+            raise InvalidArgument(
+                "inputs is a plain value/list, but expecting an object as multiple input tensors "
+                "required as per tensorinfo_map"
+            )
+        (alias, binding), = bindings.items()
+        return {alias: _to_array(value, binding)}
+    out: dict[str, npt.NDArray[Any]] = {}
+    for alias, binding in bindings.items():
+        if alias not in value:
+            raise InvalidArgument(f"Missing named input: {alias} in 'inputs' object.")
+        out[alias] = _to_array(value[alias], binding)
+    return out
+
+
+def _to_array(value: Any, binding: TensorBinding, row_items: bool = False) -> npt.NDArray[Any]:
+    dtype = binding.dtype
+    if dtype == tensor_pb2.DT_STRING:
+        return _string_array(value)
+    try:
+        target = numpy_dtype(dtype)
+    except TensorCodecError:
+        raise Unimplemented(
+            f"Conversion of JSON Value: {_shown(value)} to type: {tf_type_name(dtype)}"
+        ) from None
+    try:
+        array = np.asarray(value)
+    except (ValueError, OverflowError, TypeError):
+        array = np.asarray(None, dtype=object)
+    if array.dtype == object:
+        irregular = _irregular(value)
+        if irregular:
+            raise InvalidArgument(irregular)
+    if not _kind_fits(array.dtype.kind, target.kind):
+        bad = _first_leaf(value, lambda v: _leaf_fits(v, target.kind))
+        raise InvalidArgument(
+            f"JSON Value: {_shown(bad)} Type: {_json_type(bad)} is not of expected type: "
+            f"{tf_type_name(dtype)}"
+        )
+    if target.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = array.astype(target)
+        lost = np.isfinite(array) & ~np.isfinite(cast)
+        if lost.any():
+            raise InvalidArgument(
+                f"Cannot convert JSON value: {array[lost].flat[0]!r} to {tf_type_name(dtype)} "
+                "without loss of precision."
+            )
+        return cast
+    if target.kind in "iu" and array.size:
+        info = np.iinfo(target)
+        if array.min() < info.min or array.max() > info.max:
+            bad = array[(array < info.min) | (array > info.max)].flat[0]
+            raise InvalidArgument(
+                f"JSON Value: {int(bad)} Type: Number is not of expected type: {tf_type_name(dtype)}"
+            )
+    return array.astype(target)
+
+
+def _kind_fits(kind: str, target_kind: str) -> bool:
+    if target_kind == "f":
+        return kind in "iuf"
+    if target_kind in "iu":
+        return kind in "iu"
+    if target_kind == "b":
+        return kind == "b"
+    return kind == target_kind
+
+
+def _leaf_fits(value: Any, target_kind: str) -> bool:
+    if isinstance(value, list | dict) or value is None:
+        return False
+    return _kind_fits(np.asarray(value).dtype.kind, target_kind)
+
+
+def _first_leaf(value: Any, ok: Callable[[Any], bool]) -> Any:
+    stack = [value]
+    while stack:
+        item = stack.pop(0)
+        if isinstance(item, list):
+            stack[:0] = item
+        elif not ok(item):
+            return item
+    return value
+
+
+def _irregular(value: Any) -> str:
+    """TF Serving's message for a nested list whose lists differ in length, or '' if regular."""
+    def shape_of(v: Any) -> list[int]:
+        dims: list[int] = []
+        while isinstance(v, list):
+            dims.append(len(v))
+            if not v:
+                break
+            v = v[0]
+        return dims
+
+    expected = shape_of(value)
+
+    def walk(v: Any, level: int) -> str:
+        if isinstance(v, list):
+            if level >= len(expected):
+                return f"Encountered list at unexpected level: {level} expected < {len(expected)}"
+            if len(v) != expected[level]:
+                return (
+                    f"Encountered list at unexpected size: {len(v)} at level: {level} "
+                    f"expected size: {expected[level]}"
+                )
+            for item in v:
+                found = walk(item, level + 1)
+                if found:
+                    return found
+            return ""
+        if level != len(expected):
+            return (
+                f"JSON Value: {_shown(v)} found at incorrect level: {level + 1} in the JSON DOM. "
+                f"Expected at level: {len(expected)}"
+            )
+        return ""
+
+    return walk(value, 0)
+
+
+def _string_array(value: Any) -> npt.NDArray[Any]:
+    irregular = _irregular(value)
+    if irregular:
+        raise InvalidArgument(irregular)
+
+    def convert(v: Any) -> Any:
+        if isinstance(v, list):
+            return [convert(x) for x in v]
+        if isinstance(v, str):
+            return v.encode("utf-8")
+        if _is_b64(v):
+            try:
+                return base64.b64decode(v["b64"], validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidArgument("Unable to base64 decode") from None
+        raise InvalidArgument(
+            f"JSON Value: {_shown(v)} Type: {_json_type(v)} is not of expected type: string"
+        )
+
+    converted = convert(value)
+    out = np.empty(_shape(converted), dtype=object)
+    _fill(out, converted)
+    return out
+
+
+def _shape(v: Any) -> tuple[int, ...]:
+    dims: list[int] = []
+    while isinstance(v, list):
+        dims.append(len(v))
+        if not v:
+            break
+        v = v[0]
+    return tuple(dims)
+
+
+def _fill(out: npt.NDArray[Any], converted: Any) -> None:
+    if out.ndim == 0:
+        out[()] = converted
+        return
+    flat: list[Any] = []
+    stack = [converted]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        else:
+            flat.append(item)
+    out.reshape(-1)[:] = flat
+
+
+# --- responses ---------------------------------------------------------------------------------
+
+
+def _json_values(alias: str, array: npt.NDArray[Any]) -> Any:
+    if array.dtype == np.float32 or array.dtype == np.float16:
+        # Shortest decimal that reads back as the same float32: TF Serving's WriteDecimal.
+        return np.asarray(array.astype(str), dtype=np.float64).tolist()
+    if array.dtype == object:
+        def text(b: Any) -> Any:
+            raw = b if isinstance(b, bytes) else str(b).encode("utf-8")
+            if alias.endswith("_bytes"):
+                return {"b64": base64.b64encode(raw).decode("ascii")}
+            return raw.decode("utf-8", errors="replace")
+
+        return np.vectorize(text, otypes=[object])(array).tolist() if array.size else array.tolist()
+    return array.tolist()
+
+
+def predict_response_json(outputs: Mapping[str, npt.NDArray[Any]], fmt: Format) -> bytes:
+    """The response body for a row or columnar request."""
+    if fmt is Format.COLUMNAR:
+        if len(outputs) == 1:
+            ((alias, array),) = outputs.items()
+            body: dict[str, Any] = {"outputs": _json_values(alias, array)}
+        else:
+            body = {"outputs": {alias: _json_values(alias, array) for alias, array in outputs.items()}}
+        return _dumps(body)
+    batch: int | None = None
+    for alias, array in outputs.items():
+        if array.ndim == 0:
+            raise InvalidArgument(f"Tensor name: {alias} has no shape information ")
+        if batch is None:
+            batch = array.shape[0]
+        elif array.shape[0] != batch:
+            raise InvalidArgument(
+                f"Tensor name: {alias} has inconsistent batch size: {array.shape[0]} expecting: {batch}"
+            )
+    if len(outputs) == 1:
+        ((alias, array),) = outputs.items()
+        return _dumps({"predictions": _json_values(alias, array)})
+    columns = {alias: _json_values(alias, array) for alias, array in outputs.items()}
+    rows = [{alias: columns[alias][i] for alias in columns} for i in range(batch or 0)]
+    return _dumps({"predictions": rows})
+
+
+def _dumps(body: Any) -> bytes:
+    # NaN and infinities are written as TF Serving writes them (NaN, Infinity, -Infinity).
+    return json.dumps(body, separators=(",", ":"), allow_nan=True).encode("utf-8")

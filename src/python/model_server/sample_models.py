@@ -1,0 +1,110 @@
+"""Small SavedModels for the server's tests and benchmarks, written with TensorFlow directly.
+
+- `write_image_model`: the clothing model's interface (input_8 (-1,299,299,3) float32 → dense_7
+  (-1,10)), a tiny CNN, exported the way TF Serving can load it (keras.export.ExportArchive
+  without track(): weights once, chosen names). `seed` changes the weights, so two versions give
+  different outputs.
+- `write_xception_model`: the same interface on Keras' Xception architecture (random weights),
+  for throughput measurements.
+- `write_two_input_model`: two inputs of different dtypes and two outputs, for multi-input calls.
+- `write_plain_saved_model`: `tf.saved_model.save(keras_model)`, which TF Serving cannot serve.
+- `write_warmup`: an assets.extra/tf_serving_warmup_requests file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import tensorflow as tf
+
+from clothing_preproc import array_to_tensor_proto
+from clothing_protos import serving_pb2
+
+IMAGE_SHAPE = (299, 299, 3)
+
+
+def _export(fn: Any, signature: list[tf.TensorSpec], path: Path) -> Path:
+    import keras
+
+    # Without track(): the endpoint's tf.function captures the weights, stored once
+    # (toolchain.md §3), under the names the signature gives.
+    archive = keras.export.ExportArchive()
+    archive.add_endpoint("serving_default", tf.function(fn), input_signature=signature)
+    archive.write_out(str(path), verbose=False)
+    return path
+
+
+def tiny_keras_model(seed: int = 0, image_shape: Sequence[int] = IMAGE_SHAPE) -> Any:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    image = keras.Input(tuple(image_shape), name="input_8")
+    x = keras.layers.Conv2D(4, 3, strides=8, activation="relu")(image)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    logits = keras.layers.Dense(10, name="dense_7")(x)
+    return keras.Model(image, logits)
+
+
+def write_image_model(version_dir: Path, seed: int = 0) -> Path:
+    model = tiny_keras_model(seed)
+    spec = [tf.TensorSpec((None, *IMAGE_SHAPE), tf.float32, name="input_8")]
+    return _export(lambda x: {"dense_7": model(x, training=False)}, spec, version_dir)
+
+
+def write_xception_model(version_dir: Path, seed: int = 0) -> Path:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    base = keras.applications.Xception(weights=None, include_top=False, input_shape=IMAGE_SHAPE)
+    image = keras.Input(IMAGE_SHAPE, name="input_8")
+    x = keras.layers.GlobalAveragePooling2D()(base(image, training=False))
+    x = keras.layers.Dense(100, activation="relu")(x)
+    model = keras.Model(image, keras.layers.Dense(10, name="dense_7")(x))
+    spec = [tf.TensorSpec((None, *IMAGE_SHAPE), tf.float32, name="input_8")]
+    return _export(lambda x: {"dense_7": model(x, training=False)}, spec, version_dir)
+
+
+def write_two_input_model(version_dir: Path) -> Path:
+    """Inputs `a` float32 (-1, 3) and `b` int64 (-1,); outputs `sum` = a·1 + b, `scaled` = 2a."""
+    def fn(a: tf.Tensor, b: tf.Tensor) -> dict[str, tf.Tensor]:
+        total = tf.reduce_sum(a, axis=1) + tf.cast(b, tf.float32)
+        return {"sum": total, "scaled": a * 2.0}
+
+    spec = [tf.TensorSpec((None, 3), tf.float32, name="a"), tf.TensorSpec((None,), tf.int64, name="b")]
+    return _export(fn, spec, version_dir)
+
+
+def write_plain_saved_model(version_dir: Path) -> Path:
+    """`tf.saved_model.save(keras_model)`: loads, then fails at run time in TF1 sessions (TF Serving)."""
+    tf.saved_model.save(tiny_keras_model(0), str(version_dir))
+    return version_dir
+
+
+def write_warmup(version_dir: Path, inputs: Sequence[dict[str, npt.NDArray[Any]]], model_name: str) -> Path:
+    path = version_dir / "assets.extra" / "tf_serving_warmup_requests"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for request_inputs in inputs:
+            log = serving_pb2.PredictionLog()
+            log.predict_log.request.model_spec.name = model_name
+            log.predict_log.request.model_spec.signature_name = "serving_default"
+            for alias, array in request_inputs.items():
+                log.predict_log.request.inputs[alias].CopyFrom(array_to_tensor_proto(array))
+            writer.write(log.SerializeToString())
+    return path
+
+
+def run_saved_model(version_dir: Path, inputs: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+    """The reference: the SavedModel's serving signature run directly with TensorFlow."""
+    loaded = tf.saved_model.load(str(version_dir))
+    outputs = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in inputs.items()})
+    return {k: v.numpy() for k, v in outputs.items()}
+
+
+def random_images(count: int, seed: int = 0) -> npt.NDArray[np.float32]:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-1, 1, size=(count, *IMAGE_SHAPE)).astype(np.float32)

@@ -1,0 +1,111 @@
+"""One SavedModel version loaded the way TF Serving loads it, and run the way TF Serving runs it.
+
+TF Serving (TF1 runtime) loads the `serve` MetaGraph into a fresh graph and session and calls
+`Session::Run` with the signature's tensor names. Doing the same here — not `tf.saved_model.load`,
+which is more forgiving — means an export that TF Serving cannot serve fails here too (for example
+`tf.saved_model.save(keras_model)`: tensorflow/serving#2226, #2250).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy.typing as npt
+import tensorflow as tf
+
+from clothing_protos import meta_graph_pb2
+from model_server.errors import Code, ServingError
+from model_server.signatures import Signature, signature_map
+
+SERVE_TAG = "serve"
+
+
+def serving_error(error: BaseException) -> ServingError:
+    """A TensorFlow exception as the status TF Serving would answer with."""
+    if isinstance(error, ServingError):
+        return error
+    if isinstance(error, tf.errors.OpError):
+        message = error.message
+        # The Python client prefixes graph errors; TF Serving's C++ status has only the cause.
+        prefix = "Graph execution error:"
+        if message.startswith(prefix):
+            message = message[len(prefix) :].strip()
+        return ServingError(message, code=Code(error.error_code))
+    if isinstance(error, OSError):
+        return ServingError(str(error), code=Code.NOT_FOUND)
+    return ServingError(f"{type(error).__name__}: {error}", code=Code.FAILED_PRECONDITION)
+
+
+class SavedModel:
+    """A version folder's `serve` MetaGraph in its own graph and session."""
+
+    def __init__(
+        self,
+        session: Any,
+        signature_defs: Mapping[str, meta_graph_pb2.SignatureDef],
+    ) -> None:
+        self._session = session
+        self.signature_defs = dict(signature_defs)
+        self.signatures: dict[str, Signature] = signature_map(self.signature_defs)
+        self._callables: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Callable[..., Any]] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: Path, intra_op_threads: int = 0, inter_op_threads: int = 0) -> SavedModel:
+        """Load `path` (a version folder) or raise `ServingError` with TensorFlow's reason."""
+        config = tf.compat.v1.ConfigProto(
+            intra_op_parallelism_threads=intra_op_threads,
+            inter_op_parallelism_threads=inter_op_threads,
+        )
+        graph = tf.Graph()
+        session = tf.compat.v1.Session(graph=graph, config=config)
+        try:
+            with graph.as_default():
+                meta_graph = tf.compat.v1.saved_model.loader.load(session, [SERVE_TAG], str(path))
+        except Exception as e:  # TensorFlow raises many types here; each becomes a status
+            session.close()
+            raise serving_error(e) from e
+        defs = {
+            name: meta_graph_pb2.SignatureDef.FromString(sig.SerializeToString())
+            for name, sig in meta_graph.signature_def.items()
+        }
+        return cls(session, defs)
+
+    def run(
+        self,
+        signature: Signature,
+        inputs: Mapping[str, npt.NDArray[Any]],
+        fetch: Sequence[str],
+    ) -> dict[str, npt.NDArray[Any]]:
+        """Run `signature` on checked inputs; returns the `fetch` outputs by alias."""
+        feed_aliases = tuple(sorted(inputs))
+        run = self._callable(signature, feed_aliases, tuple(fetch))
+        try:
+            values = run(*(inputs[a] for a in feed_aliases))
+        except Exception as e:  # a model failing at run time answers with TensorFlow's status
+            raise serving_error(e) from e
+        return dict(zip(fetch, values, strict=True))
+
+    def _callable(
+        self, signature: Signature, feeds: tuple[str, ...], fetch: tuple[str, ...]
+    ) -> Callable[..., Any]:
+        # Session.make_callable skips run()'s per-call feed/fetch parsing; one per request shape.
+        key = (signature.name, feeds, fetch)
+        with self._lock:
+            found = self._callables.get(key)
+            if found is None:
+                try:
+                    found = self._session.make_callable(
+                        [signature.outputs[a].tensor_name for a in fetch],
+                        feed_list=[signature.inputs[a].tensor_name for a in feeds],
+                    )
+                except Exception as e:  # e.g. a signature naming a tensor missing from the graph
+                    raise serving_error(e) from e
+                self._callables[key] = found
+            return found
+
+    def close(self) -> None:
+        self._session.close()
