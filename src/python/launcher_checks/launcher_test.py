@@ -11,7 +11,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-
 REPO_FILES = ("pants", "pants.toml")
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -42,7 +41,8 @@ def test_missing_python3_fails_with_one_line(tmp_path: Path) -> None:
     # A PATH with the shell tools the launcher uses but no python3.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("bash", "sha256sum", "cut", "dirname", "mkdir", "uname", "id", "getent", "cat", "touch", "rm"):
+    tools = ("bash", "sha256sum", "cut", "dirname", "mkdir", "uname", "id", "getent", "cat", "touch", "rm")
+    for tool in tools:
         found = shutil.which(tool, path=BASE_PATH)
         assert found, tool
         (bin_dir / tool).symlink_to(found)
@@ -70,7 +70,8 @@ def test_bootstraps_once_then_runs_quietly(tmp_path: Path) -> None:
     assert "[bootstrap] ready" in first.stderr
     rc = (root / ".pants.rc").read_text()
     assert f"file://{cache}/tools/pex-{{version}}" in rc
-    assert "[protoc]" in rc and "[grpc-python-plugin]" in rc
+    assert "[protoc]" in rc
+    assert "[grpc-python-plugin]" in rc
 
     second = _run(root, cache)
     assert second.returncode == 0, second.stderr
