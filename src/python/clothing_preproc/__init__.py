@@ -4,7 +4,8 @@ Public API (everything else is internal):
 
 - `PreprocessConfig`, `Limits`: how to preprocess and what input to refuse.
 - `decode_image`, `image_to_array`, `preprocess_input`, `preprocess_image`, `preprocess_batch`,
-  `preprocess_path`: the Keras-exact pipeline and its steps.
+  `preprocess_path`: the Keras-exact pipeline and its steps; `open_image` (header and limits
+  only), `normalize_into` (uint8 pixels -> normalised float32 slot), `family_mode`.
 - `array_to_tensor_proto`, `tensor_proto_to_array`: numpy <-> TensorProto without TensorFlow.
 - `CLOTHING_LABELS`, `load_labels`, `scores_by_label`, `softmax`, `top_k`: labels and scores.
 - `ModelDescription`: the description file export writes beside a model.
@@ -12,6 +13,8 @@ Public API (everything else is internal):
 - The error tree rooted at `PreprocessingError` (see `clothing_preproc.errors`).
 """
 
+from clothing_preproc.config import RESIZE_FILTERS, Limits, PreprocessConfig
+from clothing_preproc.decode import decode_image, open_image
 from clothing_preproc.description import DESCRIPTION_FILE, ModelDescription, TensorDescription
 from clothing_preproc.errors import (
     InputTooLarge,
@@ -23,16 +26,11 @@ from clothing_preproc.errors import (
     UnsupportedImage,
 )
 from clothing_preproc.labels import CLOTHING_LABELS, load_labels, scores_by_label, softmax, top_k
+from clothing_preproc.normalize import FAMILY_MODES, family_mode, normalize_into, preprocess_input
 from clothing_preproc.preprocess import (
-    FAMILY_MODES,
-    RESIZE_FILTERS,
-    Limits,
-    PreprocessConfig,
-    decode_image,
     image_to_array,
     preprocess_batch,
     preprocess_image,
-    preprocess_input,
     preprocess_path,
 )
 from clothing_preproc.signature import (
@@ -78,10 +76,13 @@ __all__ = [
     "array_to_tensor_proto",
     "decode_image",
     "dtype_name",
+    "family_mode",
     "image_signature",
     "image_to_array",
     "load_labels",
+    "normalize_into",
     "numpy_dtype",
+    "open_image",
     "pack_signature_def_map",
     "preprocess_batch",
     "preprocess_image",

@@ -10,6 +10,13 @@
 
 Messages are written for the person who sent the input: they say what was wrong and what the limit
 is. None of them knows about HTTP; transports map them once (the gateway's `errors.py`).
+
+Programming mistakes are not in the tree: a non-bytes argument is a TypeError, an invalid
+`PreprocessConfig` or `Limits` a ValueError when it is built. Pillow still emits its own warnings
+on some hostile input (DecompressionBombWarning for headers between 89 M and 179 M pixels, which
+are then refused as TooManyPixels; UserWarning for corrupt TIFF/EXIF metadata): they are not
+silenced here because `warnings.catch_warnings` is not thread-safe and the gateway decodes in
+threads.
 """
 
 from __future__ import annotations

@@ -25,10 +25,22 @@ CLOTHING_LABELS: tuple[str, ...] = (
 
 
 def load_labels(path: str | Path) -> tuple[str, ...]:
-    """Read labels from a file: a JSON list of strings, or one label per line (blank lines skipped)."""
-    text = Path(path).read_text(encoding="utf-8")
+    """Read labels from a file: a JSON list of strings, or one label per line (blank lines skipped).
+
+    Any problem with the file (missing, not UTF-8, not a list, empty, duplicates) is a ValueError
+    naming the file.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the labels file ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: the labels file is not UTF-8 text") from e
     if text.lstrip().startswith("["):
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
         if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
             raise ValueError(f"{path}: a JSON labels file must hold a list of strings")
         labels = tuple(data)
@@ -36,6 +48,8 @@ def load_labels(path: str | Path) -> tuple[str, ...]:
         labels = tuple(line.strip() for line in text.splitlines() if line.strip())
     if not labels:
         raise ValueError(f"{path}: no labels found")
+    if any(not label.strip() for label in labels):
+        raise ValueError(f"{path}: labels must not be blank")
     if len(set(labels)) != len(labels):
         raise ValueError(f"{path}: labels must be unique")
     return labels

@@ -7,6 +7,7 @@ which is what TF Serving sends by default.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,8 @@ _VAL_FIELD: dict[int, str] = {
 # Refuse to materialise more elements than this from a peer's message (a response declaring a
 # huge shape with no data would otherwise allocate it).
 DEFAULT_MAX_ELEMENTS = 1 << 26
+# Protobuf cannot serialise a message of 2 GB or more (TensorFlow refuses such tensors too).
+_MAX_MESSAGE_BYTES = 1 << 31
 
 
 def dtype_name(dtype: int) -> str:
@@ -99,6 +102,8 @@ def array_to_tensor_proto(array: npt.ArrayLike) -> tensor_pb2.TensorProto:
     Byte strings go to `string_val`, as TensorFlow requires for DT_STRING.
     """
     arr = np.asarray(array)
+    if arr.nbytes >= _MAX_MESSAGE_BYTES:
+        raise TensorCodecError(f"a tensor of {arr.nbytes} bytes cannot be sent (protobuf's limit is 2 GB)")
     proto = tensor_pb2.TensorProto(dtype=tf_dtype(arr.dtype))  # type: ignore[arg-type]
     for size in arr.shape:
         proto.tensor_shape.dim.add(size=size)
@@ -107,8 +112,9 @@ def array_to_tensor_proto(array: npt.ArrayLike) -> tensor_pb2.TensorProto:
             x if isinstance(x, bytes) else str(x).encode("utf-8") for x in arr.reshape(-1)
         )
     else:
-        little = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-        proto.tensor_content = np.ascontiguousarray(little).tobytes()
+        # tobytes() writes C order whatever the array's layout: one copy, none for the byte order
+        # unless the array is big-endian.
+        proto.tensor_content = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
     return proto
 
 
@@ -132,7 +138,8 @@ def tensor_proto_to_array(
     `TensorCodecError`, as is a shape of more than `max_elements` elements.
     """
     shape = tensor_shape(proto)
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    # Python integers: a hostile shape like [2**40, 2**40] must not wrap around in int64.
+    count = math.prod(shape)
     if count > max_elements:
         raise TensorCodecError(f"tensor of shape {list(shape)} has more than {max_elements} elements")
     np_dtype = numpy_dtype(proto.dtype)
