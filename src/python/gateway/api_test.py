@@ -1,0 +1,217 @@
+"""The API against a real local model server process serving the tiny demo model."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import ipaddress
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from clothing_preproc import CLOTHING_LABELS, Limits, PreprocessConfig
+from gateway import Settings
+from gateway.conftest import ImageHost, Reply, RunningGateway, image_bytes
+from gateway.live_stack import LiveModelServer, demo_model
+
+RunGateway = Callable[..., RunningGateway]
+LOOPBACK_ALLOWED = (ipaddress.ip_network("127.0.0.0/8"),)
+
+RED = image_bytes("JPEG", (640, 480), (200, 30, 60))
+BLUE = image_bytes("PNG", (300, 500), (20, 40, 220))
+GREEN = image_bytes("WEBP", (120, 90), (30, 200, 60))
+
+
+@pytest.fixture(scope="module")
+def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveModelServer]:
+    server = LiveModelServer(demo_model(tmp_path_factory.mktemp("models")))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def images(image_host: ImageHost) -> ImageHost:
+    image_host.routes["/red.jpg"] = Reply(200, RED, {"Content-Type": "image/jpeg"})
+    image_host.routes["/blue.png"] = Reply(200, BLUE)
+    image_host.routes["/green.webp"] = Reply(200, GREEN)
+    image_host.routes["/notes.txt"] = Reply(200, b"just some text")
+    image_host.routes["/missing.jpg"] = Reply(404, b"")
+    return image_host
+
+
+def gateway_settings(server: LiveModelServer, **overrides: object) -> Settings:
+    base = Settings(tf_serving_host=server.address, fetch_allow_networks=LOOPBACK_ALLOWED)
+    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+def gateway(run_gateway: RunGateway, model_server: LiveModelServer) -> RunningGateway:
+    return run_gateway(gateway_settings(model_server))
+
+
+def test_the_course_request_gets_the_course_answer(gateway: RunningGateway, images: ImageHost) -> None:
+    r = httpx.post(f"{gateway.url}/predict", json={"url": images.url("/red.jpg")})
+    assert r.status_code == 200
+    scores = r.json()
+    assert list(scores) == list(CLOTHING_LABELS)
+    assert all(isinstance(v, float) and math.isfinite(v) for v in scores.values())
+    # The same numbers as the richer endpoint's raw logits for the same image.
+    rich = httpx.post(f"{gateway.url}/v1/classify?logits=true", json={"url": images.url("/red.jpg")}).json()
+    assert rich["logits"] == scores
+
+
+def test_url_upload_and_raw_body_give_the_same_answer(gateway: RunningGateway, images: ImageHost) -> None:
+    by_url = httpx.post(f"{gateway.url}/v1/classify", json={"url": images.url("/red.jpg")})
+    by_upload = httpx.post(f"{gateway.url}/v1/classify", files={"image": ("red.jpg", RED, "image/jpeg")})
+    by_body = httpx.post(f"{gateway.url}/v1/classify", content=RED, headers={"content-type": "image/jpeg"})
+    answers = [r.json() for r in (by_url, by_upload, by_body)]
+    assert [r.status_code for r in (by_url, by_upload, by_body)] == [200, 200, 200]
+    assert answers[0]["probabilities"] == answers[1]["probabilities"] == answers[2]["probabilities"]
+    body = answers[0]
+    assert body["model"] == {"name": "clothing-model", "version": 1, "signature": "serving_default"}
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0)
+    top = body["top"]
+    assert len(top) == 3
+    assert [t["probability"] for t in top] == sorted((t["probability"] for t in top), reverse=True)
+    assert top[0]["probability"] == max(body["probabilities"].values())
+    assert set(body["timings_ms"]) == {"fetch", "decode", "preprocess", "predict", "total"}
+    assert answers[1]["timings_ms"]["fetch"] == 0
+    assert "logits" not in body
+
+
+def test_a_batch_is_one_call_with_answers_in_order(gateway: RunningGateway, images: ImageHost) -> None:
+    urls = [images.url(p) for p in ("/red.jpg", "/blue.png", "/green.webp")]
+    batch = httpx.post(f"{gateway.url}/v1/classify/batch?top_k=1", json={"urls": urls})
+    assert batch.status_code == 200
+    results = batch.json()["results"]
+    assert len(results) == 3
+    for url, result in zip(urls, results, strict=True):
+        single = httpx.post(f"{gateway.url}/v1/classify", json={"url": url}).json()
+        assert result["probabilities"] == pytest.approx(single["probabilities"], rel=1e-5)
+        assert len(result["top"]) == 1
+    uploads = httpx.post(
+        f"{gateway.url}/v1/classify/batch",
+        files=[("images", ("b.png", BLUE, "image/png")), ("images", ("r.jpg", RED, "image/jpeg"))],
+    ).json()["results"]
+    assert uploads[0]["probabilities"] == pytest.approx(results[1]["probabilities"], rel=1e-5)
+    assert uploads[1]["probabilities"] == pytest.approx(results[0]["probabilities"], rel=1e-5)
+
+
+def _truncated_jpeg() -> bytes:
+    return RED[: len(RED) // 2]
+
+
+def _huge_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (4000, 4000)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("send", "status", "code"),
+    [
+        (
+            lambda url: {"files": {"image": ("notes.txt", b"just some text", "text/plain")}},
+            415,
+            "not_an_image",
+        ),
+        (lambda url: {"json": {"url": url("/notes.txt")}}, 415, "not_an_image"),
+        (lambda url: {"content": b"", "headers": {"content-type": "image/jpeg"}}, 415, "not_an_image"),
+        (
+            lambda url: {"content": _truncated_jpeg(), "headers": {"content-type": "image/jpeg"}},
+            422,
+            "unreadable_image",
+        ),
+        (lambda url: {"content": _huge_png(), "headers": {"content-type": "image/png"}}, 413, "too_large"),
+        (lambda url: {"json": {"url": url("/missing.jpg")}}, 502, "image_host_failed"),
+        (lambda url: {"json": {"url": "http://10.0.0.1/x.jpg"}}, 400, "url_not_allowed"),
+    ],
+    ids=["upload-text", "url-text", "empty", "truncated", "too-many-pixels", "host-404", "private-url"],
+)
+def test_bad_images_get_their_status(
+    run_gateway: RunGateway,
+    model_server: LiveModelServer,
+    images: ImageHost,
+    send: Callable[[Callable[[str], str]], dict[str, object]],
+    status: int,
+    code: str,
+) -> None:
+    limits = Limits(max_pixels=10_000_000)
+    gw = run_gateway(gateway_settings(model_server, preprocessing=PreprocessConfig(limits=limits)))
+    r = httpx.post(f"{gw.url}/v1/classify", **send(images.url))  # type: ignore[arg-type]
+    assert (r.status_code, r.json()["error"]["code"]) == (status, code)
+
+
+def test_one_bad_image_in_a_batch_is_named(gateway: RunningGateway, images: ImageHost) -> None:
+    r = httpx.post(
+        f"{gateway.url}/v1/classify/batch",
+        json={"urls": [images.url("/red.jpg"), images.url("/notes.txt")]},
+    )
+    assert r.status_code == 415
+    assert r.json()["error"]["message"].startswith("image 2:")
+
+
+def test_an_unknown_model_is_503(
+    run_gateway: RunGateway, model_server: LiveModelServer, images: ImageHost
+) -> None:
+    gw = run_gateway(gateway_settings(model_server, model_name="no-such-model"))
+    r = httpx.post(f"{gw.url}/predict", json={"url": images.url("/red.jpg")})
+    assert (r.status_code, r.json()["error"]["code"]) == (503, "model_unavailable")
+    ready = httpx.get(f"{gw.url}/readyz")
+    assert ready.status_code == 503
+
+
+def test_wrong_labels_are_reported_by_readiness(
+    run_gateway: RunGateway, model_server: LiveModelServer
+) -> None:
+    gw = run_gateway(gateway_settings(model_server, labels=("a", "b", "c")))
+    ready = httpx.get(f"{gw.url}/readyz")
+    assert ready.status_code == 503
+    assert "10 outputs but the gateway knows 3 labels" in ready.json()["reason"]
+
+
+def _wait_for(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_readiness_follows_the_model_server_without_a_restart(
+    run_gateway: RunGateway, tmp_path: Path, images: ImageHost, model_server: LiveModelServer
+) -> None:
+    # Its own model server: stopping the shared one would disturb the other tests.
+    own = LiveModelServer(model_server.model_dir)
+    own.start()
+    try:
+        gw = run_gateway(gateway_settings(own))
+        assert httpx.get(f"{gw.url}/readyz").json()["ready"] is True
+        own.stop()
+        assert httpx.get(f"{gw.url}/readyz").status_code == 503
+        r = httpx.post(f"{gw.url}/predict", json={"url": images.url("/red.jpg")})
+        assert r.status_code == 503
+        own.start()
+        assert _wait_for(lambda: httpx.get(f"{gw.url}/readyz").status_code == 200, 60)
+        r = httpx.post(f"{gw.url}/predict", json={"url": images.url("/red.jpg")})
+        assert r.status_code == 200
+    finally:
+        own.stop()
+
+
+def test_metrics_show_each_stage_after_a_request(gateway: RunningGateway, images: ImageHost) -> None:
+    httpx.post(f"{gateway.url}/predict", json={"url": images.url("/red.jpg")})
+    text = httpx.get(f"{gateway.url}/metrics").text
+    for stage in ("fetch", "decode", "preprocess", "predict"):
+        assert f'gateway_stage_duration_seconds_count{{stage="{stage}"}} 1.0' in text
+    assert 'gateway_requests_total{route="/predict",status="200"} 1.0' in text
+    assert "gateway_images_total 1.0" in text

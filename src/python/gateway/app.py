@@ -1,0 +1,146 @@
+"""`create_app(settings)`: the Starlette app, its routes and the lifespan of its clients."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from clothing_preproc import PreprocessingError
+from gateway.classify import Classifier
+from gateway.errors import GatewayError, describe, error_response
+from gateway.fetch import Fetcher, FetchPolicy
+from gateway.guarded_transport import Resolver, system_resolver
+from gateway.inputs import BodyLimit
+from gateway.metrics import Metrics
+from gateway.openapi import openapi_schema
+from gateway.routes import Api, Services
+from gateway.serving import ServingClient
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway")
+
+_JSON_OVERHEAD = 1024 * 1024
+
+
+def create_app(settings: Settings, *, resolver: Resolver = system_resolver) -> Starlette:
+    """The gateway app. `resolver` resolves image URL host names (tests pass their own)."""
+    metrics = Metrics()
+    api = Api(settings, metrics, openapi_schema(settings))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        serving = ServingClient(settings)
+        fetcher = Fetcher(
+            FetchPolicy(
+                max_bytes=settings.limits.max_bytes,
+                connect_timeout=settings.fetch_connect_timeout,
+                read_timeout=settings.fetch_read_timeout,
+                total_timeout=settings.fetch_total_timeout,
+                max_redirects=settings.fetch_max_redirects,
+                allow_networks=settings.fetch_allow_networks,
+            ),
+            resolver,
+        )
+        pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="preprocess")
+        classifier = Classifier(
+            serving,
+            fetcher,
+            pool,
+            metrics,
+            max_batch=settings.max_batch,
+            max_concurrency=settings.max_concurrency,
+            model_name=settings.model_name,
+        )
+        api.services = Services(serving=serving, classifier=classifier)
+        state = await serving.readiness()
+        if state.ready:
+            info = await serving.info()
+            log.info(
+                "model %s ready: input %s, output %s, image %s, %d labels",
+                settings.model_name, info.input_name, info.output_name,
+                "×".join(map(str, info.preprocessing.target_size)), len(info.labels),
+            )  # fmt: skip
+        else:
+            # Not fatal: TF Serving often starts after the gateway; /readyz reports until it is up.
+            log.warning("TF Serving not ready yet: %s", state.reason)
+        try:
+            yield
+        finally:
+            api.services = None
+            await fetcher.aclose()
+            await serving.close()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        metrics.errors.labels(describe(exc)[1]).inc()
+        return error_response(exc)
+
+    routes = [
+        Route("/", api.page, methods=["GET"]),
+        Route("/static/{name}", api.asset, methods=["GET"]),
+        Route("/predict", api.predict, methods=["POST"]),
+        Route("/v1/classify", api.classify, methods=["POST"]),
+        Route("/v1/classify/batch", api.classify_batch, methods=["POST"]),
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/readyz", api.readyz, methods=["GET"]),
+        Route("/metrics", api.metrics_page, methods=["GET"]),
+        Route("/openapi.json", api.openapi_schema, methods=["GET"]),
+    ]
+    known_paths = {route.path for route in routes}
+    max_body = settings.max_batch * settings.limits.max_bytes + _JSON_OVERHEAD
+    return Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(_CountRequests, metrics=metrics, known_paths=known_paths),
+            Middleware(BodyLimit, max_bytes=max_body),
+        ],
+        # GatewayError and PreprocessingError are answered by the router's exception middleware;
+        # Exception goes to Starlette's outermost middleware, which also logs the traceback.
+        exception_handlers={
+            HTTPException: on_error,
+            GatewayError: on_error,
+            PreprocessingError: on_error,
+            # A client that hung up mid-body: answered here, not by the outermost middleware, which
+            # re-raises whatever it handles (uvicorn then logs a traceback per disconnect).
+            ClientDisconnect: on_error,
+            Exception: on_error,
+        },
+        lifespan=lifespan,
+    )
+
+
+class _CountRequests:
+    """Counts answers by route and status (unknown paths share one label: bounded cardinality)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, known_paths: set[str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.known_paths = known_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        route = (
+            path
+            if path in self.known_paths
+            else ("/static/{name}" if path.startswith("/static/") else "other")
+        )
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.metrics.requests.labels(route, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counting_send)

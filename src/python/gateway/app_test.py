@@ -1,0 +1,237 @@
+"""The app under uvicorn with TF Serving down or stuck: everything a user sees before a model answers.
+
+(The answers of a real model server are in api_test.py.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from gateway import Settings
+from gateway.conftest import ImageHost, Reply, RunningGateway, closed_port_address, image_bytes
+from gateway.errors import GatewayError
+
+LOOPBACK_ALLOWED = (ipaddress.ip_network("127.0.0.0/8"),)
+RunGateway = Callable[..., RunningGateway]
+
+
+def settings(**overrides: object) -> Settings:
+    base = Settings(tf_serving_host=closed_port_address(), fetch_allow_networks=LOOPBACK_ALLOWED)
+    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+def black_hole() -> Iterator[str]:
+    """A TCP listener that accepts connections and never answers (a hung TF Serving)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+
+def error_of(response: httpx.Response) -> tuple[int, str]:
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message"}
+    return response.status_code, body["error"]["code"]
+
+
+def test_liveness_and_readiness_without_tf_serving(run_gateway: RunGateway) -> None:
+    gw = run_gateway(settings())
+    assert httpx.get(f"{gw.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{gw.url}/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["ready"] is False
+    assert "unavailable" in ready.json()["reason"]
+
+
+def test_tf_serving_down_is_503_with_retry_after(run_gateway: RunGateway, image_host: ImageHost) -> None:
+    image_host.routes["/shirt.jpg"] = Reply(200, image_bytes())
+    gw = run_gateway(settings())
+    r = httpx.post(f"{gw.url}/predict", json={"url": image_host.url("/shirt.jpg")})
+    assert error_of(r) == (503, "model_unavailable")
+    assert r.headers["retry-after"] == "5"
+
+
+def test_a_hung_tf_serving_is_504_after_the_deadline(
+    run_gateway: RunGateway, image_host: ImageHost, black_hole: str
+) -> None:
+    image_host.routes["/shirt.jpg"] = Reply(200, image_bytes())
+    gw = run_gateway(settings(tf_serving_host=black_hole, predict_timeout=1.0))
+    r = httpx.post(f"{gw.url}/predict", json={"url": image_host.url("/shirt.jpg")}, timeout=30)
+    assert error_of(r) == (504, "deadline_exceeded")
+
+
+def test_the_concurrency_limit_answers_429_at_once(run_gateway: RunGateway, image_host: ImageHost) -> None:
+    release = threading.Event()
+    image_host.routes["/slow.jpg"] = Reply(200, image_bytes(), hold=release)
+    gw = run_gateway(settings(max_concurrency=1))
+    first: list[httpx.Response] = []
+    holder = threading.Thread(
+        target=lambda: first.append(
+            httpx.post(f"{gw.url}/predict", json={"url": image_host.url("/slow.jpg")})
+        )
+    )
+    holder.start()
+    try:
+        # Wait until the first request is inside the gateway (its fetch reached the image host).
+        for _ in range(500):
+            if image_host.hits:
+                break
+            threading.Event().wait(0.01)
+        r = httpx.post(f"{gw.url}/predict", json={"url": image_host.url("/slow.jpg")})
+        assert error_of(r) == (429, "overloaded")
+        assert r.headers["retry-after"] == "1"
+    finally:
+        release.set()
+        holder.join(30)
+    # The first request went on (and failed only because no TF Serving runs here).
+    assert error_of(first[0]) == (503, "model_unavailable")
+
+
+@pytest.mark.parametrize(
+    ("path", "kwargs", "status", "code"),
+    [
+        (
+            "/predict",
+            {"content": b"{not json", "headers": {"content-type": "application/json"}},
+            400,
+            "bad_request",
+        ),
+        ("/predict", {"json": {"image": "x"}}, 400, "bad_request"),
+        ("/predict", {"json": {"url": 42}}, 400, "bad_request"),
+        ("/predict", {"json": {"url": "file:///etc/passwd"}}, 400, "url_not_allowed"),
+        ("/predict", {"json": {"url": "http://169.254.169.254/latest/meta-data/"}}, 400, "url_not_allowed"),
+        (
+            "/v1/classify",
+            {"content": b"hello", "headers": {"content-type": "text/plain"}},
+            400,
+            "bad_request",
+        ),
+        ("/v1/classify?top_k=zero", {"json": {"url": "http://x.test/a.jpg"}}, 400, "bad_request"),
+        ("/v1/classify?logits=maybe", {"json": {"url": "http://x.test/a.jpg"}}, 400, "bad_request"),
+        ("/v1/classify/batch", {"json": {"urls": "http://x.test/a.jpg"}}, 400, "bad_request"),
+        ("/v1/classify/batch", {"json": {"urls": []}}, 400, "bad_request"),
+        ("/v1/classify/batch", {"json": {"urls": ["http://x.test/a.jpg"] * 17}}, 400, "bad_request"),
+        (
+            "/v1/classify",
+            {"content": b"x" * 2000, "headers": {"content-type": "image/jpeg"}},
+            413,
+            "too_large",
+        ),
+        ("/nowhere", {"json": {}}, 404, "not_found"),
+    ],
+)
+def test_bad_requests_get_a_clear_error(
+    run_gateway: RunGateway, path: str, kwargs: dict[str, object], status: int, code: str
+) -> None:
+    from clothing_preproc import Limits, PreprocessConfig
+
+    gw = run_gateway(settings(preprocessing=PreprocessConfig(limits=Limits(max_bytes=1000))))
+    r = httpx.post(f"{gw.url}{path}", **kwargs)  # type: ignore[arg-type]
+    assert error_of(r) == (status, code)
+    assert r.json()["error"]["message"]
+
+
+def test_a_chunked_body_over_the_limit_is_cut_off(run_gateway: RunGateway) -> None:
+    from clothing_preproc import Limits, PreprocessConfig
+
+    gw = run_gateway(settings(max_batch=1, preprocessing=PreprocessConfig(limits=Limits(max_bytes=1000))))
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(64):
+            yield b"\0" * 65536
+
+    r = httpx.post(f"{gw.url}/v1/classify", content=chunks(), headers={"content-type": "image/png"})
+    assert error_of(r) == (413, "too_large")
+
+
+def test_wrong_method_is_405_in_the_same_shape(run_gateway: RunGateway) -> None:
+    gw = run_gateway(settings())
+    assert error_of(httpx.get(f"{gw.url}/predict")) == (405, "method_not_allowed")
+
+
+def test_the_openapi_schema_documents_every_route_and_error_code(run_gateway: RunGateway) -> None:
+    gw = run_gateway(settings())
+    schema = httpx.get(f"{gw.url}/openapi.json").json()
+    assert schema["openapi"].startswith("3.")
+    app_paths = {"/", "/static/{name}", "/predict", "/v1/classify", "/v1/classify/batch"}
+    app_paths |= {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+    assert set(schema["paths"]) == app_paths
+    codes = set(schema["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"])
+    for cls in _all_subclasses(GatewayError):
+        assert cls.code in codes
+    assert {"not_an_image", "unreadable_image", "internal"} <= codes
+
+
+def _all_subclasses(cls: type[GatewayError]) -> list[type[GatewayError]]:
+    out = []
+    for sub in cls.__subclasses__():
+        out += [sub, *_all_subclasses(sub)]
+    return out
+
+
+def test_the_page_is_self_contained(run_gateway: RunGateway) -> None:
+    gw = run_gateway(settings())
+    page = httpx.get(f"{gw.url}/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp
+    assert "connect-src 'self'" in csp
+    html = page.text
+    assert '<meta name="viewport"' in html
+    refs = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert refs
+    assert all(ref.startswith("/") for ref in refs), refs
+    for ref in refs:
+        if ref.startswith("/static/"):
+            asset = httpx.get(f"{gw.url}{ref}")
+            assert asset.status_code == 200
+            assert "http://" not in asset.text
+            assert "https://" not in asset.text
+    assert error_of(httpx.get(f"{gw.url}/static/secret.txt")) == (404, "not_found")
+
+
+def test_metrics_count_requests_errors_and_stages(run_gateway: RunGateway, image_host: ImageHost) -> None:
+    image_host.routes["/shirt.jpg"] = Reply(200, image_bytes())
+    gw = run_gateway(settings())
+    httpx.post(f"{gw.url}/predict", json={"url": image_host.url("/shirt.jpg")})
+    httpx.post(f"{gw.url}/predict", json={"url": "ftp://x.test/a.jpg"})
+    text = httpx.get(f"{gw.url}/metrics").text
+    assert 'gateway_requests_total{route="/predict",status="503"} 1.0' in text
+    assert 'gateway_requests_total{route="/predict",status="400"} 1.0' in text
+    assert 'gateway_errors_total{code="model_unavailable"} 1.0' in text
+    assert 'gateway_errors_total{code="url_not_allowed"} 1.0' in text
+    for stage in ("fetch", "decode", "preprocess", "predict"):
+        assert f'gateway_stage_duration_seconds_count{{stage="{stage}"}}' in text

@@ -1,0 +1,212 @@
+"""The one classification path: images (URLs or bytes) -> one Predict call -> scores per image.
+
+Every input form the HTTP routes accept (the course's `{"url": …}`, uploads, raw bodies, batches)
+ends up here as a list of `ImageSource`. Fetching runs concurrently on the event loop; decoding,
+normalising and encoding the tensor run in a bounded thread pool, so the loop keeps serving other
+requests while images decode (Pillow and numpy release the GIL for the heavy parts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from clothing_preproc import (
+    PreprocessingError,
+    array_to_tensor_proto,
+    decode_image,
+    preprocess_input,
+    scores_by_label,
+    softmax,
+    top_k,
+)
+from clothing_protos import tensor_pb2
+from gateway.errors import BadRequest, GatewayError, Overloaded
+from gateway.fetch import Fetcher, check_url
+from gateway.metrics import Metrics
+from gateway.serving import ModelInfo, ServingClient
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One image to classify: a URL to fetch, or bytes already received."""
+
+    url: str | None = None
+    data: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if (self.url is None) == (self.data is None):
+            raise ValueError("an ImageSource is either a URL or bytes")
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    logits: tuple[float, ...]
+    labels: tuple[str, ...]
+
+    def scores(self) -> dict[str, float]:
+        """The course gateway's answer: `{class: logit}`."""
+        return scores_by_label(self.logits, self.labels)
+
+    def probabilities(self) -> dict[str, float]:
+        return {label: float(p) for label, p in zip(self.labels, softmax(self.logits), strict=True)}
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        """The k most probable classes, best first (ties keep the model's order)."""
+        return top_k(self.logits, self.labels, min(k, len(self.labels)))
+
+
+@dataclass
+class Timings:
+    """Seconds per stage for one request (decode and preprocess summed over its images)."""
+
+    fetch: float = 0.0
+    decode: float = 0.0
+    preprocess: float = 0.0
+    predict: float = 0.0
+    total: float = 0.0
+
+    def as_ms(self) -> dict[str, float]:
+        return {k: round(v * 1000, 3) for k, v in vars(self).items()}
+
+
+@dataclass(frozen=True)
+class Classification:
+    results: tuple[ImageResult, ...]
+    model_name: str
+    model_version: int | None
+    signature_name: str
+    timings: Timings = field(default_factory=Timings)
+
+
+class ConcurrencyLimit:
+    """At most `limit` requests in flight; one more is refused at once (429), never queued.
+
+    Queueing would only hide overload: TF Serving keeps working on abandoned requests, so waiting
+    clients pile up behind it. A quick 429 lets the client (or the load balancer) go elsewhere.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+
+    def __enter__(self) -> ConcurrencyLimit:
+        if self.in_flight >= self.limit:
+            raise Overloaded(f"the gateway is handling {self.limit} requests already; retry shortly")
+        self.in_flight += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.in_flight -= 1
+
+
+class Classifier:
+    def __init__(
+        self,
+        serving: ServingClient,
+        fetcher: Fetcher,
+        pool: ThreadPoolExecutor,
+        metrics: Metrics,
+        *,
+        max_batch: int,
+        max_concurrency: int,
+        model_name: str,
+    ) -> None:
+        self._serving = serving
+        self._fetcher = fetcher
+        self._pool = pool
+        self._metrics = metrics
+        self._max_batch = max_batch
+        self._model_name = model_name
+        self.limit = ConcurrencyLimit(max_concurrency)
+
+    async def classify(self, sources: Sequence[ImageSource]) -> Classification:
+        if not sources:
+            raise BadRequest("no image given")
+        if len(sources) > self._max_batch:
+            raise BadRequest(f"{len(sources)} images in one request; the limit is {self._max_batch}")
+        with self.limit:
+            self._metrics.in_flight.inc()
+            try:
+                return await self._classify(sources)
+            finally:
+                self._metrics.in_flight.dec()
+
+    async def _classify(self, sources: Sequence[ImageSource]) -> Classification:
+        for source in sources:
+            if source.url is not None:
+                check_url(source.url)  # refuse bad URLs before any network traffic
+        timings = Timings()
+        start = time.perf_counter()
+        images = await self._all_bytes(sources)
+        timings.fetch = time.perf_counter() - start if any(s.url for s in sources) else 0.0
+        info = await self._serving.info()
+
+        loop = asyncio.get_running_loop()
+        tensor, decode_s, preprocess_s = await loop.run_in_executor(self._pool, _to_tensor, images, info)
+        timings.decode, timings.preprocess = decode_s, preprocess_s
+
+        t = time.perf_counter()
+        logits, version = await self._serving.predict(info, tensor)
+        timings.predict = time.perf_counter() - t
+        timings.total = time.perf_counter() - start
+
+        for stage in ("fetch", "decode", "preprocess", "predict"):
+            if stage != "fetch" or timings.fetch:
+                self._metrics.stage_seconds.labels(stage).observe(getattr(timings, stage))
+        self._metrics.images.inc(len(sources))
+        results = tuple(ImageResult(tuple(float(x) for x in row), info.labels) for row in logits)
+        return Classification(
+            results=results,
+            model_name=self._model_name,
+            model_version=version,
+            signature_name=info.signature.signature_name,
+            timings=timings,
+        )
+
+    async def _all_bytes(self, sources: Sequence[ImageSource]) -> list[bytes]:
+        """Every image's bytes, URLs fetched concurrently; the first failure cancels the rest."""
+        tasks = [asyncio.ensure_future(self._bytes_of(i, s, len(sources))) for i, s in enumerate(sources)]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+
+    async def _bytes_of(self, index: int, source: ImageSource, count: int) -> bytes:
+        if source.data is not None:
+            return source.data
+        assert source.url is not None
+        try:
+            return await self._fetcher.fetch(source.url)
+        except GatewayError as e:
+            if count == 1:
+                raise
+            raise type(e)(f"image {index + 1}: {e.message}") from None
+
+
+def _to_tensor(images: Sequence[bytes], info: ModelInfo) -> tuple[tensor_pb2.TensorProto, float, float]:
+    """Decode every image into one batch, normalise it, encode it (runs in the thread pool)."""
+    config = info.preprocessing
+    h, w = config.target_size
+    t0 = time.perf_counter()
+    # Each decoded image goes straight into its slot of the batch (what preprocess_batch does);
+    # done here step by step so decode and preprocess are timed separately.
+    batch: npt.NDArray[np.float32] = np.empty((len(images), h, w, 3), dtype=np.float32)
+    for i, data in enumerate(images):
+        try:
+            batch[i] = np.asarray(decode_image(data, config))
+        except PreprocessingError as e:
+            if len(images) == 1:
+                raise
+            raise type(e)(f"image {i + 1}: {e}") from None
+    t1 = time.perf_counter()
+    tensor = array_to_tensor_proto(np.ascontiguousarray(preprocess_input(batch, config.family)))
+    return tensor, t1 - t0, time.perf_counter() - t1

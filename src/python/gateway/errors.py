@@ -1,0 +1,144 @@
+"""The gateway's errors, and the one place where any error becomes an HTTP answer.
+
+    GatewayError                     anything the gateway refuses or cannot do (status, code)
+    ├── BadRequest                   400 bad_request: malformed JSON, missing fields, bad parameters
+    │   └── UrlNotAllowed            400 url_not_allowed: scheme, credentials or an address the SSRF
+    │                                    policy blocks (private, loopback, metadata, …)
+    ├── PayloadTooLarge              413 too_large: body, upload or fetched image over the byte limit
+    ├── ImageHostFailed              502 image_host_failed: the image URL could not be fetched
+    ├── ImageHostTimeout             504 image_host_timeout: the image host was too slow
+    ├── Overloaded                   429 overloaded: the gateway's concurrency limit is full
+    ├── ModelUnavailable             503 model_unavailable: TF Serving unreachable or model not loaded
+    ├── ModelDeadlineExceeded        504 deadline_exceeded: TF Serving did not answer in time
+    └── ModelFailed                  502 model_error: TF Serving refused the request or answered
+                                         something the gateway cannot read
+
+Errors from `clothing_preproc` (bad images) keep their own tree and are mapped here too: too large or
+too many pixels → 413, not an image → 415, unreadable or unsupported image → 422. Anything else is
+a bug: it is logged with its traceback and answered 500 with a generic message.
+
+Every error answer has the same JSON shape: `{"error": {"code": …, "message": …}}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from clothing_preproc import (
+    InputTooLarge,
+    NotAnImage,
+    PreprocessingError,
+    TooManyPixels,
+    UnreadableImage,
+    UnsupportedImage,
+)
+
+log = logging.getLogger("gateway")
+
+
+class GatewayError(Exception):
+    """Base of the gateway's own errors; `status` and `code` say how it is answered."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+    # Seconds a client should wait before retrying (sent as Retry-After), if retrying helps.
+    retry_after: ClassVar[int | None] = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(GatewayError):
+    status = 400
+    code = "bad_request"
+
+
+class UrlNotAllowed(BadRequest):
+    code = "url_not_allowed"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    code = "too_large"
+
+
+class ImageHostFailed(GatewayError):
+    status = 502
+    code = "image_host_failed"
+
+
+class ImageHostTimeout(GatewayError):
+    status = 504
+    code = "image_host_timeout"
+
+
+class Overloaded(GatewayError):
+    status = 429
+    code = "overloaded"
+    retry_after = 1
+
+
+class ModelUnavailable(GatewayError):
+    status = 503
+    code = "model_unavailable"
+    retry_after = 5
+
+
+class ModelDeadlineExceeded(GatewayError):
+    status = 504
+    code = "deadline_exceeded"
+
+
+class ModelFailed(GatewayError):
+    status = 502
+    code = "model_error"
+
+
+# clothing_preproc's errors, most specific first.
+_PREPROCESSING: tuple[tuple[type[PreprocessingError], int, str], ...] = (
+    (InputTooLarge, 413, "too_large"),
+    (TooManyPixels, 413, "too_large"),
+    (NotAnImage, 415, "not_an_image"),
+    (UnreadableImage, 422, "unreadable_image"),
+    (UnsupportedImage, 422, "unreadable_image"),
+)
+
+
+def describe(exc: BaseException) -> tuple[int, str, str, int | None]:
+    """(status, code, message, retry_after) for any exception: the one mapping of the gateway."""
+    if isinstance(exc, GatewayError):
+        return exc.status, exc.code, exc.message, exc.retry_after
+    if isinstance(exc, PreprocessingError):
+        for kind, status, code in _PREPROCESSING:
+            if isinstance(exc, kind):
+                return status, code, str(exc), None
+        # TensorCodecError: the model answered a tensor the gateway cannot read.
+        return 502, "model_error", f"the model's answer cannot be read: {exc}", None
+    if isinstance(exc, ClientDisconnect):
+        # The client hung up before its body arrived: nobody reads this answer, and it is not a bug
+        # of the gateway, so no traceback (found by src/python/reliability/fuzz_test.py).
+        return 400, "client_disconnected", "the client closed the connection before the whole body", None
+    if isinstance(exc, HTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        return exc.status_code, code, str(exc.detail), None
+    return 500, "internal", "internal error; the gateway's log has the details", None
+
+
+def error_response(exc: BaseException) -> Response:
+    """The JSON answer for `exc` (logged with its traceback when it is a bug)."""
+    status, code, message, retry_after = describe(exc)
+    if status == 500:
+        log.error("unhandled error", exc_info=exc)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+async def handle_exception(request: Request, exc: Exception) -> Response:
+    """Starlette exception handler: every error the app raises is answered through `describe`."""
+    return error_response(exc)

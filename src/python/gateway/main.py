@@ -1,0 +1,53 @@
+"""`python -m gateway`: read the settings from the environment once, serve with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.settings import ENVIRONMENT, Settings, SettingsError
+
+
+def _parser() -> argparse.ArgumentParser:
+    rows = "\n".join(
+        f"  {name:<30} {meaning} (default: {default or 'empty'})" for name, default, meaning in ENVIRONMENT
+    )
+    return argparse.ArgumentParser(
+        prog="gateway",
+        description="The clothing classifier's HTTP gateway: image URL or upload -> TF Serving -> scores. "
+        "It is configured by environment variables, read once at startup.",
+        epilog=f"environment:\n{rows}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _parser().parse_args(argv)
+    try:
+        settings = Settings.from_environ(os.environ)
+    except SettingsError as e:
+        print(f"gateway: {e}", file=sys.stderr)
+        return 2
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        # SIGTERM stops accepting connections, then in-flight requests get this long to finish.
+        timeout_graceful_shutdown=int(settings.shutdown_grace),
+        # Behind a load balancer the client address comes in X-Forwarded-For; nothing here uses
+        # it, so do not trust it.
+        proxy_headers=False,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    # uvicorn returns after a clean shutdown; a failed startup (port taken, lifespan error) does not
+    # set `started`.
+    return 0 if server.started else 1

@@ -1,0 +1,314 @@
+"""The OpenAPI 3.1 description of the gateway's HTTP API, served at /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.settings import Settings
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    words = {
+        400: "Bad request: malformed body, bad parameters, or a URL the SSRF policy refuses",
+        413: "Too large: body, upload or image over the byte or pixel limit",
+        415: "Not an image in a supported format",
+        422: "An image that cannot be decoded",
+        429: "The gateway's concurrency limit is full (see Retry-After)",
+        502: "The image host failed, or TF Serving refused the request",
+        503: "TF Serving unavailable or the model not loaded (see Retry-After)",
+        504: "TF Serving or the image host did not answer in time",
+    }
+    return {
+        str(s): {"description": words[s], "content": {"application/json": {"schema": _ERROR}}}
+        for s in statuses
+    }
+
+
+_CLASSIFY_ERRORS = (400, 413, 415, 422, 429, 502, 503, 504)
+
+
+def openapi_schema(settings: Settings) -> dict[str, Any]:
+    labels = list(settings.labels)
+    scores = {
+        "type": "object",
+        "description": "One number per class, keyed by class name",
+        "additionalProperties": {"type": "number"},
+        "example": {label: 0.0 for label in labels[:3]},
+    }
+    options = [
+        {
+            "name": "top_k",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "default": 3},
+            "description": "How many of the most probable classes to list in `top`",
+        },
+        {
+            "name": "logits",
+            "in": "query",
+            "schema": {"type": "boolean", "default": False},
+            "description": "Also return the model's raw scores (logits)",
+        },
+    ]
+    image_body = {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/UrlRequest"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"image": {"type": "string", "format": "binary"}},
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Clothing classifier gateway",
+            "version": "1",
+            "description": (
+                "Classifies clothing images with a Keras model behind TF Serving. Images come as a URL "
+                "(fetched with an SSRF policy), an upload or a raw body; every error is "
+                '`{"error": {"code", "message"}}`.'
+            ),
+        },
+        "paths": {
+            "/predict": {
+                "post": {
+                    "summary": "The course's endpoint: an image URL to raw scores per class",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/UrlRequest"}}
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "Raw model scores (logits) by class",
+                            "content": {"application/json": {"schema": scores}},
+                        },
+                        **_errors(*_CLASSIFY_ERRORS),
+                    },
+                }
+            },
+            "/v1/classify": {
+                "post": {
+                    "summary": "Classify one image: a URL, a multipart upload or a raw image body",
+                    "parameters": options,
+                    "requestBody": image_body,
+                    "responses": {
+                        "200": {
+                            "description": "Probabilities, top classes and timings",
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/Single"}}
+                            },
+                        },
+                        **_errors(*_CLASSIFY_ERRORS),
+                    },
+                }
+            },
+            "/v1/classify/batch": {
+                "post": {
+                    "summary": f"Classify up to {settings.max_batch} images in one model call",
+                    "parameters": options,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}},
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "images": {
+                                            "type": "array",
+                                            "items": {"type": "string", "format": "binary"},
+                                        }
+                                    },
+                                }
+                            },
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "One result per image, in request order",
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/Batch"}}
+                            },
+                        },
+                        **_errors(*_CLASSIFY_ERRORS),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness: the process answers",
+                    "responses": {"200": {"description": "Alive"}},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness: TF Serving reachable and a version of the model AVAILABLE",
+                    "responses": {
+                        "200": {
+                            "description": "Ready",
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/Readiness"}}
+                            },
+                        },
+                        "503": {
+                            "description": "Not ready; `reason` says why",
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/Readiness"}}
+                            },
+                        },
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics: requests, errors by kind, latency per stage",
+                    "responses": {
+                        "200": {"description": "Prometheus text format", "content": {"text/plain": {}}}
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}
+            },
+            "/": {
+                "get": {
+                    "summary": "The web page: paste a URL or drop an image",
+                    "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
+                }
+            },
+            "/static/{name}": {
+                "get": {
+                    "summary": "The page's stylesheet and script",
+                    "parameters": [
+                        {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {"200": {"description": "The file"}, "404": {"description": "No such file"}},
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "UrlRequest": {
+                    "type": "object",
+                    "required": ["url"],
+                    "properties": {
+                        "url": {"type": "string", "format": "uri", "description": "http(s) image URL"}
+                    },
+                },
+                "BatchRequest": {
+                    "type": "object",
+                    "required": ["urls"],
+                    "properties": {
+                        "urls": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "uri"},
+                            "maxItems": settings.max_batch,
+                        }
+                    },
+                },
+                "Model": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "version": {"type": ["integer", "null"]},
+                        "signature": {"type": "string"},
+                    },
+                },
+                "ImageResult": {
+                    "type": "object",
+                    "required": ["probabilities", "top"],
+                    "properties": {
+                        "probabilities": {**scores, "description": "Softmax probabilities by class"},
+                        "top": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "label": {"type": "string"},
+                                    "probability": {"type": "number"},
+                                },
+                            },
+                        },
+                        "logits": {**scores, "description": "Raw scores, with ?logits=true"},
+                    },
+                },
+                "Timings": {
+                    "type": "object",
+                    "description": "Milliseconds per stage",
+                    "properties": {
+                        k: {"type": "number"} for k in ("fetch", "decode", "preprocess", "predict", "total")
+                    },
+                },
+                "Single": {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/ImageResult"},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "model": {"$ref": "#/components/schemas/Model"},
+                                "timings_ms": {"$ref": "#/components/schemas/Timings"},
+                            },
+                        },
+                    ]
+                },
+                "Batch": {
+                    "type": "object",
+                    "properties": {
+                        "model": {"$ref": "#/components/schemas/Model"},
+                        "results": {"type": "array", "items": {"$ref": "#/components/schemas/ImageResult"}},
+                        "timings_ms": {"$ref": "#/components/schemas/Timings"},
+                    },
+                },
+                "Readiness": {
+                    "type": "object",
+                    "properties": {
+                        "ready": {"type": "boolean"},
+                        "reason": {"type": "string"},
+                        "model": {"type": "string"},
+                        "versions": {"type": "array", "items": {"type": "integer"}},
+                    },
+                },
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {
+                                "code": {
+                                    "type": "string",
+                                    "enum": [
+                                        "bad_request",
+                                        "url_not_allowed",
+                                        "too_large",
+                                        "not_an_image",
+                                        "unreadable_image",
+                                        "overloaded",
+                                        "image_host_failed",
+                                        "image_host_timeout",
+                                        "model_unavailable",
+                                        "deadline_exceeded",
+                                        "model_error",
+                                        "not_found",
+                                        "method_not_allowed",
+                                        "internal",
+                                    ],
+                                },
+                                "message": {"type": "string", "description": "What went wrong, in words"},
+                            },
+                        }
+                    },
+                },
+            }
+        },
+    }

@@ -1,0 +1,161 @@
+"""The HTTP endpoints: thin adapters from requests to `Classifier.classify` and back to JSON."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from importlib import resources
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.classify import Classification, Classifier, ImageResult, ImageSource
+from gateway.errors import BadRequest
+from gateway.inputs import read_json, read_sources, url_of
+from gateway.metrics import Metrics
+from gateway.serving import ServingClient
+from gateway.settings import Settings
+
+# The page and its assets are files of this package (no CDN, nothing loaded from elsewhere).
+_STATIC = {
+    "page.css": "text/css; charset=utf-8",
+    "page.js": "text/javascript; charset=utf-8",
+}
+# Pasted image URLs are previewed straight from their host, hence img-src http: https:.
+_PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob: http: https:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def _static(name: str) -> bytes:
+    return resources.files("gateway").joinpath("static", name).read_bytes()
+
+
+@dataclass
+class Services:
+    """The long-lived clients, created in the app's lifespan."""
+
+    serving: ServingClient
+    classifier: Classifier
+
+
+class Api:
+    def __init__(self, settings: Settings, metrics: Metrics, openapi: dict[str, object]) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.openapi = openapi
+        self.services: Services | None = None
+        self._page = _static("index.html")
+        self._assets = {name: _static(name) for name in _STATIC}
+
+    @property
+    def _svc(self) -> Services:
+        assert self.services is not None, "the app's lifespan has not started"
+        return self.services
+
+    async def page(self, request: Request) -> Response:
+        return Response(
+            self._page,
+            media_type="text/html; charset=utf-8",
+            headers={"Content-Security-Policy": _PAGE_CSP, "X-Content-Type-Options": "nosniff"},
+        )
+
+    async def asset(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in self._assets:
+            raise HTTPException(404, f"no asset named {name}")
+        return Response(
+            self._assets[name],
+            media_type=_STATIC[name],
+            headers={"Cache-Control": "max-age=300", "X-Content-Type-Options": "nosniff"},
+        )
+
+    async def predict(self, request: Request) -> Response:
+        """The course's endpoint: `{"url": …}` -> `{class: logit}`."""
+        with self.metrics.request_seconds.labels("/predict").time():
+            url = url_of(await read_json(request))
+            result = await self._svc.classifier.classify([ImageSource(url=url)])
+            return JSONResponse(result.results[0].scores())
+
+    async def classify(self, request: Request) -> Response:
+        with self.metrics.request_seconds.labels("/v1/classify").time():
+            top_k, logits = _options(request)
+            sources = await read_sources(
+                request, max_images=1, max_image_bytes=self.settings.limits.max_bytes
+            )
+            if len(sources) != 1:
+                raise BadRequest("send one image here; several go to /v1/classify/batch")
+            result = await self._svc.classifier.classify(sources)
+            body = _model(result) | _image(result.results[0], top_k, logits)
+            body["timings_ms"] = result.timings.as_ms()
+            return JSONResponse(body)
+
+    async def classify_batch(self, request: Request) -> Response:
+        with self.metrics.request_seconds.labels("/v1/classify/batch").time():
+            top_k, logits = _options(request)
+            sources = await read_sources(
+                request, max_images=self.settings.max_batch, max_image_bytes=self.settings.limits.max_bytes
+            )
+            result = await self._svc.classifier.classify(sources)
+            body = _model(result)
+            body["results"] = [_image(r, top_k, logits) for r in result.results]
+            body["timings_ms"] = result.timings.as_ms()
+            return JSONResponse(body)
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        start = time.perf_counter()
+        state = await self._svc.serving.readiness()
+        body: dict[str, object] = {
+            "ready": state.ready,
+            "reason": state.reason,
+            "model": self.settings.model_name,
+            "versions": list(state.versions),
+            "tf_serving": self.settings.tf_serving_host,
+            "checked_in_ms": round((time.perf_counter() - start) * 1000, 3),
+        }
+        return JSONResponse(body, status_code=200 if state.ready else 503)
+
+    async def metrics_page(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def openapi_schema(self, request: Request) -> Response:
+        return JSONResponse(self.openapi)
+
+
+def _options(request: Request) -> tuple[int, bool]:
+    raw_k = request.query_params.get("top_k", "3")
+    try:
+        k = int(raw_k)
+    except ValueError:
+        raise BadRequest(f"top_k={raw_k!r} is not a whole number") from None
+    if not 1 <= k <= 1000:
+        raise BadRequest("top_k must be between 1 and 1000")
+    raw_logits = request.query_params.get("logits", "false").lower()
+    if raw_logits not in ("true", "false", "1", "0"):
+        raise BadRequest("logits must be true or false")
+    return k, raw_logits in ("true", "1")
+
+
+def _model(result: Classification) -> dict[str, object]:
+    return {
+        "model": {
+            "name": result.model_name,
+            "version": result.model_version,
+            "signature": result.signature_name,
+        }
+    }
+
+
+def _image(result: ImageResult, top_k: int, logits: bool) -> dict[str, object]:
+    body: dict[str, object] = {
+        "probabilities": result.probabilities(),
+        "top": [{"label": label, "probability": p} for label, p in result.top(top_k)],
+    }
+    if logits:
+        body["logits"] = result.scores()
+    return body

@@ -1,0 +1,234 @@
+"""Talking to TF Serving over one grpc.aio channel: metadata, status and Predict.
+
+The channel is created once per process (in the app's lifespan) and shared by all requests. Every
+call carries a deadline: TF Serving itself never cancels work, so a stuck model must not hold a
+request forever. gRPC failures become the gateway's errors here, nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from clothing_preproc import (
+    ImageSignature,
+    PreprocessConfig,
+    TensorCodecError,
+    image_signature,
+    tensor_proto_to_array,
+    unpack_signature_def_map,
+)
+from clothing_protos import prediction_service_pb2_grpc, serving_pb2, tensor_pb2
+from gateway.errors import GatewayError, ModelDeadlineExceeded, ModelFailed, ModelUnavailable
+from gateway.settings import Settings
+
+# One float32 image of 299×299×3 is 1,072,890 bytes on the wire; room for a full batch plus headers.
+_HEADROOM = 1 << 20
+_STATUS_TIMEOUT = 3.0
+_METADATA_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the gateway learned about the model at startup (GetModelMetadata + settings)."""
+
+    signature: ImageSignature
+    labels: tuple[str, ...]
+    preprocessing: PreprocessConfig
+
+    @property
+    def input_name(self) -> str:
+        return self.signature.input.name
+
+    @property
+    def output_name(self) -> str:
+        return self.signature.output.name
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    reason: str
+    versions: tuple[int, ...] = ()
+
+
+def channel_options(settings: Settings) -> list[tuple[str, object]]:
+    h, w = settings.preprocessing.target_size
+    request_bytes = settings.max_batch * h * w * 3 * 4 + _HEADROOM
+    options: list[tuple[str, object]] = [
+        ("grpc.max_send_message_length", request_bytes),
+        # Answers are logits (small), but a misconfigured output could be big; bound it anyway.
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        # Keepalive detects a dead TF Serving pod behind a silent network (e.g. a node gone) while
+        # calls are in flight; idle pings would be refused by gRPC servers' default ping policy.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 0),
+        # Reconnect quickly after TF Serving restarts (the default backoff grows to 2 minutes).
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 5_000),
+    ]
+    if settings.grpc_load_balancing == "round_robin":
+        # A headless Service's DNS name lists every TF Serving pod; round_robin keeps a subchannel
+        # to each and spreads calls over them (pick_first would pin everything to one pod).
+        options.append(("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})))
+    return options
+
+
+def channel_target(settings: Settings) -> str:
+    host = settings.tf_serving_host
+    if settings.grpc_load_balancing == "round_robin" and "://" not in host and not host.startswith("dns:"):
+        return f"dns:///{host}"
+    return host
+
+
+class ServingClient:
+    """TF Serving for one model; `info()` discovers the signature once and caches it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._channel = grpc.aio.insecure_channel(channel_target(settings), options=channel_options(settings))
+        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._models = prediction_service_pb2_grpc.ModelServiceStub(self._channel)
+        self._info: ModelInfo | None = None
+        self._lock = asyncio.Lock()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    def _spec(self) -> serving_pb2.ModelSpec:
+        return serving_pb2.ModelSpec(
+            name=self._settings.model_name, signature_name=self._settings.signature_name
+        )
+
+    async def info(self) -> ModelInfo:
+        """The model's signature, labels and preprocessing (GetModelMetadata on first use)."""
+        if self._info is not None:
+            return self._info
+        async with self._lock:
+            if self._info is None:
+                self._info = await self._discover()
+            return self._info
+
+    def forget(self) -> None:
+        """Drop the cached metadata: the next call asks TF Serving again (e.g. a new model version)."""
+        self._info = None
+
+    async def _discover(self) -> ModelInfo:
+        s = self._settings
+        request = serving_pb2.GetModelMetadataRequest(
+            model_spec=self._spec(), metadata_field=["signature_def"]
+        )
+        response: serving_pb2.GetModelMetadataResponse = await self._call(
+            self._predict.GetModelMetadata,
+            request,
+            min(_METADATA_TIMEOUT, s.predict_timeout),
+            "GetModelMetadata",
+        )
+        if "signature_def" not in response.metadata:
+            raise ModelFailed("TF Serving's metadata has no signature_def")
+        try:
+            signatures = unpack_signature_def_map(response.metadata["signature_def"])
+            signature = image_signature(signatures, s.signature_name, s.input_name, s.output_name)
+        except TensorCodecError as e:
+            raise ModelFailed(f"the model does not fit the gateway: {e}") from None
+        out_shape = signature.output.shape
+        if (
+            out_shape is not None
+            and len(out_shape) == 2
+            and out_shape[1] > 0
+            and out_shape[1] != len(s.labels)
+        ):
+            raise ModelFailed(
+                f"the model has {out_shape[1]} outputs but the gateway knows {len(s.labels)} labels "
+                f"(set GATEWAY_LABELS or GATEWAY_LABELS_FILE)"
+            )
+        preprocessing = s.preprocessing
+        if signature.image_size is not None and signature.image_size != preprocessing.target_size:
+            preprocessing = PreprocessConfig(
+                target_size=signature.image_size, family=preprocessing.family, limits=preprocessing.limits
+            )
+        return ModelInfo(signature=signature, labels=s.labels, preprocessing=preprocessing)
+
+    async def readiness(self) -> Readiness:
+        """Ready when a version of the model is AVAILABLE and its signature fits the gateway."""
+        request = serving_pb2.GetModelStatusRequest(
+            model_spec=serving_pb2.ModelSpec(name=self._settings.model_name)
+        )
+        try:
+            response: serving_pb2.GetModelStatusResponse = await self._call(
+                self._models.GetModelStatus, request, _STATUS_TIMEOUT, "GetModelStatus"
+            )
+        except GatewayError as e:
+            self.forget()
+            return Readiness(False, e.message)
+        available = tuple(
+            int(v.version)
+            for v in response.model_version_status
+            if v.state == serving_pb2.ModelVersionStatus.AVAILABLE
+        )
+        if not available:
+            self.forget()
+            states = ", ".join(
+                f"{v.version}: {serving_pb2.ModelVersionStatus.State.Name(v.state)}"
+                for v in response.model_version_status
+            )
+            return Readiness(
+                False, f"no version of {self._settings.model_name} is AVAILABLE ({states or 'none'})"
+            )
+        try:
+            await self.info()
+        except GatewayError as e:
+            return Readiness(False, e.message, available)
+        return Readiness(True, "ready", available)
+
+    async def predict(
+        self, info: ModelInfo, batch: tensor_pb2.TensorProto
+    ) -> tuple[npt.NDArray[np.float64], int | None]:
+        """Logits of shape (N, classes), and the model version that answered."""
+        request = serving_pb2.PredictRequest(model_spec=self._spec(), output_filter=[info.output_name])
+        request.inputs[info.input_name].CopyFrom(batch)
+        try:
+            response: serving_pb2.PredictResponse = await self._call(
+                self._predict.Predict, request, self._settings.predict_timeout, "Predict"
+            )
+        except (ModelFailed, ModelUnavailable):
+            # The model may have been replaced by one with other names: rediscover next time.
+            self.forget()
+            raise
+        if info.output_name not in response.outputs:
+            raise ModelFailed(f'TF Serving answered without the output "{info.output_name}"')
+        logits = tensor_proto_to_array(response.outputs[info.output_name])
+        n = int(batch.tensor_shape.dim[0].size)
+        if logits.ndim != 2 or logits.shape[0] != n or logits.shape[1] != len(info.labels):
+            raise ModelFailed(
+                f"TF Serving answered shape {list(logits.shape)}; expected [{n}, {len(info.labels)}]"
+            )
+        version = int(response.model_spec.version.value) if response.model_spec.HasField("version") else None
+        return logits.astype(np.float64), version
+
+    async def _call(self, method: Any, request: object, timeout: float, name: str) -> Any:
+        try:
+            return await method(request, timeout=timeout)
+        except grpc.aio.AioRpcError as e:
+            raise _gateway_error(e, name, self._settings) from None
+
+
+def _gateway_error(e: grpc.aio.AioRpcError, call: str, settings: Settings) -> GatewayError:
+    code = e.code()
+    details = e.details() or ""
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ModelDeadlineExceeded(f"TF Serving did not answer {call} within the deadline")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return ModelUnavailable(f"TF Serving at {settings.tf_serving_host} is unavailable ({details})")
+    if code == grpc.StatusCode.NOT_FOUND:
+        return ModelUnavailable(f"TF Serving has no model {settings.model_name!r} loaded ({details})")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ModelUnavailable(f"TF Serving is overloaded ({details})")
+    return ModelFailed(f"TF Serving refused {call}: {code.name} {details}".rstrip())

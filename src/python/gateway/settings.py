@@ -1,0 +1,192 @@
+"""The gateway's settings: read once from the environment in `main()`, then passed around frozen.
+
+Every variable is listed in `ENVIRONMENT` (name, default, meaning); the README's "Settings" table
+and `python -m gateway --help` are both made from it, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clothing_preproc import CLOTHING_LABELS, FAMILY_MODES, Limits, PreprocessConfig, load_labels
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# (variable, default, meaning). Defaults are strings exactly as they would be written in the env.
+ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
+    ("TF_SERVING_HOST", "localhost:8500", "TF Serving's gRPC address, host:port (the course's name)"),
+    ("GATEWAY_MODEL_NAME", "clothing-model", "model name sent in every request's ModelSpec"),
+    ("GATEWAY_SIGNATURE", "serving_default", "signature to call"),
+    ("GATEWAY_INPUT_NAME", "", "input tensor name; empty: discovered from GetModelMetadata"),
+    ("GATEWAY_OUTPUT_NAME", "", "output tensor name; empty: discovered from GetModelMetadata"),
+    ("GATEWAY_PREPROCESSING", "xception", "keras.applications family whose preprocess_input to apply"),
+    ("GATEWAY_IMAGE_SIZE", "299", "resize target (height=width) when the signature does not fix it"),
+    ("GATEWAY_LABELS", ",".join(CLOTHING_LABELS), "class names in output order, comma-separated"),
+    (
+        "GATEWAY_LABELS_FILE",
+        "",
+        "file with the class names (JSON list or one per line); wins over GATEWAY_LABELS",
+    ),
+    ("GATEWAY_HOST", "0.0.0.0", "address to listen on"),  # noqa: S104 - a service listens on all interfaces
+    ("GATEWAY_PORT", "9696", "port to listen on"),
+    ("GATEWAY_PREDICT_TIMEOUT", "20", "deadline of each Predict call, seconds"),
+    ("GATEWAY_MAX_CONCURRENCY", "64", "classification requests in flight; more are answered 429"),
+    ("GATEWAY_MAX_BATCH", "16", "images in one batch request (one Predict call)"),
+    ("GATEWAY_MAX_IMAGE_BYTES", str(20 * 1024 * 1024), "largest image accepted, bytes (uploads and URLs)"),
+    ("GATEWAY_MAX_IMAGE_PIXELS", "50000000", "largest image accepted, width × height"),
+    ("GATEWAY_PREPROCESS_THREADS", "0", "threads decoding images off the event loop; 0: one per CPU"),
+    ("GATEWAY_FETCH_CONNECT_TIMEOUT", "5", "image URL connect timeout, seconds"),
+    ("GATEWAY_FETCH_READ_TIMEOUT", "10", "image URL timeout between received bytes, seconds"),
+    ("GATEWAY_FETCH_TOTAL_TIMEOUT", "15", "image URL total time including redirects, seconds"),
+    ("GATEWAY_FETCH_MAX_REDIRECTS", "3", "redirects followed per image URL (each one re-checked)"),
+    (
+        "GATEWAY_FETCH_ALLOW_NETWORKS",
+        "",
+        "comma-separated CIDRs image URLs may reach although private (development only, e.g. 127.0.0.0/8)",
+    ),
+    (
+        "GATEWAY_GRPC_LOAD_BALANCING",
+        "pick_first",
+        "pick_first, or round_robin over all DNS addresses (headless Service)",
+    ),
+    ("GATEWAY_SHUTDOWN_GRACE", "20", "seconds in-flight requests get to finish on SIGTERM"),
+    ("GATEWAY_LOG_LEVEL", "info", "uvicorn log level: critical, error, warning, info, debug"),
+)
+
+
+class SettingsError(ValueError):
+    """A variable holds a value the gateway cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    tf_serving_host: str = "localhost:8500"
+    model_name: str = "clothing-model"
+    signature_name: str = "serving_default"
+    input_name: str | None = None
+    output_name: str | None = None
+    labels: tuple[str, ...] = CLOTHING_LABELS
+    preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
+    host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on all interfaces
+    port: int = 9696
+    predict_timeout: float = 20.0
+    max_concurrency: int = 64
+    max_batch: int = 16
+    preprocess_threads: int = 0
+    fetch_connect_timeout: float = 5.0
+    fetch_read_timeout: float = 10.0
+    fetch_total_timeout: float = 15.0
+    fetch_max_redirects: int = 3
+    fetch_allow_networks: tuple[IPNetwork, ...] = ()
+    grpc_load_balancing: str = "pick_first"
+    shutdown_grace: float = 20.0
+    log_level: str = "info"
+
+    @property
+    def limits(self) -> Limits:
+        return self.preprocessing.limits
+
+    @property
+    def threads(self) -> int:
+        return self.preprocess_threads or (os.cpu_count() or 1)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Settings:
+        """Build the settings from environment variables (unset or empty: the default)."""
+        env = _Env(environ)
+        labels_file = env.text("GATEWAY_LABELS_FILE")
+        if labels_file:
+            try:
+                labels = load_labels(Path(labels_file))
+            except (OSError, ValueError) as e:
+                raise SettingsError(f"GATEWAY_LABELS_FILE: {e}") from None
+        else:
+            labels = tuple(x.strip() for x in env.text("GATEWAY_LABELS").split(",") if x.strip())
+            if not labels or len(set(labels)) != len(labels):
+                raise SettingsError("GATEWAY_LABELS must list distinct class names, comma-separated")
+        family = env.text("GATEWAY_PREPROCESSING")
+        if family not in FAMILY_MODES:
+            raise SettingsError(f"GATEWAY_PREPROCESSING={family!r}: one of {', '.join(sorted(FAMILY_MODES))}")
+        size = env.integer("GATEWAY_IMAGE_SIZE", 1, 8192)
+        limits = Limits(
+            max_bytes=env.integer("GATEWAY_MAX_IMAGE_BYTES", 1, 1 << 30),
+            max_pixels=env.integer("GATEWAY_MAX_IMAGE_PIXELS", 1, 1 << 31),
+        )
+        lb = env.text("GATEWAY_GRPC_LOAD_BALANCING")
+        if lb not in ("pick_first", "round_robin"):
+            raise SettingsError(f"GATEWAY_GRPC_LOAD_BALANCING={lb!r}: pick_first or round_robin")
+        level = env.text("GATEWAY_LOG_LEVEL").lower()
+        if level not in ("critical", "error", "warning", "info", "debug"):
+            raise SettingsError(f"GATEWAY_LOG_LEVEL={level!r}: critical, error, warning, info or debug")
+        host = env.text("TF_SERVING_HOST")
+        if not host or any(c.isspace() for c in host):
+            raise SettingsError(f"TF_SERVING_HOST={host!r} is not a host:port")
+        return cls(
+            tf_serving_host=host,
+            model_name=env.text("GATEWAY_MODEL_NAME"),
+            signature_name=env.text("GATEWAY_SIGNATURE"),
+            input_name=env.text("GATEWAY_INPUT_NAME") or None,
+            output_name=env.text("GATEWAY_OUTPUT_NAME") or None,
+            labels=labels,
+            preprocessing=PreprocessConfig(target_size=(size, size), family=family, limits=limits),
+            host=env.text("GATEWAY_HOST"),
+            port=env.integer("GATEWAY_PORT", 0, 65535),
+            predict_timeout=env.seconds("GATEWAY_PREDICT_TIMEOUT"),
+            max_concurrency=env.integer("GATEWAY_MAX_CONCURRENCY", 1, 100_000),
+            max_batch=env.integer("GATEWAY_MAX_BATCH", 1, 1024),
+            preprocess_threads=env.integer("GATEWAY_PREPROCESS_THREADS", 0, 1024),
+            fetch_connect_timeout=env.seconds("GATEWAY_FETCH_CONNECT_TIMEOUT"),
+            fetch_read_timeout=env.seconds("GATEWAY_FETCH_READ_TIMEOUT"),
+            fetch_total_timeout=env.seconds("GATEWAY_FETCH_TOTAL_TIMEOUT"),
+            fetch_max_redirects=env.integer("GATEWAY_FETCH_MAX_REDIRECTS", 0, 20),
+            fetch_allow_networks=env.networks("GATEWAY_FETCH_ALLOW_NETWORKS"),
+            grpc_load_balancing=lb,
+            shutdown_grace=env.seconds("GATEWAY_SHUTDOWN_GRACE"),
+            log_level=level,
+        )
+
+
+_DEFAULTS = {name: default for name, default, _ in ENVIRONMENT}
+
+
+class _Env:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def text(self, name: str) -> str:
+        value = self._environ.get(name, "").strip()
+        return value or _DEFAULTS[name]
+
+    def integer(self, name: str, low: int, high: int) -> int:
+        raw = self.text(name)
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{name}={value} is outside {low}..{high}")
+        return value
+
+    def seconds(self, name: str) -> float:
+        raw = self.text(name)
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not a number of seconds") from None
+        if not 0 < value <= 3600:
+            raise SettingsError(f"{name}={value} must be more than 0 and at most 3600 seconds")
+        return value
+
+    def networks(self, name: str) -> tuple[IPNetwork, ...]:
+        out = []
+        for part in self.text(name).split(","):
+            if part.strip():
+                try:
+                    out.append(ipaddress.ip_network(part.strip(), strict=False))
+                except ValueError:
+                    raise SettingsError(f"{name}: {part.strip()!r} is not a CIDR like 10.0.0.0/8") from None
+        return tuple(out)

@@ -1,0 +1,3 @@
+from local_stack.supervisor.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,32 @@
+"""The local stack's errors: each one is printed as one line before exiting non-zero.
+
+StackError                  anything that stops the stack from starting or running
+├── SettingsError           a flag or variable holds an unusable value (exit 2)
+├── ModelDirError           the model directory is missing or not laid out as TF Serving expects
+├── PortInUse               a port the stack would listen on is taken
+└── ChildFailed             the export, the model server or the gateway exited or never got ready
+"""
+
+from __future__ import annotations
+
+
+class StackError(Exception):
+    """Base class; `exit_code` is what the command exits with."""
+
+    exit_code = 1
+
+
+class SettingsError(StackError):
+    exit_code = 2
+
+
+class ModelDirError(StackError):
+    pass
+
+
+class PortInUse(StackError):
+    pass
+
+
+class ChildFailed(StackError):
+    pass

@@ -1,0 +1,41 @@
+"""`./pants run src/python/local_stack`: the model server and the gateway on this machine, one command."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from local_stack.supervisor.errors import StackError
+from local_stack.supervisor.settings import parse
+from local_stack.supervisor.stack import Stack
+
+
+def say(message: str) -> None:
+    print(f"[local-stack] {message}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = parse(sys.argv[1:] if argv is None else argv, os.environ)
+    except SystemExit as e:  # --help (0) or a usage error (2), already printed by argparse
+        return int(e.code or 0)
+    except StackError as e:
+        print(f"local-stack: error: {e}", file=sys.stderr)
+        return e.exit_code
+    stack = Stack(settings, say)
+    stack.install_signal_handlers()
+    try:
+        stack.start()
+        took = stack.wait_ready()
+        if not stack.stopping.is_set():
+            url = settings.url
+            say(f"ready in {took:.1f} s: open {url}  (API: {url}/openapi.json; Ctrl-C stops)")
+            stack.run_until_stopped()
+        return 0
+    except StackError as e:
+        print(f"local-stack: error: {e}", file=sys.stderr)
+        return e.exit_code
+    finally:
+        stack.stop()
+        say("stopped")
