@@ -1,0 +1,144 @@
+"""A Docker daemon and a Python base image for the tests that build and run containers.
+
+CI machines have no running Docker engine and cannot reach Docker Hub. `docker_daemon()` uses a
+running daemon if there is one, else installs Debian's docker.io and starts dockerd with a private
+data root and socket (no iptables, no bridge: containers use the host network). `base_image()`
+makes a Python 3.11 image from Debian's archive with mmdebstrap, once: the tarball and the
+daemon's data root live in a cache folder outside the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy_testlib import apt_install, run
+
+BASE_IMAGE = "clothing-py311-base:bookworm"
+_SOCKET_DIR = Path("/run/clothing-docker")
+
+
+def cache_dir() -> Path:
+    # Pants runs tests without HOME; the cache belongs to the user, wherever the checkout is.
+    home = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    path = Path(os.environ.get("XDG_CACHE_HOME", home / ".cache")) / "clothing-classifier" / "docker"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass(frozen=True)
+class Docker:
+    env: dict[str, str]
+
+    def __call__(
+        self, *args: str | Path, timeout: float = 600, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return run(["docker", *args], env=self.env, timeout=timeout, check=check)
+
+
+def _env(host: str | None) -> dict[str, str]:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cache_dir())}
+    if host:
+        env["DOCKER_HOST"] = host
+    return env
+
+
+def _responds(env: dict[str, str]) -> bool:
+    return run(["docker", "info"], env=env, timeout=30, check=False).returncode == 0
+
+
+@contextmanager
+def docker_daemon() -> Iterator[Docker]:
+    """A usable daemon for the duration of the block; one this started is stopped after it."""
+    for host in (os.environ.get("DOCKER_HOST"), None, f"unix://{_SOCKET_DIR}/docker.sock"):
+        if shutil.which("docker") and _responds(_env(host)):
+            yield Docker(_env(host))
+            return
+    if shutil.which("dockerd") is None:
+        apt_install("docker.io")
+    _SOCKET_DIR.mkdir(parents=True, exist_ok=True)
+    host = f"unix://{_SOCKET_DIR}/docker.sock"
+    log = (cache_dir() / "dockerd.log").open("ab")
+    # dockerd from Debian's docker.io, found on PATH like the docker client.
+    daemon = subprocess.Popen(
+        [  # noqa: S603, S607
+            "dockerd",
+            "--data-root", str(cache_dir() / "data"),
+            "--exec-root", str(_SOCKET_DIR / "exec"),
+            "--pidfile", str(_SOCKET_DIR / "dockerd.pid"),
+            "-H", host,
+            # No NAT or bridge to set up (and none allowed here): containers share the host's
+            # network, which also lets them reach servers the tests start on loopback.
+            "--iptables=false", "--ip-masq=false", "--bridge=none",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not _responds(_env(host)):
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"dockerd did not start; see {cache_dir() / 'dockerd.log'}")
+            time.sleep(0.5)
+        yield Docker(_env(host))
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+
+
+def debian_mirror() -> str:
+    """The Debian archive URL the machine's own apt sources use."""
+    for sources in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
+        for stanza in sources.read_text().split("\n\n"):
+            uris = re.search(r"^URIs:\s*(\S+)", stanza, flags=re.MULTILINE)
+            suites = re.search(r"^Suites:\s*(.+)$", stanza, flags=re.MULTILINE)
+            if uris and suites and "bookworm" in suites.group(1).split():
+                return uris.group(1)
+    legacy = Path("/etc/apt/sources.list")
+    if legacy.exists():
+        match = re.search(
+            r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+bookworm\s", legacy.read_text(), flags=re.MULTILINE
+        )
+        if match:
+            return match.group(1)
+    raise RuntimeError("no Debian bookworm source in /etc/apt/sources.list.d/*.sources or sources.list")
+
+
+def base_image(docker: Docker) -> str:
+    """A Python 3.11 base (Debian bookworm's python3) in the daemon, made once and cached."""
+    if docker("image", "inspect", BASE_IMAGE, check=False).returncode == 0:
+        return BASE_IMAGE
+    tarball = cache_dir() / "py311-base.tar"
+    if not tarball.exists():
+        if shutil.which("mmdebstrap") is None:
+            apt_install("mmdebstrap")
+        partial = tarball.with_suffix(".partial")
+        run(
+            ["mmdebstrap", "--quiet", "--format=tar", "--variant=minbase", "--include=python3",
+             "bookworm", partial, debian_mirror()],
+            timeout=900,
+        )  # fmt: skip
+        partial.rename(tarball)
+    docker(
+        "import",
+        "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "--change", "ENV LANG=C.UTF-8",
+        "--change", 'CMD ["python3"]',
+        tarball, BASE_IMAGE,
+    )  # fmt: skip
+    return BASE_IMAGE

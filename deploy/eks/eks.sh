@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The EKS workflow: cluster, ECR repositories, images pushed, overlay applied, public URL.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=../lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+
+CLUSTER=clothing   # metadata.name in deploy/eks/cluster.yaml
+PLACEHOLDER='<account>.dkr.ecr.<region>.amazonaws.com'   # the registry deploy/eks names
+
+usage() {
+  cat <<USAGE
+usage: ${PROG} [--dry-run] [--region REGION] [--tag TAG] COMMAND
+
+  up      create the EKS cluster "${CLUSTER}" from deploy/eks/cluster.yaml (if absent), create the
+          ECR repositories (if absent), build and push both images with pants, apply deploy/eks,
+          wait for the rollouts and print the load balancer's URL
+  url     print the load balancer's URL
+  down    delete the workloads (so the load balancer is released), then the cluster; the ECR
+          repositories and their images are kept
+
+  --dry-run        print the commands instead of running them (prerequisites are only reported)
+  --region REGION  AWS region (default: \$AWS_REGION, else eu-west-1)
+  --tag TAG        image tag (default: the git revision, "-dirty" if there are uncommitted changes)
+
+Prerequisites: aws (CLI v2, logged in), eksctl, kubectl, docker.
+USAGE
+}
+
+region="${AWS_REGION:-eu-west-1}"
+tag=""
+command=""
+while (( $# )); do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --dry-run) DRY_RUN=1 ;;
+    --region) region="${2:?--region needs a value}"; shift ;;
+    --tag) tag="${2:?--tag needs a value}"; shift ;;
+    up|down|url) command="$1" ;;
+    *) usage >&2; exit 2 ;;
+  esac
+  shift
+done
+[[ -n "${command}" ]] || { usage >&2; exit 2; }
+tag="${tag:-$(default_tag)}"
+# Pants takes paths relative to the repository.
+cd "${REPO_ROOT}"
+
+require aws "AWS CLI v2: https://docs.aws.amazon.com/cli/latest/userguide/getting-started-install.html" \
+        eksctl "https://eksctl.io/installation/" \
+        kubectl "https://kubernetes.io/docs/tasks/tools/"
+
+# cluster.yaml with the chosen region (the checked-in file names a default one).
+cluster_config="$(mktemp)"
+overlay="$(mktemp -d)"
+# A dry run keeps them, to be looked at or used by hand.
+(( DRY_RUN )) || trap 'rm -rf "${cluster_config}" "${overlay}"' EXIT
+sed "s/^  region: .*/  region: ${region}/" "${DEPLOY_DIR}/eks/cluster.yaml" > "${cluster_config}"
+
+registry() {
+  local account="<account>"
+  if (( ! DRY_RUN )); then
+    account="$(aws sts get-caller-identity --query Account --output text)"
+  fi
+  printf '%s.dkr.ecr.%s.amazonaws.com\n' "${account}" "${region}"
+}
+
+url() {
+  local host="" attempt
+  for attempt in $(seq 1 60); do
+    if (( DRY_RUN )); then
+      run kubectl -n clothing get service gateway -o 'jsonpath={.status.loadBalancer.ingress[0].hostname}'
+      host="<load balancer hostname>"
+      break
+    fi
+    host="$(kubectl -n clothing get service gateway -o 'jsonpath={.status.loadBalancer.ingress[0].hostname}')"
+    [[ -n "${host}" ]] && break
+    log "waiting for the load balancer (${attempt}/60)"
+    sleep 10
+  done
+  [[ -n "${host}" ]] || die "the gateway Service got no load balancer within 10 minutes (kubectl -n clothing describe service gateway)"
+  printf 'http://%s\n' "${host}"
+}
+
+case "${command}" in
+  up)
+    require docker "a Docker engine: https://docs.docker.com/engine/install/"
+    log "[1/6] cluster ${CLUSTER} in ${region} (eksctl takes about 15 minutes for a new one)"
+    if (( DRY_RUN )) || ! eksctl get cluster --name "${CLUSTER}" --region "${region}" >/dev/null 2>&1; then
+      run eksctl create cluster -f "${cluster_config}"
+    else
+      log "cluster ${CLUSTER} exists"
+    fi
+    run aws eks update-kubeconfig --name "${CLUSTER}" --region "${region}"
+
+    registry="$(registry)"
+    log "[2/6] ECR repositories in ${registry}"
+    for image in "${IMAGES[@]}"; do
+      run_sh "aws ecr describe-repositories --region ${region} --repository-names ${image} >/dev/null 2>&1 || aws ecr create-repository --region ${region} --repository-name ${image} --image-scanning-configuration scanOnPush=true"
+    done
+
+    log "[3/6] docker login to ECR"
+    run_sh "aws ecr get-login-password --region ${region} | docker login --username AWS --password-stdin ${registry}"
+
+    log "[4/6] building and pushing clothing-gateway:${tag} and clothing-model:${tag}"
+    # Pants tags the images for the registry given here and pushes them (`publish`).
+    run env IMAGE_TAG="${tag}" ./pants \
+      "--docker-registries={'ecr': {'address': '${registry}', 'default': True}}" \
+      publish deploy/images/gateway deploy/images/model
+
+    log "[5/6] applying deploy/eks"
+    write_overlay "${overlay}" eks "${registry}" "${tag}" "${PLACEHOLDER}"
+    run kubectl apply -k "${overlay}"
+    run kubectl -n clothing rollout status deployment/tf-serving --timeout=600s
+    run kubectl -n clothing rollout status deployment/gateway --timeout=300s
+
+    log "[6/6] the gateway's public URL (DNS may take a few more minutes to resolve)"
+    url
+    ;;
+  url)
+    url
+    ;;
+  down)
+    # The Service's load balancer is deleted with the Service; eksctl would otherwise leave it
+    # (and the VPC it lives in) behind.
+    write_overlay "${overlay}" eks "$(registry)" "${tag}" "${PLACEHOLDER}"
+    run kubectl delete -k "${overlay}" --ignore-not-found --wait=true
+    run eksctl delete cluster -f "${cluster_config}" --wait
+    log "kept: the ECR repositories clothing-gateway and clothing-model (aws ecr delete-repository --force ... to remove them)"
+    ;;
+esac

@@ -1,0 +1,215 @@
+"""The gateway image, built and run: a prediction through the container from the local model
+server, as a read-only, non-root container that stops cleanly on SIGTERM.
+
+Needs root (it installs and starts Debian's Docker engine if none runs); CI runs it that way.
+The image is built from the same Dockerfile and the same context layout `./pants package` uses
+(the Dockerfile plus src.python.gateway/gateway.pex, which Pants builds for this test).
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import loadtest
+import pytest
+from deploy_testlib import DEPLOY_DIR, run
+from docker_support import Docker, base_image, docker_daemon
+from PIL import Image
+
+from clothing_preproc import CLOTHING_LABELS
+from export.demo import export_demo_model
+
+MODEL_NAME = "clothing-model"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait(what: str, ready: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready within {timeout:g} s")
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The local model server on loopback with the demo model and the model image's batching file."""
+    base = tmp_path_factory.mktemp("models")
+    export_demo_model(base, "tiny", version=1)
+    grpc_port, rest_port = _free_port(), _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "model_server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
+         "--bind_address", "127.0.0.1",
+         "--model_name", MODEL_NAME, "--model_base_path", str(base / MODEL_NAME),
+         "--enable_batching=true",
+         "--batching_parameters_file", str(DEPLOY_DIR / "images/model/batching_parameters.txt")],
+    )  # fmt: skip
+    try:
+        # The model image's own readiness check decides when it is up.
+        env = {"PATH": "/usr/bin:/bin", "MODEL_NAME": MODEL_NAME, "MODEL_READY_PORT": str(rest_port)}
+        script = DEPLOY_DIR / "images/model/model-ready.sh"
+        _wait(
+            "model server",
+            lambda: server.poll() is None and run([script], env=env, check=False).returncode == 0,
+            120,
+        )
+        yield grpc_port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def docker() -> Iterator[Docker]:
+    with docker_daemon() as daemon:
+        yield daemon
+
+
+@pytest.fixture(scope="module")
+def image(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    # The context `./pants package deploy/images/gateway` sends: the Dockerfile and the PEX at the
+    # path the Dockerfile names. Only those two, so nothing else in the sandbox is uploaded.
+    context = tmp_path_factory.mktemp("context")
+    pex = Path("src.python.gateway/gateway.pex")
+    (context / pex.parent).mkdir()
+    shutil.copy2(pex, context / pex)
+    shutil.copy2(DEPLOY_DIR / "images/gateway/Dockerfile", context / "Dockerfile")
+    tag = f"clothing-gateway:test-{uuid.uuid4().hex[:8]}"
+    docker("build", "--build-arg", f"BASE_IMAGE={base_image(docker)}", "--build-arg", "IMAGE_TAG=test",
+           "--tag", tag, context)  # fmt: skip
+    yield tag
+    docker("image", "rm", "--force", tag, check=False)
+
+
+class _ImageHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = _jpeg()
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def image_url() -> Iterator[str]:
+    """A picture on loopback for the gateway to fetch, as the course's client sends a URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ImageHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/shirt.jpg"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def gateway(docker: Docker, image: str, model_server: int) -> Iterator[tuple[str, str]]:
+    """The container as Kubernetes runs it: read-only root, a tmpfs /tmp, the image's user."""
+    port = _free_port()
+    name = f"clothing-gateway-test-{uuid.uuid4().hex[:8]}"
+    docker("run", "--detach", "--name", name, "--network", "host", "--read-only", "--tmpfs", "/tmp",
+           "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
+           "--env", f"GATEWAY_PORT={port}", "--env", f"TF_SERVING_HOST=127.0.0.1:{model_server}",
+           # The test's picture is served on loopback, which the SSRF policy refuses by default.
+           "--env", "GATEWAY_FETCH_ALLOW_NETWORKS=127.0.0.0/8",
+           image)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait("gateway container", lambda: _status(url + "/readyz") == 200, 60)
+        yield url, name
+    finally:
+        logs = docker("logs", name, check=False)
+        print(logs.stdout[-3000:], logs.stderr[-3000:])
+        docker("rm", "--force", name, check=False)
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:  # - loopback
+            return int(response.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+def _jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (640, 480), (200, 40, 40)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def test_a_prediction_goes_through_the_container(gateway: tuple[str, str], image_url: str) -> None:
+    # The course's request: POST /predict {"url": ...} -> {class: logit}.
+    url, _ = gateway
+    request = urllib.request.Request(
+        url + "/predict",
+        data=json.dumps({"url": image_url}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # - loopback
+        assert response.status == 200
+        scores = json.loads(response.read())
+    assert list(scores) == list(CLOTHING_LABELS)
+    assert all(isinstance(v, float) for v in scores.values())
+
+
+def test_the_load_test_script_drives_the_container(gateway: tuple[str, str], image_url: str) -> None:
+    url, _ = gateway
+    payload = loadtest.Payload(json.dumps({"url": image_url}).encode(), "application/json")
+    results, elapsed = loadtest.run(url, payload, requests=40, duration=60, concurrency=4, out=io.StringIO())
+    assert results.statuses == {200: 40}
+    assert not results.errors
+    assert "requests: 40 in" in loadtest.summary(results, elapsed)
+
+
+def test_the_container_runs_as_the_unprivileged_user(docker: Docker, gateway: tuple[str, str]) -> None:
+    _, name = gateway
+    assert docker("inspect", "--format", "{{.Config.User}}", name).stdout.strip() == "10001:10001"
+    assert docker("exec", name, "id", "-u").stdout.strip() == "10001"
+
+
+def test_the_image_holds_no_tensorflow(docker: Docker, image: str) -> None:
+    result = docker("run", "--rm", "--network", "none", "--entrypoint", "/opt/gateway/bin/python3", image,
+                    "-c", "import importlib.util as u; print(u.find_spec('tensorflow') is None)")  # fmt: skip
+    assert result.stdout.strip() == "True"
+
+
+def test_sigterm_stops_it_promptly_and_cleanly(docker: Docker, image: str, model_server: int) -> None:
+    # The gateway is PID 1 (no --init): it must handle SIGTERM itself.
+    port = _free_port()
+    name = f"clothing-gateway-stop-{uuid.uuid4().hex[:8]}"
+    docker("run", "--detach", "--name", name, "--network", "host", "--read-only", "--tmpfs", "/tmp",
+           "--env", f"GATEWAY_PORT={port}", "--env", f"TF_SERVING_HOST=127.0.0.1:{model_server}",
+           image)  # fmt: skip
+    try:
+        _wait("gateway container", lambda: _status(f"http://127.0.0.1:{port}/healthz") == 200, 60)
+        start = time.monotonic()
+        docker("stop", "--time", "15", name)
+        # Far below docker's 15 s: the signal was handled, not ignored until SIGKILL.
+        assert time.monotonic() - start < 10
+        assert docker("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip() == "0"
+    finally:
+        docker("rm", "--force", name, check=False)

@@ -1,0 +1,174 @@
+"""The Dockerfiles: hadolint-clean, and the facts the manifests and TF Serving rely on."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from deploy_testlib import DEPLOY_DIR, REPO_ROOT, run, tool
+
+DOCKERFILES = sorted(DEPLOY_DIR.glob("images/*/Dockerfile"))
+GATEWAY = (DEPLOY_DIR / "images/gateway/Dockerfile").read_text()
+MODEL = (DEPLOY_DIR / "images/model/Dockerfile").read_text()
+
+
+def test_both_images_are_there() -> None:
+    assert [p.parent.name for p in DOCKERFILES] == ["gateway", "model"]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_hadolint_finds_nothing(dockerfile: Path) -> None:
+    # Exit status 1 on any finding, style included.
+    run([tool("hadolint"), "--failure-threshold", "style", dockerfile])
+
+
+def test_hadolint_can_fail(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM debian\nRUN apt-get install curl\n")
+    result = run([tool("hadolint"), bad], check=False)
+    assert result.returncode != 0
+    assert "DL3008" in result.stdout or "DL3006" in result.stdout
+
+
+def _instructions(dockerfile: str) -> list[tuple[str, str]]:
+    joined = re.sub(r"\\\n\s*", " ", dockerfile)
+    lines = [
+        line.strip() for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
+
+
+def _last(dockerfile: str, instruction: str) -> str:
+    return [arg for name, arg in _instructions(dockerfile) if name == instruction][-1]
+
+
+def test_gateway_image_runs_the_pex_as_a_non_root_user() -> None:
+    # Pants infers the PEX dependency from this exact path.
+    assert "COPY src.python.gateway/gateway.pex " in GATEWAY
+    assert re.fullmatch(r"[1-9]\d*:[1-9]\d*", _last(GATEWAY, "USER"))  # numeric, not root
+    assert _last(GATEWAY, "EXPOSE") == "9696"
+    assert "/healthz" in _last(GATEWAY, "HEALTHCHECK")
+    # The default base is the official slim Python 3.11; it can be swapped with BASE_IMAGE.
+    assert "ARG BASE_IMAGE=python:3.11-slim-bookworm" in GATEWAY
+    assert _last(GATEWAY, "FROM") == "${BASE_IMAGE}"
+
+
+def test_model_image_serves_a_new_enough_tf_serving() -> None:
+    # A model exported by TensorFlow X needs TF Serving >= X.
+    served = re.search(r"ARG TF_SERVING_IMAGE=tensorflow/serving:(\d+)\.(\d+)", MODEL)
+    assert served is not None
+    requirements = (REPO_ROOT / "3rdparty/python/tensorflow-requirements.txt").read_text()
+    exporting = re.search(r"^tensorflow==(\d+)\.(\d+)", requirements, flags=re.MULTILINE)
+    assert exporting is not None
+    assert tuple(map(int, served.groups())) >= tuple(map(int, exporting.groups()))
+
+
+def test_model_image_bakes_the_export_layout_where_tf_serving_looks() -> None:
+    # The export tool writes <base>/<name>/<version>/; the image's entrypoint serves
+    # ${MODEL_BASE_PATH}/${MODEL_NAME} with MODEL_BASE_PATH=/models.
+    assert "COPY deploy/images/model/models/ /models/" in MODEL
+    assert "ENV MODEL_NAME=${MODEL_NAME}" in MODEL
+    assert "ARG MODEL_NAME=clothing-model" in MODEL
+    build = (DEPLOY_DIR / "images/model/BUILD").read_text()
+    args = re.search(r"args=\[(.*?)\]", build, flags=re.DOTALL)
+    assert args is not None
+    words = re.findall(r'"([^"]*)"', args.group(1))
+    assert words[words.index("--base") + 1] == "models"  # -> deploy/images/model/models/
+    assert words[words.index("--name") + 1] == "clothing-model"
+    assert re.fullmatch(r"[1-9]\d*", words[words.index("--version") + 1])
+    assert _last(MODEL, "USER") != "root"
+    assert _last(MODEL, "USER").split(":")[0] != "0"
+
+
+def test_model_image_enables_batching_warmup_and_the_readiness_script() -> None:
+    cmd = _last(MODEL, "CMD")
+    for flag in (
+        "--enable_batching=true",
+        "--batching_parameters_file=/etc/tf-serving/batching_parameters.txt",
+        "--enable_model_warmup=true",
+        "--enable_grpc_healthcheck_service=true",
+    ):
+        assert flag in cmd
+    assert "/usr/local/bin/model-ready" in _last(MODEL, "HEALTHCHECK")
+    assert os.access(DEPLOY_DIR / "images/model/model-ready.sh", os.X_OK)  # COPY keeps the mode
+    batching = (DEPLOY_DIR / "images/model/batching_parameters.txt").read_text()
+    assert re.search(r"max_batch_size \{ value: (\d+) \}", batching)
+    sizes = [int(s) for s in re.findall(r"allowed_batch_sizes: (\d+)", batching)]
+    max_batch = int(re.search(r"max_batch_size \{ value: (\d+) \}", batching).group(1))  # type: ignore[union-attr]
+    # TF Serving refuses a config whose largest allowed size differs from max_batch_size.
+    assert sizes == sorted(sizes)
+    assert sizes[-1] == max_batch
+
+
+class _FakeTFServing(http.server.BaseHTTPRequestHandler):
+    state = "LOADING"
+
+    def do_GET(self) -> None:
+        if self.path != "/v1/models/clothing-model":
+            self.send_error(404)
+            return
+        body = (
+            f'{{"model_version_status": [{{"version": "1", "state": "{self.state}", '
+            '"status": {"error_code": "OK", "error_message": ""}}]}'
+        ).encode()
+        # 200 whatever the state, like TF Serving.
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def fake_tf_serving() -> Iterator[tuple[http.server.ThreadingHTTPServer, type[_FakeTFServing]]]:
+    handler = type("Handler", (_FakeTFServing,), {})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_model_ready_waits_for_available_not_for_http_200(
+    fake_tf_serving: tuple[http.server.ThreadingHTTPServer, type[_FakeTFServing]],
+) -> None:
+    server, handler = fake_tf_serving
+    script = DEPLOY_DIR / "images/model/model-ready.sh"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "MODEL_NAME": "clothing-model",
+        "MODEL_READY_PORT": str(server.server_address[1]),
+    }
+    loading = run([script], env=env, check=False, timeout=20)
+    assert loading.returncode == 1
+    assert "not AVAILABLE" in loading.stderr
+    assert "LOADING" in loading.stderr
+    handler.state = "AVAILABLE"
+    assert run([script], env=env, check=False, timeout=20).returncode == 0
+    # Another model name: TF Serving answers 404, not ready.
+    assert run([script], env={**env, "MODEL_NAME": "other"}, check=False, timeout=20).returncode == 1
+
+
+def test_model_ready_fails_fast_when_nothing_listens() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
+        result = run(
+            [DEPLOY_DIR / "images/model/model-ready.sh"],
+            env={"PATH": "/usr/bin:/bin", "MODEL_NAME": "clothing-model", "MODEL_READY_PORT": str(port)},
+            check=False,
+            timeout=20,
+        )
+    assert result.returncode == 1
+    assert "cannot connect" in result.stderr

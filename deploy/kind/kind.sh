@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The kind workflow: a local cluster running the images built here, with autoscaling.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=../lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+
+CLUSTER=clothing
+URL=http://127.0.0.1:8080   # deploy/kind/cluster.yaml maps the gateway's NodePort here
+METRICS_SERVER=https://github.com/kubernetes-sigs/metrics-server/releases/download/v0.7.2/components.yaml
+
+usage() {
+  cat <<USAGE
+usage: ${PROG} [--dry-run] [--tag TAG] COMMAND
+
+  up      build both images with pants, create the kind cluster "${CLUSTER}" (if absent), load the
+          images into it, install metrics-server, apply deploy/kind, wait for the rollouts and
+          smoke-test the gateway at ${URL}
+  smoke   only the smoke test against ${URL}
+  down    delete the cluster
+
+  --dry-run   print the commands instead of running them (prerequisites are only reported)
+  --tag TAG   image tag (default: the git revision, "-dirty" if there are uncommitted changes)
+
+Prerequisites: docker, kind, kubectl, curl. Then: deploy/loadtest.py --url ${URL} drives the HPA.
+USAGE
+}
+
+tag=""
+command=""
+while (( $# )); do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --dry-run) DRY_RUN=1 ;;
+    --tag) tag="${2:?--tag needs a value}"; shift ;;
+    up|down|smoke) command="$1" ;;
+    *) usage >&2; exit 2 ;;
+  esac
+  shift
+done
+[[ -n "${command}" ]] || { usage >&2; exit 2; }
+tag="${tag:-$(default_tag)}"
+# Pants takes paths relative to the repository.
+cd "${REPO_ROOT}"
+
+smoke() {
+  log "smoke test: ${URL}/readyz"
+  run curl --fail --silent --show-error --retry 10 --retry-delay 3 --retry-all-errors "${URL}/readyz"
+  run curl --fail --silent --show-error "${URL}/healthz"
+}
+
+case "${command}" in
+  up)
+    require docker "a Docker engine: https://docs.docker.com/engine/install/" \
+            kind "https://kind.sigs.k8s.io/docs/user/quick-start/#installation" \
+            kubectl "https://kubernetes.io/docs/tasks/tools/" \
+            curl "your distribution's curl package"
+    log "[1/6] building clothing-gateway:${tag} and clothing-model:${tag}"
+    run env IMAGE_TAG="${tag}" ./pants package deploy/images/gateway deploy/images/model
+
+    log "[2/6] cluster ${CLUSTER}"
+    if (( DRY_RUN )) || ! kind get clusters 2>/dev/null | grep -qx "${CLUSTER}"; then
+      run kind create cluster --name "${CLUSTER}" --config "${DEPLOY_DIR}/kind/cluster.yaml" --wait 120s
+    else
+      log "cluster ${CLUSTER} exists"
+    fi
+    run kubectl config use-context "kind-${CLUSTER}"
+
+    log "[3/6] loading the images into the nodes"
+    run kind load docker-image --name "${CLUSTER}" "clothing-gateway:${tag}" "clothing-model:${tag}"
+
+    log "[4/6] metrics-server (the HPAs read CPU usage from it)"
+    run kubectl apply -f "${METRICS_SERVER}"
+    # kind's kubelets serve self-signed certificates.
+    run kubectl -n kube-system patch deployment metrics-server --type=json \
+      -p '[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--kubelet-insecure-tls"}]'
+
+    log "[5/6] applying deploy/kind"
+    overlay="$(mktemp -d)"
+    # A dry run keeps it, to be looked at or applied by hand.
+    (( DRY_RUN )) || trap 'rm -rf "${overlay}"' EXIT
+    write_overlay "${overlay}" kind "" "${tag}"
+    run kubectl apply -k "${overlay}"
+    run kubectl -n clothing rollout status deployment/tf-serving --timeout=300s
+    run kubectl -n clothing rollout status deployment/gateway --timeout=180s
+
+    log "[6/6] smoke test"
+    smoke
+    log "up: ${URL} (deploy/loadtest.py --url ${URL} to watch the HPA: kubectl -n clothing get hpa -w)"
+    ;;
+  smoke)
+    require curl "your distribution's curl package"
+    smoke
+    ;;
+  down)
+    require kind "https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
+    run kind delete cluster --name "${CLUSTER}"
+    ;;
+esac

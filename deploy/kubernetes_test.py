@@ -1,0 +1,344 @@
+"""The kustomize base and its overlays: they render, validate against a pinned Kubernetes, and
+meet the project's production policy (probes, resources, locked-down pods, network isolation,
+autoscaling, disruption budgets, labels)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from deploy_testlib import DEPLOY_DIR, run, tool
+from k8s_manifests import Manifest, containers, find, one, render
+
+# The oldest Kubernetes the manifests must work on (EKS standard support, kind's default node).
+KUBERNETES_VERSION = "1.33.0"
+OVERLAYS = ["base", "kind", "eks"]
+WORKLOADS = ["gateway", "tf-serving"]
+REQUIRED_LABELS = ["app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by"]
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def overlay(request: pytest.FixtureRequest) -> tuple[str, list[Manifest]]:
+    name: str = request.param
+    return name, render(name)
+
+
+def _deployment(manifests: list[Manifest], name: str) -> Manifest:
+    return one(manifests, "Deployment", name)
+
+
+def _container(manifests: list[Manifest], name: str) -> Manifest:
+    return next(iter(containers(_deployment(manifests, name))))
+
+
+def test_every_overlay_validates_against_the_pinned_kubernetes_schemas(
+    overlay: tuple[str, list[Manifest]], tmp_path: Path
+) -> None:
+    name, manifests = overlay
+    rendered = tmp_path / f"{name}.yaml"
+    rendered.write_text(yaml.safe_dump_all(manifests))
+    # --strict: unknown fields are errors (a misspelt probe field would otherwise be dropped
+    # silently by the API server).
+    result = run([tool("kubernetes-validate"), "-k", KUBERNETES_VERSION, "--strict", rendered], check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Every object was checked against a schema, none skipped as unknown.
+    assert result.stdout.count(" passed for resource ") + result.stderr.count(" passed for resource ") == len(
+        manifests
+    )
+
+
+def test_the_validator_rejects_a_misspelt_field(tmp_path: Path) -> None:
+    # The check above must be able to fail: the same manifests with one typo do not pass.
+    manifests = render("base")
+    _deployment(manifests, "gateway")["spec"]["strategy"]["rollingUpdate"]["maxSurgee"] = 1
+    rendered = tmp_path / "typo.yaml"
+    rendered.write_text(yaml.safe_dump_all(manifests))
+    result = run([tool("kubernetes-validate"), "-k", KUBERNETES_VERSION, "--strict", rendered], check=False)
+    assert result.returncode != 0
+    assert "maxSurgee" in result.stdout + result.stderr
+
+
+def test_everything_carries_the_recommended_labels(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    for manifest in manifests:
+        labels = manifest["metadata"].get("labels", {})
+        missing = [
+            label for label in REQUIRED_LABELS if label not in labels and manifest["kind"] != "Namespace"
+        ]
+        assert not missing, f"{manifest['kind']}/{manifest['metadata']['name']} lacks {missing}"
+    for name in WORKLOADS:
+        pod_labels = _deployment(manifests, name)["spec"]["template"]["metadata"]["labels"]
+        assert set(REQUIRED_LABELS) <= set(pod_labels)
+        assert pod_labels["app.kubernetes.io/name"] == name
+
+
+def test_pods_are_locked_down(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    for name in WORKLOADS:
+        pod = _deployment(manifests, name)["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        # The user the images declare (USER 10001:10001), so file ownership in them matches.
+        assert pod["securityContext"]["runAsUser"] == 10001
+        assert pod["securityContext"]["runAsUser"] > 0
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        assert pod["automountServiceAccountToken"] is False
+        assert not pod.get("hostNetwork")
+        assert not pod.get("hostPID")
+        for container in containers(_deployment(manifests, name)):
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["capabilities"]["drop"] == ["ALL"], name
+            assert "add" not in security["capabilities"], name
+            assert not security.get("privileged"), name
+            # A read-only root needs somewhere to write temporary files.
+            assert "/tmp" in [mount["mountPath"] for mount in container["volumeMounts"]]
+
+
+def test_containers_have_requests_limits_and_probes(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    for name in WORKLOADS:
+        for container in containers(_deployment(manifests, name)):
+            resources = container["resources"]
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(resources[kind]), f"{name} {kind}"
+            # Memory is not overcommitted: the OOM killer never picks these pods first.
+            assert _bytes(resources["limits"]["memory"]) >= _bytes(resources["requests"]["memory"])
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert probe in container, f"{name} has no {probe}"
+            assert container["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_gateway_probes_ask_readiness_and_health_separately(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    gateway = _container(manifests, "gateway")
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    ports = {port["name"]: port["containerPort"] for port in gateway["ports"]}
+    assert ports == {"http": 9696}
+    assert gateway["readinessProbe"]["httpGet"]["port"] == "http"
+
+
+def test_tf_serving_is_ready_only_when_the_model_is_available(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    tf_serving = _container(manifests, "tf-serving")
+    # GET /v1/models/<name> is 200 while loading, so readiness must not be a plain httpGet.
+    for probe in ("startupProbe", "readinessProbe"):
+        assert "httpGet" not in tf_serving[probe]
+        assert tf_serving[probe]["exec"]["command"] == ["/usr/local/bin/model-ready"]
+    assert tf_serving["livenessProbe"]["grpc"]["port"] == 8500
+    args = tf_serving["args"]
+    assert "--enable_grpc_healthcheck_service=true" in args  # the liveness probe asks it
+    assert "--enable_batching=true" in args
+    assert "--enable_model_warmup=true" in args
+
+
+def test_tf_serving_args_point_at_files_the_model_image_contains(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    args = _container(manifests, "tf-serving")["args"]
+    files = {value for arg in args if (value := arg.partition("=")[2]).startswith("/")}
+    assert files, "expected the batching and monitoring files"
+    dockerfile = (DEPLOY_DIR / "images/model/Dockerfile").read_text()
+    copied = _copied_paths(dockerfile)
+    for path in files:
+        assert path in copied, f"{path} is not in the model image (COPY targets: {sorted(copied)})"
+    assert "/usr/local/bin/model-ready" in copied
+
+
+def _copied_paths(dockerfile: str) -> set[str]:
+    """The files a Dockerfile's COPY lines create (destination dir + source basename)."""
+    paths: set[str] = set()
+    for line in dockerfile.replace("\\\n", " ").splitlines():
+        words = line.split()
+        if not words or words[0] != "COPY":
+            continue
+        *sources, destination = (w for w in words[1:] if not w.startswith("--"))
+        for source in sources:
+            if destination.endswith("/"):
+                paths.add(destination + Path(source).name)
+            else:
+                paths.add(destination)
+    return paths
+
+
+def test_rollouts_surge_before_removing_capacity(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    for name in WORKLOADS:
+        strategy = _deployment(manifests, name)["spec"]["strategy"]
+        assert strategy["type"] == "RollingUpdate"
+        assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+        assert strategy["rollingUpdate"]["maxSurge"] >= 1
+
+
+def test_every_workload_has_an_autoscaler_and_a_disruption_budget(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    _, manifests = overlay
+    for name in WORKLOADS:
+        deployment = _deployment(manifests, name)
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+
+        hpa = one(manifests, "HorizontalPodAutoscaler", name)
+        assert hpa["apiVersion"] == "autoscaling/v2"
+        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+        assert 1 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+        (metric,) = hpa["spec"]["metrics"]
+        assert metric["resource"]["name"] == "cpu"
+        # Utilization is a percentage of the request: without one the HPA cannot compute it.
+        assert "cpu" in next(iter(containers(deployment)))["resources"]["requests"]
+
+        pdb = one(manifests, "PodDisruptionBudget", name)
+        assert _selects(pdb["spec"]["selector"]["matchLabels"], pod_labels)
+        # maxUnavailable never blocks a node drain, whatever the replica count.
+        assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_services_reach_their_pods_by_named_ports(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    for service in find(manifests, "Service"):
+        backends = [
+            d
+            for d in find(manifests, "Deployment")
+            if _selects(service["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])
+        ]
+        assert len(backends) == 1, service["metadata"]["name"]
+        names = {p["name"] for c in containers(backends[0]) for p in c["ports"]}
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in names
+
+
+def test_grpc_goes_through_a_headless_service(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    headless = one(manifests, "Service", "tf-serving-headless")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert [p["port"] for p in headless["spec"]["ports"]] == [8500]
+    # The gateway resolves it and balances over every pod address it returns.
+    config = one(manifests, "ConfigMap", "gateway-config")
+    assert config["data"]["TF_SERVING_HOST"] == "tf-serving-headless:8500"
+    assert config["data"]["GATEWAY_GRPC_LOAD_BALANCING"] == "round_robin"
+    env_from = _container(manifests, "gateway")["envFrom"]
+    assert [e["configMapRef"]["name"] for e in env_from] == [config["metadata"]["name"]]
+
+
+# NetworkPolicy semantics for pods of one namespace: a pod selected by no Ingress policy accepts
+# everything; a selected pod accepts a connection if some selecting policy's rule matches both
+# the source pod and the port.
+def _allowed(
+    policies: list[Manifest], source: dict[str, str] | None, target: dict[str, str], port: int
+) -> bool:
+    selecting = [
+        p
+        for p in policies
+        if "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+        and _selects(p["spec"]["podSelector"].get("matchLabels", {}), target)
+    ]
+    if not selecting:
+        return True
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress", []):
+            peers = rule.get("from")
+            # A peer with only a podSelector means pods of the policy's own namespace.
+            peer_ok = peers is None or any(
+                source is not None
+                and set(peer) == {"podSelector"}
+                and _selects(peer["podSelector"].get("matchLabels", {}), source)
+                for peer in peers
+            )
+            ports = rule.get("ports")
+            port_ok = ports is None or any(p.get("port") == port for p in ports)
+            if peer_ok and port_ok:
+                return True
+    return False
+
+
+def test_only_the_gateway_reaches_tf_serving(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    policies = find(manifests, "NetworkPolicy")
+    tf_serving = _deployment(manifests, "tf-serving")["spec"]["template"]["metadata"]["labels"]
+    gateway = _deployment(manifests, "gateway")["spec"]["template"]["metadata"]["labels"]
+    intruder = {"app.kubernetes.io/name": "debug-shell"}
+    tf_ports = [
+        p["containerPort"] for c in containers(_deployment(manifests, "tf-serving")) for p in c["ports"]
+    ]
+    assert sorted(tf_ports) == [8500, 8501]
+    for port in tf_ports:
+        assert _allowed(policies, gateway, tf_serving, port)
+        assert not _allowed(policies, intruder, tf_serving, port)
+        assert not _allowed(policies, None, tf_serving, port)  # another namespace, the internet
+    # The gateway is the public tier, on its HTTP port only.
+    assert _allowed(policies, None, gateway, 9696)
+    assert not _allowed(policies, None, gateway, 22)
+    assert not _allowed(policies, intruder, intruder, 8080)  # anything else added later: closed
+
+
+def test_namespace_enforces_the_restricted_pod_security_standard(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    namespace = one(manifests, "Namespace", "clothing")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert {m["metadata"].get("namespace", "clothing") for m in manifests} == {"clothing"}
+
+
+def test_base_and_eks_run_several_gateways_for_availability() -> None:
+    for name in ("base", "eks"):
+        manifests = render(name)
+        assert _deployment(manifests, "gateway")["spec"]["replicas"] >= 2
+        assert one(manifests, "HorizontalPodAutoscaler", "gateway")["spec"]["minReplicas"] >= 2
+        assert one(manifests, "HorizontalPodAutoscaler", "tf-serving")["spec"]["minReplicas"] >= 2
+
+
+def test_kind_exposes_the_gateway_on_the_port_the_cluster_maps() -> None:
+    manifests = render("kind")
+    service = one(manifests, "Service", "gateway")
+    assert service["spec"]["type"] == "NodePort"
+    cluster = yaml.safe_load((DEPLOY_DIR / "kind/cluster.yaml").read_text())
+    mappings = cluster["nodes"][0]["extraPortMappings"]
+    assert [m["containerPort"] for m in mappings] == [service["spec"]["ports"][0]["nodePort"]]
+    assert mappings[0]["listenAddress"] == "127.0.0.1"
+    # The homework's autoscaling exercise: a low CPU target so a laptop's load test scales it.
+    assert (
+        one(manifests, "HorizontalPodAutoscaler", "gateway")["spec"]["metrics"][0]["resource"]["target"][
+            "averageUtilization"
+        ]
+        == 20
+    )
+
+
+def test_eks_puts_the_gateway_behind_a_network_load_balancer() -> None:
+    manifests = render("eks")
+    service = one(manifests, "Service", "gateway")
+    assert service["spec"]["type"] == "LoadBalancer"
+    annotations = service["metadata"]["annotations"]
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-type"] == "nlb"
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-healthcheck-path"] == "/readyz"
+    for name in WORKLOADS:
+        image = _container(manifests, name)["image"]
+        assert re.fullmatch(
+            r"<account>\.dkr\.ecr\.<region>\.amazonaws\.com/clothing-[a-z]+:[\w.-]+", image
+        ), image
+    # Only the gateway is public.
+    assert [
+        s["metadata"]["name"] for s in find(manifests, "Service") if s["spec"].get("type") == "LoadBalancer"
+    ] == ["gateway"]
+
+
+def test_eksctl_config_enables_what_the_manifests_rely_on() -> None:
+    cluster = yaml.safe_load((DEPLOY_DIR / "eks/cluster.yaml").read_text())
+    assert cluster["apiVersion"] == "eksctl.io/v1alpha5"
+    assert cluster["kind"] == "ClusterConfig"
+    addons = {addon["name"]: addon for addon in cluster["addons"]}
+    assert "metrics-server" in addons  # the HPAs
+    assert "enableNetworkPolicy" in addons["vpc-cni"]["configurationValues"]  # the NetworkPolicies
+    (group,) = cluster["managedNodeGroups"]
+    assert group["minSize"] >= 2  # two TF Serving replicas on different nodes
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def _bytes(quantity: Any) -> int:
+    number, unit = re.fullmatch(r"(\d+)([KMG]i)?", str(quantity)).groups()  # type: ignore[union-attr]
+    return int(number) * {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}[unit]

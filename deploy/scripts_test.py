@@ -1,0 +1,178 @@
+"""The deploy scripts: valid bash, shellcheck-clean, a --dry-run that shows the whole workflow,
+and a clear stop before doing anything when a prerequisite is missing."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+
+import pytest
+from deploy_testlib import DEPLOY_DIR, run, tool
+from k8s_manifests import Manifest, load_documents, one
+
+SCRIPTS = sorted(DEPLOY_DIR.glob("**/*.sh"))
+WORKFLOWS = {"kind": DEPLOY_DIR / "kind/kind.sh", "eks": DEPLOY_DIR / "eks/eks.sh"}
+
+
+def _env(path_dirs: list[Path], tmp: Path | None = None) -> dict[str, str]:
+    # Only the given directories plus the basics a script itself needs (bash, coreutils, sed,
+    # git): whatever kind/eksctl/aws the machine may have is out of sight.
+    basics = ["/usr/bin", "/bin"]
+    env = {"PATH": os.pathsep.join([*map(str, path_dirs), *basics]), "HOME": os.environ.get("HOME", "/tmp")}
+    if tmp is not None:
+        env["TMPDIR"] = str(tmp)  # where a dry run leaves the files it generated
+    return env
+
+
+def _fake_tools(tmp_path: Path, names: list[str]) -> Path:
+    """Executables that record their arguments, so a test can see what a script ran."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in names:
+        script = bin_dir / name
+        script.write_text(f'#!/bin/sh\necho "{name} $*" >> "{tmp_path}/calls"\n')
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return bin_dir
+
+
+def test_every_script_is_found() -> None:
+    names = {p.relative_to(DEPLOY_DIR).as_posix() for p in SCRIPTS}
+    assert {"kind/kind.sh", "eks/eks.sh", "lib.sh", "images/model/model-ready.sh"} <= names
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_scripts_parse_and_pass_shellcheck(script: Path) -> None:
+    run(["bash", "-n", script])
+    # -x follows `source` into lib.sh; the scripts name it relative to their own directory.
+    run([tool("shellcheck"), "-x", "--severity=style", script], cwd=script.parent)
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOWS))
+def test_help_describes_the_commands(name: str) -> None:
+    result = run(["bash", WORKFLOWS[name], "--help"], env=_env([]))
+    assert "usage:" in result.stdout
+    for command in ("up", "down", "--dry-run"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOWS))
+def test_bad_usage_exits_2(name: str) -> None:
+    result = run(["bash", WORKFLOWS[name], "sideways"], env=_env([]), check=False)
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+
+
+def test_kind_up_stops_before_doing_anything_when_kind_is_missing(tmp_path: Path) -> None:
+    # Everything but kind is there (and records its calls): nothing may run.
+    bin_dir = _fake_tools(tmp_path, ["docker", "kubectl", "curl"])
+    result = run(["bash", WORKFLOWS["kind"], "up"], env=_env([bin_dir]), check=False)
+    assert result.returncode == 2
+    assert "missing prerequisite: kind" in result.stderr
+    assert "kind.sigs.k8s.io" in result.stderr  # where to get it
+    assert not (tmp_path / "calls").exists()
+
+
+def test_eks_up_names_every_missing_tool(tmp_path: Path) -> None:
+    bin_dir = _fake_tools(tmp_path, ["kubectl", "docker"])
+    result = run(["bash", WORKFLOWS["eks"], "up"], env=_env([bin_dir]), check=False)
+    assert result.returncode == 2
+    assert "missing prerequisite: aws" in result.stderr
+    assert "missing prerequisite: eksctl" in result.stderr
+    assert not (tmp_path / "calls").exists()
+
+
+def _commands(stdout: str) -> list[str]:
+    return [line[2:] for line in stdout.splitlines() if line.startswith("+ ")]
+
+
+def _render_generated(stdout: str, tmp_path: Path) -> list[Manifest]:
+    """Renders the kustomization the script would apply, as it would (kubectl kustomize)."""
+    (path,) = re.findall(r"^# (\S+)/kustomization\.yaml:$", stdout, flags=re.MULTILINE)
+    overlay = Path(path)
+    assert overlay.is_relative_to(tmp_path)
+    # What the dry run printed is what the file holds.
+    printed = "\n".join(line[4:] for line in stdout.splitlines() if line.startswith("#   "))
+    assert load_documents(printed) == load_documents((overlay / "kustomization.yaml").read_text())
+    return load_documents(run([tool("kubectl"), "kustomize", overlay]).stdout)
+
+
+def test_kind_dry_run_prints_the_whole_workflow(tmp_path: Path) -> None:
+    result = run(["bash", WORKFLOWS["kind"], "--dry-run", "--tag", "abc123", "up"], env=_env([], tmp_path))
+    commands = _commands(result.stdout)
+    # In order: build, cluster, load, metrics-server, apply, wait, smoke.
+    expected = [
+        r"env IMAGE_TAG=abc123 \./pants package deploy/images/gateway deploy/images/model",
+        r"kind create cluster --name clothing --config \S+/deploy/kind/cluster\.yaml",
+        r"kind load docker-image --name clothing clothing-gateway:abc123 clothing-model:abc123",
+        r"kubectl apply -f \S+metrics-server\S+",
+        r"kubectl apply -k \S+",
+        r"kubectl -n clothing rollout status deployment/tf-serving",
+        r"kubectl -n clothing rollout status deployment/gateway",
+        r"curl .*http://127\.0\.0\.1:8080/readyz",
+    ]
+    positions = [next(i for i, c in enumerate(commands) if re.match(p, c)) for p in expected]
+    assert positions == sorted(positions), commands
+    # Dry run: the missing tools are reported, not fatal.
+    assert "missing prerequisite: kind" in result.stderr
+    # The manifests it would apply use the images it would load.
+    manifests = _render_generated(result.stdout, tmp_path)
+    images = {
+        c["image"]
+        for d in manifests
+        if d["kind"] == "Deployment"
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    assert images == {"clothing-gateway:abc123", "clothing-model:abc123"}
+    assert one(manifests, "Service", "gateway")["spec"]["type"] == "NodePort"
+
+
+def test_eks_dry_run_prints_the_whole_workflow(tmp_path: Path) -> None:
+    result = run(
+        ["bash", WORKFLOWS["eks"], "--dry-run", "--region", "us-east-2", "--tag", "abc123", "up"],
+        env=_env([], tmp_path),
+    )
+    commands = _commands(result.stdout)
+    registry = "<account>.dkr.ecr.us-east-2.amazonaws.com"
+    expected = [
+        r"eksctl create cluster -f \S+",
+        r"aws eks update-kubeconfig --name clothing --region us-east-2",
+        r"aws ecr describe-repositories .*clothing-gateway .*\|\| "
+        r"aws ecr create-repository .*clothing-gateway",
+        r"aws ecr describe-repositories .*clothing-model .*\|\| aws ecr create-repository .*clothing-model",
+        r"aws ecr get-login-password --region us-east-2 \| docker login --username AWS --password-stdin "
+        + re.escape(registry),
+        r"env IMAGE_TAG=abc123 \./pants .*docker-registries.* "
+        r"publish deploy/images/gateway deploy/images/model",
+        r"kubectl apply -k \S+",
+        r"kubectl -n clothing rollout status deployment/tf-serving",
+        r"kubectl -n clothing get service gateway",
+    ]
+    positions = [next(i for i, c in enumerate(commands) if re.match(p, c)) for p in expected]
+    assert positions == sorted(positions), commands
+    assert result.stdout.rstrip().endswith("http://<load balancer hostname>")
+    manifests = _render_generated(result.stdout, tmp_path)
+    images = {
+        c["image"]
+        for d in manifests
+        if d["kind"] == "Deployment"
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    assert images == {f"{registry}/clothing-gateway:abc123", f"{registry}/clothing-model:abc123"}
+
+
+def test_eks_down_releases_the_load_balancer_before_deleting_the_cluster(tmp_path: Path) -> None:
+    result = run(["bash", WORKFLOWS["eks"], "--dry-run", "--tag", "t", "down"], env=_env([], tmp_path))
+    commands = _commands(result.stdout)
+    delete_workloads = next(i for i, c in enumerate(commands) if c.startswith("kubectl delete -k"))
+    delete_cluster = next(i for i, c in enumerate(commands) if c.startswith("eksctl delete cluster"))
+    assert delete_workloads < delete_cluster
+
+
+def test_the_pants_registry_option_is_a_python_literal(tmp_path: Path) -> None:
+    # Pants parses dict options as Python literals: JSON's `true` would be rejected at publish.
+    result = run(["bash", WORKFLOWS["eks"], "--dry-run", "--tag", "t", "up"], env=_env([], tmp_path))
+    (publish,) = (c for c in _commands(result.stdout) if " publish " in c)
+    assert "True" in publish
+    assert "true" not in publish
