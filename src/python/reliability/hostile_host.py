@@ -1,0 +1,277 @@
+"""An image host on loopback that serves real images — and every way a host can abuse a fetcher.
+
+The gateway fetches user-supplied URLs, so the far end is untrusted. This host plays both parts:
+
+    /image/<key>        the bytes registered under <key> (with Content-Length): a well-behaved host
+    /slow-body          headers at once, then one body byte every `drip` seconds, forever (slow-loris)
+    /slow-headers       a status line, then one header byte every `drip` seconds, never finishing
+    /stall              reads the request and never answers
+    /endless            200 without Content-Length, then bytes as fast as the reader takes them,
+                        until the reader hangs up (close-delimited body)
+    /endless-chunked    the same with Transfer-Encoding: chunked
+    /huge-length        declares Content-Length: 1 TB, then streams like /endless
+    /gzip               a small gzip body that inflates 1000×, sent as Content-Encoding: gzip
+    /redirect-loop      302 to itself
+    anything else       404
+
+It is a raw asyncio server (not an HTTP framework) because a framework would refuse to misbehave.
+It runs on its own thread and loop, so a synchronous test and a separate gateway process can both
+use it, and it records every connection (path, bytes sent, when the peer hung up) so a test can
+assert that the fetcher let go of a hostile host, not only that the user got an answer.
+
+`python -m reliability.hostile_host --port N --image KEY=FILE …` runs it as its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gzip
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from reliability.ports import LOOPBACK
+
+_CHUNK = b"\xff" * 65536
+_MAX_REQUEST_HEAD = 16 * 1024
+_GZIP_BODY = gzip.compress(b"\0" * (4 * 1024 * 1024), compresslevel=9)
+
+
+@dataclass
+class Connection:
+    path: str
+    opened: float  # time.monotonic()
+    closed: float | None = None
+    bytes_sent: int = 0
+    hung_up_by_peer: bool = False
+
+
+class HostileImageHost:
+    """Start with `start()` (or as a context manager); URLs from `url(path)`."""
+
+    def __init__(self, *, drip: float = 0.5, host: str = LOOPBACK, port: int = 0) -> None:
+        self.drip = drip
+        self._bind = (host, port)
+        self._images: dict[str, tuple[bytes, str]] = {}
+        self._connections: list[Connection] = []
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.port = 0
+
+    # --- what tests use ---------------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes, content_type: str = "image/jpeg") -> str:
+        """Serve `data` at /image/<key>; returns its URL."""
+        with self._lock:
+            self._images[key] = (data, content_type)
+        return self.url(f"/image/{key}")
+
+    def url(self, path: str) -> str:
+        return f"http://{self._bind[0]}:{self.port}{path}"
+
+    def connections(self, path_prefix: str = "") -> list[Connection]:
+        with self._lock:
+            return [c for c in self._connections if c.path.startswith(path_prefix)]
+
+    def open_connections(self, path_prefix: str = "") -> int:
+        return sum(1 for c in self.connections(path_prefix) if c.closed is None)
+
+    def wait_all_closed(self, path_prefix: str, timeout: float) -> bool:
+        """True once every connection to `path_prefix` has ended (the fetcher let go)."""
+        deadline = time.monotonic() + timeout
+        while self.open_connections(path_prefix):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> HostileImageHost:
+        self._thread = threading.Thread(target=self._run, name="hostile-image-host", daemon=True)
+        self._thread.start()
+        if not self._started.wait(10):
+            raise RuntimeError("the hostile image host did not start")
+        return self
+
+    def stop(self) -> None:
+        loop = self._loop
+        if loop is not None and self._thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(10)
+
+    def __enter__(self) -> HostileImageHost:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        self._server = loop.run_until_complete(
+            asyncio.start_server(self._handle, self._bind[0], self._bind[1], backlog=1024)
+        )
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        self._started.set()
+        try:
+            loop.run_forever()
+        finally:
+            self._server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                loop.run_until_complete(asyncio.gather(*self._tasks, return_exceptions=True))
+            loop.close()
+
+    def serve_forever(self) -> None:
+        """Run on the calling thread until interrupted (the `python -m` form)."""
+        self._run()
+
+    # --- the server -------------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        conn = Connection(path="", opened=time.monotonic())
+        try:
+            # One request per connection keeps the bookkeeping per request; the fetcher's pool
+            # reconnects for the next one.
+            head = await reader.readuntil(b"\r\n\r\n")
+            if len(head) > _MAX_REQUEST_HEAD:
+                return
+            target = head.split(b"\r\n", 1)[0].split(b" ")
+            conn.path = urlsplit(target[1].decode("latin-1")).path if len(target) >= 2 else ""
+            with self._lock:
+                self._connections.append(conn)
+            await self._respond(conn, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            conn.hung_up_by_peer = True
+        except asyncio.CancelledError:
+            pass
+        finally:
+            conn.closed = time.monotonic()
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            self._tasks.discard(task)
+
+    async def _send(self, conn: Connection, writer: asyncio.StreamWriter, data: bytes) -> None:
+        writer.write(data)
+        await writer.drain()
+        conn.bytes_sent += len(data)
+
+    async def _respond(
+        self, conn: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        path = conn.path
+        if path.startswith("/image/"):
+            with self._lock:
+                found = self._images.get(path.removeprefix("/image/"))
+            if found is None:
+                await self._send(conn, writer, _head(404, [("Content-Length", "0")]))
+                return
+            data, content_type = found
+            await self._send(
+                conn,
+                writer,
+                _head(200, [("Content-Type", content_type), ("Content-Length", str(len(data)))]) + data,
+            )
+        elif path == "/slow-body":
+            await self._send(
+                conn, writer, _head(200, [("Content-Type", "image/jpeg"), ("Content-Length", "1000000")])
+            )
+            await self._drip(conn, reader, writer, b"\xff")
+        elif path == "/slow-headers":
+            await self._send(conn, writer, b"HTTP/1.1 200 OK\r\nX-Drip: ")
+            await self._drip(conn, reader, writer, b"a")
+        elif path == "/stall":
+            # Wait for the peer to hang up; nothing is ever sent.
+            await reader.read()
+            conn.hung_up_by_peer = True
+        elif path in ("/endless", "/huge-length"):
+            headers = [("Content-Type", "image/jpeg"), ("Connection", "close")]
+            if path == "/huge-length":
+                headers.append(("Content-Length", str(10**12)))
+            await self._send(conn, writer, _head(200, headers))
+            while True:
+                await self._send(conn, writer, _CHUNK)
+        elif path == "/endless-chunked":
+            await self._send(
+                conn, writer, _head(200, [("Content-Type", "image/jpeg"), ("Transfer-Encoding", "chunked")])
+            )
+            chunk = b"%x\r\n" % len(_CHUNK) + _CHUNK + b"\r\n"
+            while True:
+                await self._send(conn, writer, chunk)
+        elif path == "/gzip":
+            await self._send(
+                conn,
+                writer,
+                _head(
+                    200,
+                    [
+                        ("Content-Type", "image/png"),
+                        ("Content-Encoding", "gzip"),
+                        ("Content-Length", str(len(_GZIP_BODY))),
+                    ],
+                )
+                + _GZIP_BODY,
+            )
+        elif path == "/redirect-loop":
+            await self._send(
+                conn, writer, _head(302, [("Location", "/redirect-loop"), ("Content-Length", "0")])
+            )
+        else:
+            await self._send(conn, writer, _head(404, [("Content-Length", "0")]))
+
+    async def _drip(
+        self, conn: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, byte: bytes
+    ) -> None:
+        while not reader.at_eof():
+            await asyncio.sleep(self.drip)
+            await self._send(conn, writer, byte)
+        conn.hung_up_by_peer = True
+
+
+def _head(status: int, headers: list[tuple[str, str]]) -> bytes:
+    reason = {200: "OK", 302: "Found", 404: "Not Found"}[status]
+    # One request per connection (see _handle): say so, or clients would reuse it and be reset.
+    if not any(k.lower() == "connection" for k, _ in headers):
+        headers = [*headers, ("Connection", "close")]
+    lines = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m reliability.hostile_host", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--host", default=LOOPBACK)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--drip", type=float, default=0.5, help="seconds between the slow paths' bytes")
+    parser.add_argument(
+        "--image", action="append", default=[], metavar="KEY=FILE", help="serve FILE at /image/KEY"
+    )
+    args = parser.parse_args(argv)
+    host = HostileImageHost(drip=args.drip, host=args.host, port=args.port)
+    for item in args.image:
+        key, _, file = item.partition("=")
+        kind = "image/png" if file.lower().endswith(".png") else "image/jpeg"
+        host.put(key, Path(file).read_bytes(), kind)
+    with contextlib.suppress(KeyboardInterrupt):
+        host.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Free loopback ports for the processes the tests and benchmarks start."""
+
+from __future__ import annotations
+
+import socket
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on right now.
+
+    The kernel picks it (bind to port 0); the socket is closed before the port is handed out, so a
+    process started next can bind it. Ports come from the ephemeral range, which other tests running
+    in parallel also draw from, but the kernel hands out a just-freed port last.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])

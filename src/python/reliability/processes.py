@@ -1,0 +1,167 @@
+"""Real processes for the system tests: start, wait until they answer, measure, stop by pid.
+
+Every process is started in its own session (so a signal meant for it never reaches the test
+runner), its output goes to a log file whose tail is quoted when something goes wrong, and `stop()`
+only ever signals the pid this module started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+# The TensorFlow resolve has psutil without its stubs (types-psutil is in python-default only).
+import psutil  # type: ignore[import-untyped, unused-ignore]
+
+
+class ProcessFailed(RuntimeError):
+    """A process exited or did not become ready; the message carries the tail of its log."""
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """argv running `python -m module args…` with this interpreter."""
+    return [sys.executable, "-m", module, *args]
+
+
+def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a Python child that must import what this process imports.
+
+    Tests run from a Pants-built PEX: its sys.path is the project's sources plus the resolve's
+    third-party packages, which a plain `python -m …` child only sees through PYTHONPATH.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    # A PEX sets these for itself; a child that inherited them would try to run as the PEX.
+    for name in ("PEX", "PEX_ROOT_OVERRIDE", "PEX_INTERPRETER", "PEX_MODULE", "PEX_SCRIPT"):
+        env.pop(name, None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL it when the process that started it dies.
+
+    A test runner killed mid-test (a timeout, Pants restarting a run, Ctrl-C) never reaches its
+    fixtures' teardown; without this its model servers and gateways live on, orphaned, holding
+    memory and ports. Linux only, like the rest of the harness (its own session hides the child
+    from the runner's process group, so nothing else would reach it).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class RunningProcess:
+    """One started process: its pid, its log, and how to stop it."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.started_at = time.monotonic()
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - closed in _closed()
+        # argv is built by this package (no shell); S603 cannot know that.
+        self._popen = subprocess.Popen(
+            self.argv,  # noqa: S603
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll()
+
+    def alive(self) -> bool:
+        return self._popen.poll() is None
+
+    def rss(self) -> int:
+        """Resident memory of the process and its children, bytes (0 once it has exited)."""
+        try:
+            proc = psutil.Process(self.pid)
+            total = proc.memory_info().rss
+            for child in proc.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    total += child.memory_info().rss
+            return int(total)
+        except psutil.Error:
+            return 0
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send `sig` to this process (only the pid started here)."""
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def wait(self, timeout: float) -> int | None:
+        """Exit status, or None if it is still running after `timeout` seconds."""
+        try:
+            self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return self._closed()
+
+    def stop(self, grace: float = 10.0) -> int:
+        """SIGTERM, then SIGKILL after `grace` seconds; the exit status."""
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            if self.wait(grace) is None:
+                self.kill()
+        return self._closed()
+
+    def kill(self) -> int:
+        """SIGKILL: the process gets no chance to clean up (a crash, an OOM kill, a lost node)."""
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+        self._popen.wait()
+        return self._closed()
+
+    def _closed(self) -> int:
+        code = self._popen.wait()
+        if not self._log.closed:
+            self._log.close()
+        return code
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> float:
+        """Poll `ready` until it holds; seconds since start. Fails fast if the process exits."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.alive():
+                raise ProcessFailed(
+                    f"{self.name} exited with status {self.returncode} before {what}:\n{self.log_tail()}"
+                )
+            if ready():
+                return time.monotonic() - self.started_at
+            if time.monotonic() > deadline:
+                raise ProcessFailed(f"{self.name} not {what} within {timeout:g} s:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def __repr__(self) -> str:
+        return f"<{self.name} pid={self.pid} rc={self.returncode}>"
