@@ -95,26 +95,37 @@ def tf_dtype(np_dtype: npt.DTypeLike) -> int:
         raise TensorCodecError(f"numpy dtype {d} has no TensorFlow equivalent") from None
 
 
-def array_to_tensor_proto(array: npt.ArrayLike) -> tensor_pb2.TensorProto:
-    """Encode an array as TensorFlow would send it: dtype, shape and `tensor_content`.
+def array_to_tensor_proto(array: npt.ArrayLike, *, as_content: bool = True) -> tensor_pb2.TensorProto:
+    """Encode an array as TensorFlow would send it: dtype, shape and the values.
 
+    The values go to `tensor_content` (what clients send: one buffer, smallest and cheapest), or
+    with `as_content=False` to the dtype's typed `*_val` field, as TF Serving answers by default
+    (TensorFlow's `AsProtoField`), for clients that read only `float_val`.
     A float64 array stays DT_DOUBLE (models expecting float32 reject it): cast first, on purpose.
-    Byte strings go to `string_val`, as TensorFlow requires for DT_STRING.
+    Byte strings always go to `string_val`, as TensorFlow requires for DT_STRING.
     """
     arr = np.asarray(array)
     if arr.nbytes >= _MAX_MESSAGE_BYTES:
         raise TensorCodecError(f"a tensor of {arr.nbytes} bytes cannot be sent (protobuf's limit is 2 GB)")
-    proto = tensor_pb2.TensorProto(dtype=tf_dtype(arr.dtype))  # type: ignore[arg-type]
+    dtype = tf_dtype(arr.dtype)
+    proto = tensor_pb2.TensorProto(dtype=dtype)  # type: ignore[arg-type]
     for size in arr.shape:
         proto.tensor_shape.dim.add(size=size)
-    if proto.dtype == tensor_pb2.DT_STRING:
-        proto.string_val.extend(
-            x if isinstance(x, bytes) else str(x).encode("utf-8") for x in arr.reshape(-1)
-        )
-    else:
+    flat = arr.reshape(-1)
+    if dtype == tensor_pb2.DT_STRING:
+        proto.string_val.extend(x if isinstance(x, bytes) else str(x).encode("utf-8") for x in flat)
+    elif as_content:
         # tobytes() writes C order whatever the array's layout: one copy, none for the byte order
         # unless the array is big-endian.
         proto.tensor_content = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+    elif dtype == tensor_pb2.DT_HALF:
+        # half_val carries the 16-bit patterns.
+        proto.half_val.extend(flat.astype("<f2").view(np.uint16).tolist())
+    elif dtype in (tensor_pb2.DT_COMPLEX64, tensor_pb2.DT_COMPLEX128):
+        pairs = np.stack([flat.real, flat.imag], axis=-1).reshape(-1)
+        getattr(proto, _VAL_FIELD[dtype]).extend(pairs.tolist())
+    else:
+        getattr(proto, _VAL_FIELD[dtype]).extend(flat.tolist())
     return proto
 
 

@@ -97,3 +97,22 @@ def test_strings_go_in_string_val() -> None:
     assert message.dtype == tensor_pb2.DT_STRING
     assert list(message.string_val) == ["hé".encode(), b"b"]
     assert tensor_proto_to_array(message).tolist() == ["hé".encode(), b"b"]
+
+
+@pytest.mark.parametrize(
+    "dtype", ["<f4", "<f8", "<i4", "u1", "<i2", "i1", "<u2", "<i8", "?", "<f2", "<u4", "<u8", "<c8", "<c16"]
+)
+def test_typed_val_fields_round_trip_every_dtype(dtype: str) -> None:
+    # What TF Serving answers by default: the values in the dtype's *_val field, no tensor_content.
+    x = (np.arange(12) % 7).astype(dtype).reshape(3, 4)
+    message = array_to_tensor_proto(x, as_content=False)
+    assert message.tensor_content == b""
+    back = tensor_proto_to_array(message)
+    assert back.dtype == x.dtype
+    assert np.array_equal(back, x)
+
+
+def test_float_outputs_land_in_float_val() -> None:
+    message = array_to_tensor_proto(np.array([[1.5, -2.0]], dtype=np.float32), as_content=False)
+    assert list(message.float_val) == [1.5, -2.0]
+    assert [d.size for d in message.tensor_shape.dim] == [1, 2]

@@ -15,12 +15,11 @@ import grpc
 import numpy.typing as npt
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from clothing_preproc import pack_signature_def_map, tensor_proto_to_array
+from clothing_preproc import array_to_tensor_proto, pack_signature_def_map, tensor_proto_to_array
 from clothing_preproc.errors import TensorCodecError
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2, tensor_pb2
 from model_server.core import ModelRef, ServingCore
 from model_server.errors import InvalidArgument, ServingError
-from model_server.tensor_fields import encode_output
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.model_spec.version.value = result.version
             response.model_spec.signature_name = result.signature_name
             for alias, array in result.outputs.items():
-                response.outputs[alias].CopyFrom(encode_output(array, self._tensor_content))
+                response.outputs[alias].CopyFrom(
+                    array_to_tensor_proto(array, as_content=self._tensor_content)
+                )
             return response
 
         return _call(context, "Predict", body)
