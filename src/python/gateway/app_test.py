@@ -176,6 +176,27 @@ def test_a_chunked_body_over_the_limit_is_cut_off(run_gateway: RunGateway) -> No
     assert error_of(r) == (413, "too_large")
 
 
+@pytest.mark.parametrize("path", ["/predict", "/v1/classify", "/v1/classify/batch"])
+def test_a_json_body_is_refused_at_its_own_limit_before_it_arrives(
+    run_gateway: RunGateway, path: str
+) -> None:
+    # The app-wide body limit admits a full batch of uploads (hundreds of MB by default). A JSON
+    # body declaring 100 MB must be refused from its headers, not buffered or waited for: the
+    # client here sends only its first bytes and then waits for the answer.
+    gw = run_gateway(settings())
+    host, port = gw.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: 100000000\r\n\r\n{{\"url\": \"".encode()
+        )
+        answer = b""
+        while b'"too_large"' not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert b'"too_large"' in answer
+
+
 def test_wrong_method_is_405_in_the_same_shape(run_gateway: RunGateway) -> None:
     gw = run_gateway(settings())
     assert error_of(httpx.get(f"{gw.url}/predict")) == (405, "method_not_allowed")

@@ -33,20 +33,35 @@ async def read_sources(request: Request, *, max_images: int, max_image_bytes: in
     if content_type == "multipart/form-data":
         return await _sources_from_form(request, max_images, max_image_bytes)
     if content_type.startswith("image/") or content_type == "application/octet-stream":
-        data = await request.body()
-        if len(data) > max_image_bytes:
-            raise PayloadTooLarge(f"the image is {len(data)} bytes; the limit is {max_image_bytes}")
-        return [ImageSource(data=data)]
+        return [ImageSource(data=await _read_body(request, max_image_bytes, "the image"))]
     raise BadRequest(
         "send JSON ({\"url\": …}), multipart/form-data with image files, or an image body "
         f"(Content-Type image/*); got {content_type or 'no Content-Type'}"
     )
 
 
+async def _read_body(request: Request, limit: int, what: str) -> bytes:
+    """The body, refused (413) as soon as it is known to exceed `limit`.
+
+    The app-wide BodyLimit is sized for the largest request (a full batch of uploads); a JSON
+    body or a single image has a much smaller limit, enforced here while the bytes arrive so a
+    client cannot make the gateway buffer more than that.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"{what} is {int(declared)} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise PayloadTooLarge(f"{what} is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def read_json(request: Request) -> Any:
-    data = await request.body()
-    if len(data) > _MAX_JSON_BYTES:
-        raise PayloadTooLarge(f"the JSON body is {len(data)} bytes; the limit is {_MAX_JSON_BYTES}")
+    data = await _read_body(request, _MAX_JSON_BYTES, "the JSON body")
     try:
         return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
