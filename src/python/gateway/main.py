@@ -48,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     server = uvicorn.Server(config)
     server.run()
-    # uvicorn returns after a clean shutdown; a failed startup (port taken, lifespan error) does not
-    # set `started`.
+    # After a drain started by SIGTERM/SIGINT, uvicorn re-raises the signal, so the process ends by
+    # it (exit 143/130, what supervisors expect) once in-flight requests have finished. It returns
+    # here when started without a signal, or when startup failed (port taken, lifespan error:
+    # `started` stays false).
     return 0 if server.started else 1
