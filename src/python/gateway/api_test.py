@@ -29,12 +29,8 @@ GREEN = image_bytes("WEBP", (120, 90), (30, 200, 60))
 
 @pytest.fixture(scope="module")
 def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveModelServer]:
-    server = LiveModelServer(demo_model(tmp_path_factory.mktemp("models")))
-    server.start()
-    try:
+    with LiveModelServer(demo_model(tmp_path_factory.mktemp("models"))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture()

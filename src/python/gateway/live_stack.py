@@ -67,3 +67,10 @@ class LiveModelServer:
         if self.child is not None:
             self.child.stop(15)
             self.child = None
+
+    def __enter__(self) -> LiveModelServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -56,12 +56,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveModelServer]:
-    server = LiveModelServer(demo_model(tmp_path_factory.mktemp("models")))
-    server.start()
-    try:
+    with LiveModelServer(demo_model(tmp_path_factory.mktemp("models"))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture()
