@@ -11,24 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
-from typing import Any
 
 from reliability.ports import LOOPBACK
+from reliability.stream_server import ThreadedStreamServer
 
 
-class FaultProxy:
+class FaultProxy(ThreadedStreamServer):
     """Listens on 127.0.0.1:`port` (0: any free port) and forwards to `upstream_port`."""
 
+    thread_name = "fault proxy"
+
     def __init__(self, upstream_port: int, *, port: int = 0) -> None:
+        super().__init__(LOOPBACK, port)
         self.upstream_port = upstream_port
         self.delay = 0.0
-        self.port = port
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._open = 0
 
     @property
@@ -39,45 +36,7 @@ class FaultProxy:
     def open_connections(self) -> int:
         return self._open
 
-    def start(self) -> FaultProxy:
-        self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
-        self._thread.start()
-        if not self._started.wait(10):
-            raise RuntimeError("the fault proxy did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        server = loop.run_until_complete(asyncio.start_server(self._accept, LOOPBACK, self.port))
-        self.port = int(server.sockets[0].getsockname()[1])
-        self._started.set()
-        try:
-            loop.run_forever()
-        finally:
-            server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            if self._tasks:
-                loop.run_until_complete(asyncio.gather(*self._tasks, return_exceptions=True))
-            loop.close()
-
-    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self._open += 1
         try:
             try:
@@ -102,7 +61,6 @@ class FaultProxy:
         finally:
             self._open -= 1
             client_w.close()
-            self._tasks.discard(task)
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Copy one direction; each chunk leaves `delay` seconds after it arrived, in order.

@@ -32,10 +32,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from reliability.ports import LOOPBACK
+from reliability.stream_server import ThreadedStreamServer
 
 _CHUNK = b"\xff" * 65536
 _MAX_REQUEST_HEAD = 16 * 1024
@@ -51,21 +51,18 @@ class Connection:
     hung_up_by_peer: bool = False
 
 
-class HostileImageHost:
+class HostileImageHost(ThreadedStreamServer):
     """Start with `start()` (or as a context manager); URLs from `url(path)`."""
 
+    thread_name = "hostile image host"
+
     def __init__(self, *, drip: float = 0.5, host: str = LOOPBACK, port: int = 0) -> None:
+        # A large backlog: the fuzz and hostile-host tests open many connections at once.
+        super().__init__(host, port, backlog=1024)
         self.drip = drip
-        self._bind = (host, port)
         self._images: dict[str, tuple[bytes, str]] = {}
         self._connections: list[Connection] = []
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.port = 0
 
     # --- what tests use ---------------------------------------------------------------------------
 
@@ -94,56 +91,9 @@ class HostileImageHost:
             time.sleep(0.02)
         return True
 
-    # --- lifecycle --------------------------------------------------------------------------------
-
-    def start(self) -> HostileImageHost:
-        self._thread = threading.Thread(target=self._run, name="hostile-image-host", daemon=True)
-        self._thread.start()
-        if not self._started.wait(10):
-            raise RuntimeError("the hostile image host did not start")
-        return self
-
-    def stop(self) -> None:
-        loop = self._loop
-        if loop is not None and self._thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            self._thread.join(10)
-
-    def __enter__(self) -> HostileImageHost:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        self._server = loop.run_until_complete(
-            asyncio.start_server(self._handle, self._bind[0], self._bind[1], backlog=1024)
-        )
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        self._started.set()
-        try:
-            loop.run_forever()
-        finally:
-            self._server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            if self._tasks:
-                loop.run_until_complete(asyncio.gather(*self._tasks, return_exceptions=True))
-            loop.close()
-
-    def serve_forever(self) -> None:
-        """Run on the calling thread until interrupted (the `python -m` form)."""
-        self._run()
-
     # --- the server -------------------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
         conn = Connection(path="", opened=time.monotonic())
         try:
             # One request per connection keeps the bookkeeping per request; the fetcher's pool
@@ -165,7 +115,6 @@ class HostileImageHost:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
-            self._tasks.discard(task)
 
     async def _send(self, conn: Connection, writer: asyncio.StreamWriter, data: bytes) -> None:
         writer.write(data)

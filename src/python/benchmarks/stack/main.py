@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
 from reliability import hostile_host
 from reliability.images import sample_jpeg
 from reliability.load import LoadResult, client_for, closed_loop
