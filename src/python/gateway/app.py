@@ -19,7 +19,7 @@ from clothing_preproc import PreprocessingError
 from gateway.classify import Classifier
 from gateway.errors import GatewayError, describe, error_response
 from gateway.fetch import Fetcher, FetchPolicy
-from gateway.guarded_transport import Resolver, system_resolver
+from gateway.guarded_resolver import Resolver, system_resolver
 from gateway.inputs import BodyLimit
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_schema

@@ -19,7 +19,7 @@ import uvicorn
 from PIL import Image
 
 from gateway import Settings, create_app
-from gateway.guarded_transport import Resolver
+from gateway.guarded_resolver import Resolver
 
 
 def free_port(host: str = "127.0.0.1") -> int:

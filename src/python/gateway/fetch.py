@@ -1,8 +1,10 @@
 """Fetching image URLs for users without letting them reach inside the network (SSRF-safe).
 
-http and https only; no credentials in the URL; every address checked and connected to directly
-(`guarded_transport`); redirects followed by hand, at most `max_redirects`, each hop re-checked the
-same way; connect, read and total timeouts; the byte limit enforced while the body streams in.
+http and https only; no credentials in the URL; address literals checked here, host names checked
+and connected to by address (`guarded_resolver`); redirects followed by hand, at most
+`max_redirects`, each hop re-checked the same way; connect, read and total timeouts; the byte limit
+enforced while the body streams in. aiohttp does the HTTP: its C parser keeps the fetch at a
+fraction of the CPU a pure-Python client costs per image (docs/benchmarks.md, "Gateway").
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from gateway.addresses import AddressPolicy, IPNetwork
 from gateway.errors import BadRequest, ImageHostFailed, ImageHostTimeout, PayloadTooLarge, UrlNotAllowed
-from gateway.guarded_transport import GuardedTransport, Resolver, system_resolver
+from gateway.guarded_resolver import GuardedResolver, Resolver, refuse_literal, system_resolver
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_URL_LENGTH = 4096
@@ -31,18 +34,28 @@ class FetchPolicy:
 
 
 class Fetcher:
-    """Downloads one image per call; one instance (one connection pool) per process."""
+    """Downloads one image per call; one instance (one connection pool) per process.
+
+    Create it inside the running event loop (the app's lifespan); `aclose()` it at shutdown.
+    """
 
     def __init__(self, policy: FetchPolicy, resolver: Resolver = system_resolver) -> None:
         self._policy = policy
-        self._client = httpx.AsyncClient(
-            transport=GuardedTransport(AddressPolicy(policy.allow_networks), resolver),
-            follow_redirects=False,
-            timeout=httpx.Timeout(
+        self._addresses = AddressPolicy(policy.allow_networks)
+        connector = aiohttp.TCPConnector(
+            resolver=GuardedResolver(self._addresses, resolver),
+            # Resolve (and check) again for every new connection rather than trusting a cache.
+            use_dns_cache=False,
+            limit=100,
+            keepalive_timeout=30.0,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None,  # the total is enforced in fetch(), across redirects
                 connect=policy.connect_timeout,
-                read=policy.read_timeout,
-                write=policy.read_timeout,
-                pool=policy.connect_timeout,
+                sock_connect=policy.connect_timeout,
+                sock_read=policy.read_timeout,
             ),
             # identity: the byte limit then bounds what is held in memory (no gzip bombs).
             headers={
@@ -50,56 +63,75 @@ class Fetcher:
                 "Accept": "image/*",
                 "Accept-Encoding": "identity",
             },
+            auto_decompress=False,
+            # One user's image host must not set cookies that go along with another user's fetch,
+            # and proxy variables must not route fetches around the address checks.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._session.close()
 
     async def fetch(self, url: str) -> bytes:
         """The body at `url`, or a GatewayError saying in words why not."""
-        current = check_url(url)
+        current = self._check(url)
         try:
             async with asyncio.timeout(self._policy.total_timeout):
                 for _ in range(self._policy.max_redirects + 1):
                     location = await self._get(current)
                     if isinstance(location, bytes):
                         return location
-                    current = check_url(str(current.join(location)))
+                    try:
+                        target = str(current.join(URL(location)))
+                    except ValueError:
+                        raise ImageHostFailed(f"{current.host} redirected to an invalid URL") from None
+                    current = self._check(target)
         except TimeoutError:
             raise ImageHostTimeout(
                 f"the image host took longer than {self._policy.total_timeout:g} s"
             ) from None
         raise ImageHostFailed(f"the image URL redirected more than {self._policy.max_redirects} times")
 
-    async def _get(self, url: httpx.URL) -> bytes | str:
+    def _check(self, text: str) -> URL:
+        url = check_url(text)
+        assert url.host is not None
+        refuse_literal(self._addresses, url.host)
+        return url
+
+    async def _get(self, url: URL) -> bytes | str:
         """The body, or the Location of a redirect."""
         host = url.host
         try:
-            async with self._client.stream("GET", url) as response:
-                if response.status_code in _REDIRECTS:
-                    location = response.headers.get("location")
+            async with self._session.get(url, allow_redirects=False) as response:
+                if response.status in _REDIRECTS:
+                    location = response.headers.get("Location")
                     if not location:
                         raise ImageHostFailed(f"{host} answered a redirect without a Location")
-                    return str(location)
-                if response.status_code != 200:
-                    raise ImageHostFailed(f"the image host {host} answered HTTP {response.status_code}")
+                    return location
+                if response.status != 200:
+                    raise ImageHostFailed(f"the image host {host} answered HTTP {response.status}")
                 return await self._read_limited(response)
-        except httpx.TimeoutException:
+        except TimeoutError:
+            # aiohttp's connect and read timeouts (the total one surfaces in fetch() instead).
             raise ImageHostTimeout(f"the image host {host} timed out") from None
-        except httpx.HTTPError as e:
+        except aiohttp.ClientConnectorError as e:
+            reason = e.os_error.strerror or str(e.os_error) or type(e.os_error).__name__
+            raise ImageHostFailed(f"the image host {host} could not be reached ({reason})") from None
+        except aiohttp.ClientError as e:
             raise ImageHostFailed(f"the image host {host} failed: {type(e).__name__} {e}".rstrip()) from None
 
-    async def _read_limited(self, response: httpx.Response) -> bytes:
+    async def _read_limited(self, response: aiohttp.ClientResponse) -> bytes:
         limit = self._policy.max_bytes
-        declared = response.headers.get("content-length", "")
+        declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"the image is {declared} bytes; the limit is {limit}")
-        encoding = response.headers.get("content-encoding", "identity").lower()
+        encoding = response.headers.get("Content-Encoding", "identity").lower()
         if encoding != "identity":
             raise ImageHostFailed(f"the image host sent a {encoding}-compressed body although asked not to")
         chunks = []
         received = 0
-        async for chunk in response.aiter_raw():
+        async for chunk in response.content.iter_any():
             received += len(chunk)
             if received > limit:
                 raise PayloadTooLarge(f"the image is more than {limit} bytes, the limit")
@@ -107,22 +139,26 @@ class Fetcher:
         return b"".join(chunks)
 
 
-def check_url(text: str) -> httpx.URL:
+def check_url(text: str) -> URL:
     """Parse an image URL and refuse what is never fetched (before any network traffic)."""
     if not isinstance(text, str) or not text.strip():
         raise BadRequest("the image URL is empty")
+    text = text.strip()
     if len(text) > _MAX_URL_LENGTH:
         raise BadRequest(f"the image URL is longer than {_MAX_URL_LENGTH} characters")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise BadRequest("the image URL contains spaces or control characters; encode them")
     try:
-        url = httpx.URL(text.strip())
-    except (httpx.InvalidURL, ValueError, TypeError) as e:
+        url = URL(text)
+        port = url.port  # yarl checks the port only when asked
+    except (ValueError, TypeError, UnicodeError) as e:
         raise BadRequest(f"the image URL is not valid: {e}") from None
     if url.scheme not in ("http", "https"):
         raise UrlNotAllowed(
             f"only http and https image URLs are fetched, not {url.scheme or 'a relative URL'}"
         )
-    if not url.host:
+    if not url.host or port is None:
         raise BadRequest("the image URL has no host")
-    if url.userinfo:
+    if url.user is not None or url.password is not None:
         raise UrlNotAllowed("image URLs with a user name or password are not fetched")
     return url
