@@ -59,6 +59,7 @@ def create_app(settings: Settings, *, resolver: Resolver = system_resolver) -> S
             metrics,
             max_batch=settings.max_batch,
             max_concurrency=settings.max_concurrency,
+            max_active=settings.active,
             model_name=settings.model_name,
         )
         api.services = Services(serving=serving, classifier=classifier)

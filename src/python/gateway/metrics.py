@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-STAGES = ("fetch", "decode", "preprocess", "predict")
+STAGES = ("fetch", "queue", "decode", "preprocess", "predict")
 
 # From a fast local decode (~1 ms) to a slow image host or a cold model (tens of seconds).
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -34,7 +34,7 @@ class Metrics:
         )
         self.stage_seconds = Histogram(
             "gateway_stage_duration_seconds",
-            "Time spent per request in each stage: fetch, decode, preprocess, predict",
+            "Time per request in each stage: fetch, queue (waiting for a slot), decode, preprocess, predict",
             ["stage"],
             buckets=_BUCKETS,
             registry=self.registry,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.metrics import STAGES
 from gateway.settings import Settings
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -245,7 +246,7 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
                     "type": "object",
                     "description": "Milliseconds per stage",
                     "properties": {
-                        k: {"type": "number"} for k in ("fetch", "decode", "preprocess", "predict", "total")
+                        k: {"type": "number"} for k in (*STAGES, "total")
                     },
                 },
                 "Single": {

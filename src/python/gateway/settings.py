@@ -35,6 +35,12 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("GATEWAY_PORT", "9696", "port to listen on"),
     ("GATEWAY_PREDICT_TIMEOUT", "20", "deadline of each Predict call, seconds"),
     ("GATEWAY_MAX_CONCURRENCY", "64", "classification requests in flight; more are answered 429"),
+    (
+        "GATEWAY_MAX_ACTIVE",
+        "0",
+        "requests decoding or waiting on TF Serving at once; the others queue in arrival order; "
+        "0: twice the preprocessing threads",
+    ),
     ("GATEWAY_MAX_BATCH", "16", "images in one batch request (one Predict call)"),
     ("GATEWAY_MAX_IMAGE_BYTES", str(20 * 1024 * 1024), "largest image accepted, bytes (uploads and URLs)"),
     ("GATEWAY_MAX_IMAGE_PIXELS", "50000000", "largest image accepted, width × height"),
@@ -75,6 +81,7 @@ class Settings:
     port: int = 9696
     predict_timeout: float = 20.0
     max_concurrency: int = 64
+    max_active: int = 0
     max_batch: int = 16
     preprocess_threads: int = 0
     fetch_connect_timeout: float = 5.0
@@ -93,6 +100,11 @@ class Settings:
     @property
     def threads(self) -> int:
         return self.preprocess_threads or (os.cpu_count() or 1)
+
+    @property
+    def active(self) -> int:
+        """Requests working at once: enough to keep the decode threads and a Predict call busy."""
+        return self.max_active or 2 * self.threads
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -137,6 +149,7 @@ class Settings:
             port=env.integer("GATEWAY_PORT", 0, 65535),
             predict_timeout=env.seconds("GATEWAY_PREDICT_TIMEOUT"),
             max_concurrency=env.integer("GATEWAY_MAX_CONCURRENCY", 1, 100_000),
+            max_active=env.integer("GATEWAY_MAX_ACTIVE", 0, 100_000),
             max_batch=env.integer("GATEWAY_MAX_BATCH", 1, 1024),
             preprocess_threads=env.integer("GATEWAY_PREPROCESS_THREADS", 0, 1024),
             fetch_connect_timeout=env.seconds("GATEWAY_FETCH_CONNECT_TIMEOUT"),

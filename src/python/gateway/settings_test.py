@@ -36,6 +36,7 @@ def test_variables_override_the_defaults() -> None:
             "GATEWAY_FETCH_ALLOW_NETWORKS": "127.0.0.0/8, fd00::/8",
             "GATEWAY_GRPC_LOAD_BALANCING": "round_robin",
             "GATEWAY_MAX_IMAGE_BYTES": "1000",
+            "GATEWAY_PREPROCESS_THREADS": "3",
         }
     )
     assert s.tf_serving_host == "tf-serving.default.svc:8500"
@@ -47,6 +48,8 @@ def test_variables_override_the_defaults() -> None:
     assert s.limits.max_bytes == 1000
     assert s.fetch_allow_networks == (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
     assert s.grpc_load_balancing == "round_robin"
+    assert (s.threads, s.active) == (3, 6), "work slots default to twice the decode threads"
+    assert Settings.from_environ({"GATEWAY_MAX_ACTIVE": "1"}).active == 1
 
 
 def test_labels_come_from_a_file(tmp_path: Path) -> None:
