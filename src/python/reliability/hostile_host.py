@@ -56,10 +56,14 @@ class HostileImageHost(ThreadedStreamServer):
 
     thread_name = "hostile image host"
 
-    def __init__(self, *, drip: float = 0.5, host: str = LOOPBACK, port: int = 0) -> None:
+    def __init__(
+        self, *, drip: float = 0.5, image_delay: float = 0.0, host: str = LOOPBACK, port: int = 0
+    ) -> None:
         # A large backlog: the fuzz and hostile-host tests open many connections at once.
         super().__init__(host, port, backlog=1024)
         self.drip = drip
+        # Seconds before an /image/ answer starts: a distant host's time to first byte.
+        self.image_delay = image_delay
         self._images: dict[str, tuple[bytes, str]] = {}
         self._connections: list[Connection] = []
         self._lock = threading.Lock()
@@ -132,6 +136,8 @@ class HostileImageHost(ThreadedStreamServer):
                 await self._send(conn, writer, _head(404, [("Content-Length", "0")]))
                 return
             data, content_type = found
+            if self.image_delay:
+                await asyncio.sleep(self.image_delay)
             await self._send(
                 conn,
                 writer,
@@ -212,8 +218,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--image", action="append", default=[], metavar="KEY=FILE", help="serve FILE at /image/KEY"
     )
+    parser.add_argument(
+        "--image-delay", type=float, default=0.0, help="seconds before each /image/ answer starts (default 0)"
+    )
     args = parser.parse_args(argv)
-    host = HostileImageHost(drip=args.drip, host=args.host, port=args.port)
+    host = HostileImageHost(drip=args.drip, image_delay=args.image_delay, host=args.host, port=args.port)
     for item in args.image:
         key, _, file = item.partition("=")
         kind = "image/png" if file.lower().endswith(".png") else "image/jpeg"

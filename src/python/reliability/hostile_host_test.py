@@ -25,6 +25,17 @@ def test_serves_registered_images_byte_for_byte(host: HostileImageHost) -> None:
     assert httpx.get(host.url("/image/unknown"), timeout=5).status_code == 404
 
 
+def test_an_image_delay_stands_in_for_a_distant_host() -> None:
+    data = sample_jpeg(64, 48)
+    with HostileImageHost(image_delay=0.3) as far:
+        url = far.put("shirt", data)
+        t = time.monotonic()
+        r = httpx.get(url, timeout=5)
+        assert r.content == data
+        assert time.monotonic() - t >= 0.3, "the answer came before the delay"
+        assert httpx.get(far.url("/image/unknown"), timeout=5).status_code == 404
+
+
 def test_slow_body_keeps_dripping_until_the_client_hangs_up(host: HostileImageHost) -> None:
     # Each byte arrives within the read timeout, so only a total deadline ends this download.
     received = 0

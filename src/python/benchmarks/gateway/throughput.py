@@ -1,11 +1,15 @@
 """Gateway benchmark: this project's gateway vs the course's (Flask + gunicorn sync), same everything.
 
-One run starts the local model server (tiny demo model), an image host (`python -m http.server`)
-serving one photo-sized JPEG, and each gateway in turn as its own process; then sends the course's
-request (`POST /predict {"url": …}`) at concurrency 1, 8 and 32, a fixed number of requests per
-level. Reported per level: requests/s, p50/p99 latency, and the gateway's CPU time per request
-(its process tree, from psutil), next to the floor: decoding, resizing, normalising and encoding the
-same image once, measured in this process in the same run.
+One run starts the local model server (tiny demo model), an image host (`reliability.hostile_host`
+in its own process) serving one photo-sized JPEG, and each gateway in turn as its own process; then
+sends the course's request (`POST /predict {"url": …}`) at concurrency 1, 8 and 32, a fixed number
+of requests per level. Reported per level: requests/s, p50/p99 latency, and the gateway's CPU time
+per request (its process tree, from psutil), next to the floor: decoding, resizing, normalising and
+encoding the same image once, measured in this process in the same run.
+
+The whole run is repeated for each image-host delay (`--image-delays`, ms before the image's first
+byte): 0 is a host on the same machine, where every contender is bound by the 2 shared cores; a few
+tens of ms is an image on the internet, the course's case, where a sync worker waits idle.
 
     ./pants run src/python/benchmarks/gateway:throughput -- --requests 200
 """
@@ -24,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import httpx
 import numpy as np
 import psutil  # type: ignore[import-untyped]  # types-psutil is pinned in python-default only
@@ -40,6 +45,7 @@ from local_stack.supervisor.children import Child, child_environment
 from local_stack.supervisor.model_dir import ensure_demo_model
 from local_stack.supervisor.settings import default_cache_dir
 from local_stack.supervisor.stack import port_free
+from reliability import hostile_host
 
 LEVELS = (1, 8, 32)
 
@@ -107,23 +113,27 @@ def tree_cpu(pid: int) -> float:
 
 
 async def load(url: str, image_url: str, concurrency: int, requests: int) -> tuple[list[float], int, float]:
+    """Closed loop: `concurrency` clients, `requests` in all. aiohttp, the cheapest async client per
+    request, because the load generator takes its CPU from the same 2 cores as the contenders."""
     latencies: list[float] = []
     errors = 0
     remaining = requests
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=60.0)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
 
         async def worker() -> None:
             nonlocal remaining, errors
             while remaining > 0:
                 remaining -= 1
                 t = time.perf_counter()
-                r = await client.post(url, json={"url": image_url})
+                async with client.post(url, json={"url": image_url}) as r:
+                    body = await r.read()
                 latencies.append(time.perf_counter() - t)
-                if r.status_code != 200:
+                if r.status != 200:
                     errors += 1
                     if errors == 1:
-                        say(f"first error: {r.status_code} {r.text[:200]}")
+                        say(f"first error: {r.status} {body[:200]!r}")
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -176,9 +186,22 @@ def measure(name: str, child: Child, port: int, image_url: str, requests: int) -
     return results
 
 
+CONTENDERS: dict[str, tuple[str, list[str]]] = {
+    # name -> (module run with `python -m`, its extra arguments)
+    "this gateway (uvicorn, 1 process)": ("gateway", []),
+    "course, gunicorn sync 1 worker": ("gunicorn", ["--workers", "1"]),
+    "course, gunicorn sync 2 workers": ("gunicorn", ["--workers", "2"]),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gateway-benchmark", description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=200, help="requests per concurrency level (default 200)")
+    p.add_argument(
+        "--image-delays",
+        default="0,50",
+        help="image host delays before the first byte, ms, comma-separated; one run each (default 0,50)",
+    )
     p.add_argument(
         "--cache-dir",
         type=Path,
@@ -188,17 +211,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 1 <= args.requests <= 5000:
         p.error("--requests must be between 1 and 5000 (the run is meant to stay short)")
+    try:
+        delays = [int(x) for x in args.image_delays.split(",")]
+    except ValueError:
+        p.error("--image-delays takes whole milliseconds, e.g. 0,50")
+    if not delays or not all(0 <= d <= 2000 for d in delays):
+        p.error("--image-delays must be between 0 and 2000 ms each")
 
     children: list[Child] = []
+    runs: dict[int, dict[str, list[Level]]] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = ensure_demo_model(args.cache_dir / "models", "clothing-model", say)
             image = photo()
-            (Path(tmp) / "photo.jpg").write_bytes(image)
+            image_file = Path(tmp) / "photo.jpg"
+            image_file.write_bytes(image)
             floor = floor_cpu_ms(image)
             say(f"floor (decode + resize + normalise + encode, 1000×800 JPEG): {floor:.2f} ms CPU")
 
-            grpc_port, rest_port, image_port = free_port(), free_port(), free_port()
+            grpc_port, rest_port = free_port(), free_port()
             server = Child(
                 "model server",
                 "model_server",
@@ -208,75 +239,90 @@ def main(argv: Sequence[str] | None = None) -> int:
             )  # fmt: skip
             children.append(server)
             wait_available(f"http://127.0.0.1:{rest_port}/v1/models/clothing-model", server)
-            host_args = ["--bind", "127.0.0.1", "--directory", tmp, str(image_port)]
-            host = Child("image host", "http.server", host_args, child_environment({}))
-            children.append(host)
-            image_url = f"http://127.0.0.1:{image_port}/photo.jpg"
-            wait_http(image_url, host)
-
-            # name -> (module run with `python -m`, its extra arguments)
-            contenders: dict[str, tuple[str, list[str]]] = {
-                "gateway (uvicorn, 1 process)": ("gateway", []),
-                "course, gunicorn sync 1 worker": ("gunicorn", ["--workers", "1"]),
-                "course, gunicorn sync 2 workers": ("gunicorn", ["--workers", "2"]),
-            }
-            table: dict[str, list[Level]] = {}
-            for name, (module, extra) in contenders.items():
-                port = free_port()
-                assert port_free("127.0.0.1", port)
-                env = child_environment(
-                    {
-                        "TF_SERVING_HOST": f"127.0.0.1:{grpc_port}",
-                        "GATEWAY_PORT": str(port),
-                        "GATEWAY_HOST": "127.0.0.1",
-                        "GATEWAY_FETCH_ALLOW_NETWORKS": "127.0.0.0/8",
-                        "GATEWAY_LOG_LEVEL": "warning",
-                    }
-                )
-                if module == "gunicorn":
-                    argv2 = [*extra, "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-                             "benchmarks.gateway.course_gateway:app"]  # fmt: skip
-                else:
-                    argv2 = []
-                child = Child(name, module, argv2, env)
-                children.append(child)
-                wait_http(f"http://127.0.0.1:{port}/predict", child)
-                table[name] = measure(name, child, port, image_url, args.requests)
-                child.stop(30)
-                children.remove(child)
-
-            print(report(table, floor))
+            for delay in delays:
+                image_port = free_port()
+                host_args = ["--port", str(image_port), "--image", f"photo.jpg={image_file}",
+                             "--image-delay", str(delay / 1000)]  # fmt: skip
+                # The module object, not its name: the import also tells Pants to pack it.
+                host = Child("image host", hostile_host.__name__, host_args, child_environment({}))
+                children.append(host)
+                image_url = f"http://127.0.0.1:{image_port}/image/photo.jpg"
+                wait_http(image_url, host)
+                say(f"image host delay {delay} ms")
+                runs[delay] = {
+                    name: run_contender(name, module, extra, grpc_port, image_url, args.requests, children)
+                    for name, (module, extra) in CONTENDERS.items()
+                }
+                host.stop(15)
+                children.remove(host)
+            print(report(runs, floor))
     finally:
         for child in reversed(children):
             child.stop(15)
     return 0
 
 
-def report(table: dict[str, list[Level]], floor: float) -> str:
+def run_contender(
+    name: str,
+    module: str,
+    extra: list[str],
+    grpc_port: int,
+    image_url: str,
+    requests: int,
+    children: list[Child],
+) -> list[Level]:
+    port = free_port()
+    assert port_free("127.0.0.1", port)
+    env = child_environment(
+        {
+            "TF_SERVING_HOST": f"127.0.0.1:{grpc_port}",
+            "GATEWAY_PORT": str(port),
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_FETCH_ALLOW_NETWORKS": "127.0.0.0/8",
+            "GATEWAY_LOG_LEVEL": "warning",
+        }
+    )
+    if module == "gunicorn":
+        argv = [*extra, "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
+                "benchmarks.gateway.course_gateway:app"]  # fmt: skip
+    else:
+        argv = []
+    child = Child(name, module, argv, env)
+    children.append(child)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/predict", child)
+        return measure(name, child, port, image_url, requests)
+    finally:
+        child.stop(30)
+        children.remove(child)
+
+
+def report(runs: dict[int, dict[str, list[Level]]], floor: float) -> str:
     lines = [
         f"Floor (decode + resize + normalise + encode of the same 1000×800 JPEG): {floor:.2f} ms CPU.",
         "",
-        "| gateway | concurrency | requests | req/s | p50 ms | p99 ms | CPU ms/req | × floor | errors |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| image host delay | gateway | concurrency | requests | req/s | p50 ms | p99 ms | p99/p50 "
+        "| CPU ms/req | × floor | errors |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, levels in table.items():
-        for lv in levels:
-            lines.append(
-                f"| {name} | {lv.concurrency} | {lv.requests} | {lv.rps:.1f} | {lv.p50_ms:.1f} "
-                f"| {lv.p99_ms:.1f} | {lv.cpu_ms_per_request:.2f} | {lv.cpu_ms_per_request / floor:.2f} "
-                f"| {lv.errors} |"
-            )
-    ours = {lv.concurrency: lv for lv in next(iter(table.values()))}
-    names = list(table)
-    one = {lv.concurrency: lv for lv in table[names[1]]}
-    two = {lv.concurrency: lv for lv in table[names[2]]}
-    lines += [
-        "",
-        f"At 32: {ours[32].rps / one[32].rps:.2f}× the course's default deployment (1 sync worker), "
-        f"{ours[32].rps / two[32].rps:.2f}× the course gateway with 2 workers (one per core); "
-        f"p99/p50 {ours[32].p99_ms / ours[32].p50_ms:.2f}; CPU per request "
-        f"{ours[32].cpu_ms_per_request / floor:.2f}× the floor.",
-    ]
+    for delay, table in runs.items():
+        for name, levels in table.items():
+            for lv in levels:
+                lines.append(
+                    f"| {delay} ms | {name} | {lv.concurrency} | {lv.requests} | {lv.rps:.1f} "
+                    f"| {lv.p50_ms:.1f} | {lv.p99_ms:.1f} | {lv.p99_ms / lv.p50_ms:.2f} "
+                    f"| {lv.cpu_ms_per_request:.2f} | {lv.cpu_ms_per_request / floor:.2f} | {lv.errors} |"
+                )
+    lines += ["", "Targets at concurrency 32 (this gateway):", ""]
+    lines += ["| image host delay | vs course 1 worker (≥ 2.5×) | vs course 2 workers (≥ 1.3×) "
+              "| p99/p50 (≤ 1.5) | CPU × floor (≤ 1.3) |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
+    names = list(CONTENDERS)
+    for delay, table in runs.items():
+        ours, one, two = ({lv.concurrency: lv for lv in table[n]}[32] for n in names)
+        lines.append(
+            f"| {delay} ms | {ours.rps / one.rps:.2f}× | {ours.rps / two.rps:.2f}× "
+            f"| {ours.p99_ms / ours.p50_ms:.2f} | {ours.cpu_ms_per_request / floor:.2f} |"
+        )
     return "\n".join(lines)
 
 
