@@ -78,7 +78,7 @@ def test_url_upload_and_raw_body_give_the_same_answer(gateway: RunningGateway, i
     assert len(top) == 3
     assert [t["probability"] for t in top] == sorted((t["probability"] for t in top), reverse=True)
     assert top[0]["probability"] == max(body["probabilities"].values())
-    assert set(body["timings_ms"]) == {"fetch", "decode", "preprocess", "predict", "total"}
+    assert set(body["timings_ms"]) == {"fetch", "queue", "decode", "preprocess", "predict", "total"}
     assert answers[1]["timings_ms"]["fetch"] == 0
     assert "logits" not in body
 
