@@ -61,6 +61,7 @@ def create_app(settings: Settings, *, resolver: Resolver = system_resolver) -> S
             max_concurrency=settings.max_concurrency,
             max_active=settings.active,
             model_name=settings.model_name,
+            deadline=settings.predict_timeout,
         )
         api.services = Services(serving=serving, classifier=classifier)
         state = await serving.readiness()

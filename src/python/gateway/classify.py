@@ -32,7 +32,7 @@ from clothing_preproc import (
     top_k,
 )
 from clothing_protos import tensor_pb2
-from gateway.errors import BadRequest, GatewayError, Overloaded
+from gateway.errors import BadRequest, GatewayError, ModelDeadlineExceeded, Overloaded
 from gateway.fetch import Fetcher, check_url
 from gateway.metrics import STAGES, Metrics
 from gateway.serving import ModelInfo, ServingClient
@@ -91,6 +91,10 @@ class Classification:
     timings: Timings = field(default_factory=Timings)
 
 
+# A Predict call that starts late still gets this long (a call with a zero deadline fails at once).
+_MIN_PREDICT_TIMEOUT = 0.5
+
+
 class ConcurrencyLimit:
     """At most `limit` requests in flight; one more is refused at once (429), never queued.
 
@@ -130,26 +134,22 @@ class WorkSlots:
     def waiting(self) -> int:
         return sum(not w.done() for w in self._waiters)
 
-    async def __aenter__(self) -> WorkSlots:
+    async def acquire(self) -> None:
         if self._free > 0 and not self._waiters:
             self._free -= 1
-            return self
+            return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self._release()  # handed a slot just as the request was cancelled: pass it on
+                self.release()  # handed a slot just as the request was cancelled: pass it on
             else:
                 self._waiters.remove(waiter)
             raise
-        return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        self._release()
-
-    def _release(self) -> None:
+    def release(self) -> None:
         # Hand the slot straight to the oldest waiter, so a newcomer cannot overtake it.
         while self._waiters:
             waiter = self._waiters.popleft()
@@ -157,6 +157,13 @@ class WorkSlots:
                 waiter.set_result(None)
                 return
         self._free += 1
+
+    async def __aenter__(self) -> WorkSlots:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
 
 
 class Classifier:
@@ -171,6 +178,7 @@ class Classifier:
         max_concurrency: int,
         max_active: int,
         model_name: str,
+        deadline: float,
     ) -> None:
         self._serving = serving
         self._fetcher = fetcher
@@ -180,6 +188,7 @@ class Classifier:
         self._model_name = model_name
         self.limit = ConcurrencyLimit(max_concurrency)
         self.slots = WorkSlots(max_active)
+        self._deadline = deadline
 
     async def classify(self, sources: Sequence[ImageSource]) -> Classification:
         if not sources:
@@ -203,16 +212,27 @@ class Classifier:
         timings.fetch = time.perf_counter() - start if any(s.url for s in sources) else 0.0
         info = await self._serving.info()
 
-        t = time.perf_counter()
-        async with self.slots:
-            timings.queue = time.perf_counter() - t
+        # One deadline covers the wait for a slot and the Predict call: a queue behind a slow TF
+        # Serving must not stretch a request past it (at most `deadline` plus the decode).
+        queued = time.perf_counter()
+        try:
+            await asyncio.wait_for(self.slots.acquire(), self._deadline)
+        except TimeoutError:
+            raise ModelDeadlineExceeded(
+                f"TF Serving is answering too slowly: this request waited {self._deadline:g} s for its turn"
+            ) from None
+        try:
+            timings.queue = time.perf_counter() - queued
             loop = asyncio.get_running_loop()
             tensor, decode_s, preprocess_s = await loop.run_in_executor(self._pool, _to_tensor, images, info)
             timings.decode, timings.preprocess = decode_s, preprocess_s
 
             t = time.perf_counter()
-            logits, version = await self._serving.predict(info, tensor)
+            remaining = max(self._deadline - timings.queue, _MIN_PREDICT_TIMEOUT)
+            logits, version = await self._serving.predict(info, tensor, timeout=remaining)
             timings.predict = time.perf_counter() - t
+        finally:
+            self.slots.release()
         timings.total = time.perf_counter() - start
 
         for stage in STAGES:

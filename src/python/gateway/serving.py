@@ -189,14 +189,20 @@ class ServingClient:
         return Readiness(True, "ready", available)
 
     async def predict(
-        self, info: ModelInfo, batch: tensor_pb2.TensorProto
+        self, info: ModelInfo, batch: tensor_pb2.TensorProto, *, timeout: float | None = None
     ) -> tuple[npt.NDArray[np.float64], int | None]:
-        """Logits of shape (N, classes), and the model version that answered."""
+        """Logits of shape (N, classes), and the model version that answered.
+
+        `timeout` is the call's deadline in seconds (default: the settings' predict timeout).
+        """
         request = serving_pb2.PredictRequest(model_spec=self._spec(), output_filter=[info.output_name])
         request.inputs[info.input_name].CopyFrom(batch)
         try:
             response: serving_pb2.PredictResponse = await self._call(
-                self._predict.Predict, request, self._settings.predict_timeout, "Predict"
+                self._predict.Predict,
+                request,
+                self._settings.predict_timeout if timeout is None else timeout,
+                "Predict",
             )
         except (ModelFailed, ModelUnavailable):
             # The model may have been replaced by one with other names: rediscover next time.

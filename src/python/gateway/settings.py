@@ -33,7 +33,11 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ),
     ("GATEWAY_HOST", "0.0.0.0", "address to listen on"),  # noqa: S104 - a service listens on all interfaces
     ("GATEWAY_PORT", "9696", "port to listen on"),
-    ("GATEWAY_PREDICT_TIMEOUT", "20", "deadline of each Predict call, seconds"),
+    (
+        "GATEWAY_PREDICT_TIMEOUT",
+        "20",
+        "deadline for TF Serving's answer, seconds: waiting for a work slot plus the Predict call",
+    ),
     ("GATEWAY_MAX_CONCURRENCY", "64", "classification requests in flight; more are answered 429"),
     (
         "GATEWAY_MAX_ACTIVE",

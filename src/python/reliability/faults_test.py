@@ -111,7 +111,12 @@ def test_slow_model_server_is_504_at_the_deadline_and_the_concurrency_limit_refu
     deadline, limit = 1.5, 4
     gateway = start_gateway_for(
         healthy_backend.address,
-        {"GATEWAY_PREDICT_TIMEOUT": str(deadline), "GATEWAY_MAX_CONCURRENCY": str(limit)},
+        # Half the admitted requests wait in the work-slot queue: the deadline must bound them too.
+        {
+            "GATEWAY_PREDICT_TIMEOUT": str(deadline),
+            "GATEWAY_MAX_CONCURRENCY": str(limit),
+            "GATEWAY_MAX_ACTIVE": str(limit // 2),
+        },
     )
     upload = classify_upload([sample_jpeg(320, 240, seed=3)])
 
@@ -142,9 +147,11 @@ def test_slow_model_server_is_504_at_the_deadline_and_the_concurrency_limit_refu
             "recovered_in_s": round(healed_in, 2),
         },
     )
-    # The burst: exactly `limit` requests reach TF Serving and time out at the deadline; the rest
-    # are refused at once with 429 + Retry-After instead of waiting in a queue.
+    # The burst: exactly `limit` requests are admitted (half reach TF Serving, half queue for a slot)
+    # and all time out at the deadline; the rest are refused at once with 429 + Retry-After.
     assert burst.statuses() == {"504": limit, "429": 2 * limit}
+    # Queued ones too: had their wait not counted against the deadline, they would answer after two.
+    assert all(deadline <= x < deadline + 1.0 for x in burst.latencies(504)), burst.latencies(504)
     for result in (burst, sustained):
         assert result.hangs == 0
         assert result.not_sent == 0
