@@ -7,7 +7,7 @@ For each demo model (tiny, Xception) one run measures, on this machine and in th
    one sync worker, as the course runs it), each in front of the same model server: the course's
    request `POST /predict {"url": …}` for `--seconds` at each concurrency (closed loop):
    requests/s, p50/p95/p99, errors, peak RSS of the gateway and of the model server;
-3. the gateway's own per-stage latency (fetch, decode, preprocess, predict; mean ms from its
+3. the gateway's own per-stage latency (fetch, queue, decode, preprocess, predict; mean ms from its
    /metrics) at each concurrency.
 
 The image (a 1000×800 photo-like JPEG) is served on loopback by a separate process. Everything
@@ -46,7 +46,7 @@ from reliability.stack import (
 )
 from reliability.traffic import predict_url
 
-STAGES = ("fetch", "decode", "preprocess", "predict")
+STAGES = ("fetch", "queue", "decode", "preprocess", "predict")
 
 
 @dataclass(frozen=True)
