@@ -27,10 +27,13 @@ BASE_IMAGE = "clothing-py311-base:bookworm"
 _SOCKET_DIR = Path("/run/clothing-docker")
 
 
+def user_home() -> Path:
+    # Pants runs tests without HOME; the caches belong to the user, wherever the checkout is.
+    return Path(pwd.getpwuid(os.getuid()).pw_dir)
+
+
 def cache_dir() -> Path:
-    # Pants runs tests without HOME; the cache belongs to the user, wherever the checkout is.
-    home = Path(pwd.getpwuid(os.getuid()).pw_dir)
-    path = Path(os.environ.get("XDG_CACHE_HOME", home / ".cache")) / "clothing-classifier" / "docker"
+    path = Path(os.environ.get("XDG_CACHE_HOME", user_home() / ".cache")) / "clothing-classifier" / "docker"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -1,9 +1,11 @@
-"""The gateway image, built and run: a prediction through the container from the local model
-server, as a read-only, non-root container that stops cleanly on SIGTERM.
+"""The gateway image, built with `./pants package` and run: a prediction through the container
+from the local model server, as a read-only, non-root container that stops cleanly on SIGTERM.
 
 Needs root (it installs and starts Debian's Docker engine if none runs); CI runs it that way.
-The image is built from the same Dockerfile and the same context layout `./pants package` uses
-(the Dockerfile plus src.python.gateway/gateway.pex, which Pants builds for this test).
+The image is built by the repository's own `./pants package deploy/images/gateway`, run as a
+second, daemon-less Pants in the build root (pants.toml's `[test] extra_env_vars` names it) with
+its own workdir, against the daemon this test started, with BASE_IMAGE set to the Python image
+made from Debian's archive.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import http.server
 import io
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -26,7 +29,7 @@ from pathlib import Path
 import loadtest
 import pytest
 from deploy_testlib import DEPLOY_DIR, run
-from docker_support import Docker, base_image, docker_daemon
+from docker_support import Docker, base_image, cache_dir, docker_daemon, user_home
 from PIL import Image
 
 from clothing_preproc import CLOTHING_LABELS
@@ -84,20 +87,72 @@ def docker() -> Iterator[Docker]:
         yield daemon
 
 
+def _build_root() -> Path:
+    root = os.environ.get("CLOTHING_BUILD_ROOT")
+    if not root or not (Path(root) / "pants").is_file():
+        raise RuntimeError(
+            "CLOTHING_BUILD_ROOT must name the repository (pants.toml's [test] extra_env_vars sets "
+            f"it for `./pants test`); got {root!r}"
+        )
+    return Path(root)
+
+
+def pants_package_gateway(docker: Docker, tag: str, workdir: Path) -> str:
+    """`./pants package deploy/images/gateway` into `docker`'s daemon; returns the image ID.
+
+    A second Pants while the outer one runs this test: `--no-pantsd` (the outer run holds the
+    build root's pantsd, and a nested client would wait for it forever) and a workdir of its own.
+    It shares the user's Pants caches, so a warm run only builds the image. Its environment is
+    built from scratch: the test process carries the outer pytest PEX's variables.
+    """
+    root = _build_root()
+    # The distdir must be inside the build root; .pants.d is ignored by Pants and git.
+    dist = Path(".pants.d") / "gateway-image-test" / tag
+    env = {
+        "PATH": os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": str(user_home()),
+        "LANG": "C.UTF-8",
+        # The caches the outer Pants and cache_dir() use, when they are not under HOME.
+        **({"XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"]} if "XDG_CACHE_HOME" in os.environ else {}),
+        # pants.toml's [docker] build_args and env_vars pass these on to `docker build`.
+        "BASE_IMAGE": base_image(docker),
+        "IMAGE_TAG": tag,
+        "DOCKER_CONFIG": str(cache_dir() / ".docker"),
+        **({"DOCKER_HOST": docker.env["DOCKER_HOST"]} if "DOCKER_HOST" in docker.env else {}),
+    }
+    try:
+        result = run(
+            [root / "pants", "--no-pantsd", "--no-dynamic-ui", "--no-watch-filesystem",
+             f"--pants-workdir={workdir}", f"--pants-distdir={dist}",
+             "package", "deploy/images/gateway"],
+            env=env, cwd=root, timeout=900,
+        )  # fmt: skip
+        print(result.stderr[-3000:], result.stdout)
+        info = json.loads((root / dist / "deploy.images.gateway/gateway.docker-info.json").read_text())
+    finally:
+        shutil.rmtree(root / dist, ignore_errors=True)
+    names = {t["name"] for registry in info["registries"] for t in registry["tags"]}
+    assert names == {f"clothing-gateway:{tag}", "clothing-gateway:latest"}
+    image_id: str = info["image_id"]
+    return image_id
+
+
 @pytest.fixture(scope="module")
 def image(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    # The context `./pants package deploy/images/gateway` sends: the Dockerfile and the PEX at the
-    # path the Dockerfile names. Only those two, so nothing else in the sandbox is uploaded.
-    context = tmp_path_factory.mktemp("context")
-    pex = Path("src.python.gateway/gateway.pex")
-    (context / pex.parent).mkdir()
-    shutil.copy2(pex, context / pex)
-    shutil.copy2(DEPLOY_DIR / "images/gateway/Dockerfile", context / "Dockerfile")
-    tag = f"clothing-gateway:test-{uuid.uuid4().hex[:8]}"
-    docker("build", "--build-arg", f"BASE_IMAGE={base_image(docker)}", "--build-arg", "IMAGE_TAG=test",
-           "--tag", tag, context)  # fmt: skip
-    yield tag
-    docker("image", "rm", "--force", tag, check=False)
+    tag = f"test-{uuid.uuid4().hex[:8]}"
+    image_id = pants_package_gateway(docker, tag, tmp_path_factory.mktemp("pants-workdir"))
+    name = f"clothing-gateway:{tag}"
+    # The image Pants reported, tagged as BUILD says, with the tag recorded in its label.
+    assert docker("image", "inspect", "--format", "{{.Id}}", name).stdout.strip().startswith(
+        f"sha256:{image_id}"
+    )
+    version = '{{index .Config.Labels "org.opencontainers.image.version"}}'
+    assert docker("image", "inspect", "--format", version, name).stdout.strip() == tag
+    yield name
+    latest = docker("image", "inspect", "--format", "{{.Id}}", "clothing-gateway:latest", check=False)
+    if latest.stdout.strip().startswith(f"sha256:{image_id}"):
+        docker("image", "rm", "clothing-gateway:latest", check=False)
+    docker("image", "rm", "--force", name, check=False)
 
 
 class _ImageHandler(http.server.BaseHTTPRequestHandler):

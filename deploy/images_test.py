@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import re
 import threading
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +49,22 @@ def _last(dockerfile: str, instruction: str) -> str:
     return [arg for name, arg in _instructions(dockerfile) if name == instruction][-1]
 
 
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_every_build_arg_pants_passes_has_a_default_in_the_dockerfile(dockerfile: Path) -> None:
+    # Pants refuses to build an image when an argument from [docker].build_args or the target's
+    # extra_build_args is neither in its environment nor declared with a default in the
+    # Dockerfile: `./pants package` must work with none of them set.
+    shared = tomllib.loads((REPO_ROOT / "pants.toml").read_text())["docker"]["build_args"]
+    build = (dockerfile.parent / "BUILD").read_text()
+    extra = re.search(r"extra_build_args=\[(.*?)\]", build, flags=re.DOTALL)
+    names = [*shared, *(re.findall(r'"([A-Z_]+)"', extra.group(1)) if extra else [])]
+    assert names
+    text = dockerfile.read_text()
+    for name in names:
+        declared = re.search(rf"^ARG {name}=\S", text, flags=re.MULTILINE)
+        assert declared, f"{dockerfile}: no ARG {name}=<default>"
+
+
 def test_gateway_image_runs_the_pex_as_a_non_root_user() -> None:
     # Pants infers the PEX dependency from this exact path.
     assert "COPY src.python.gateway/gateway.pex " in GATEWAY
@@ -58,14 +76,39 @@ def test_gateway_image_runs_the_pex_as_a_non_root_user() -> None:
     assert _last(GATEWAY, "FROM") == "${BASE_IMAGE}"
 
 
+def _locked_versions(lockfile: Path) -> dict[str, tuple[int, ...]]:
+    # A Pants lockfile: a `//` comment header, then JSON.
+    text = "\n".join(line for line in lockfile.read_text().splitlines() if not line.startswith("//"))
+    resolve = json.loads(text)["locked_resolves"][0]["locked_requirements"]
+    return {r["project_name"]: tuple(int(p) for p in r["version"].split(".")[:3]) for r in resolve}
+
+
+def _served_version() -> tuple[int, ...]:
+    pattern = r"^ARG TF_SERVING_IMAGE=tensorflow/serving:(\d+)\.(\d+)\.(\d+)$"
+    served = re.search(pattern, MODEL, flags=re.MULTILINE)
+    assert served is not None, "the TF Serving version must be a full x.y.z tag"
+    return tuple(map(int, served.groups()))
+
+
 def test_model_image_serves_a_new_enough_tf_serving() -> None:
-    # A model exported by TensorFlow X needs TF Serving >= X.
-    served = re.search(r"ARG TF_SERVING_IMAGE=tensorflow/serving:(\d+)\.(\d+)", MODEL)
-    assert served is not None
+    # A model exported by TensorFlow X needs TF Serving >= X: newer TensorFlow writes ops older
+    # servers reject. Both the pin's range and the version the lockfile actually installs.
     requirements = (REPO_ROOT / "3rdparty/python/tensorflow-requirements.txt").read_text()
-    exporting = re.search(r"^tensorflow==(\d+)\.(\d+)", requirements, flags=re.MULTILINE)
-    assert exporting is not None
-    assert tuple(map(int, served.groups())) >= tuple(map(int, exporting.groups()))
+    pinned = re.search(r"^tensorflow==(\d+)\.(\d+)", requirements, flags=re.MULTILINE)
+    assert pinned is not None
+    locked = _locked_versions(REPO_ROOT / "3rdparty/python/tensorflow.lock")
+    assert _served_version()[:2] >= tuple(map(int, pinned.groups()))
+    assert _served_version() >= locked["tensorflow"]
+    # tensorflow-serving-api is released with TF Serving under the same version (docs/deploy.md:
+    # the evidence that the image tag exists); the client protos the tests use match the server.
+    assert _served_version() == locked["tensorflow-serving-api"]
+
+
+def test_the_tf_serving_version_check_can_fail(tmp_path: Path) -> None:
+    lockfile = tmp_path / "tensorflow.lock"
+    newer = {"project_name": "tensorflow", "version": "2.22.0"}
+    lockfile.write_text("// header\n" + json.dumps({"locked_resolves": [{"locked_requirements": [newer]}]}))
+    assert _served_version() < _locked_versions(lockfile)["tensorflow"]
 
 
 def test_model_image_bakes_the_export_layout_where_tf_serving_looks() -> None:
@@ -75,7 +118,8 @@ def test_model_image_bakes_the_export_layout_where_tf_serving_looks() -> None:
     assert "ENV MODEL_NAME=${MODEL_NAME}" in MODEL
     assert "ARG MODEL_NAME=clothing-model" in MODEL
     build = (DEPLOY_DIR / "images/model/BUILD").read_text()
-    args = re.search(r"args=\[(.*?)\]", build, flags=re.DOTALL)
+    # The adhoc_tool's `args`, not the docker_image's `extra_build_args`.
+    args = re.search(r"(?<![a-z_])args=\[(.*?)\]", build, flags=re.DOTALL)
     assert args is not None
     words = re.findall(r'"([^"]*)"', args.group(1))
     assert words[words.index("--base") + 1] == "models"  # -> deploy/images/model/models/
