@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from clothing_preproc import array_to_tensor_proto, tensor_proto_to_array
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from model_server import sample_models
 from model_server.batching import Batcher, BatchStats
-from model_server.config_files import BatchingParameters
+from model_server.config_files import BatchingParameters, load_batching_parameters
 from model_server.errors import InvalidArgument, Unavailable
 from model_server.server import ModelServer
 
@@ -151,3 +152,13 @@ def test_a_batch_waits_for_its_own_timeout_not_an_earlier_tasks() -> None:
         batcher.close()
     assert model.batch_sizes == [2, 2]
     assert batcher.stats == BatchStats(batches=2, rows=4, padding_rows=0)
+
+
+def test_the_example_parameters_file_loads(tmp_path: Path) -> None:
+    # The file ships next to the server (README "Batching"); it must stay valid for both servers.
+    text = resources.files("model_server").joinpath("batching_parameters.txt").read_text()
+    path = tmp_path / "batching_parameters.txt"
+    path.write_text(text)
+    assert load_batching_parameters(path) == BatchingParameters(
+        max_batch_size=8, batch_timeout_micros=5000, max_enqueued_batches=8, num_batch_threads=2
+    )
