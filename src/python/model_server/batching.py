@@ -7,6 +7,9 @@ concatenate along axis 0, pad up to the next `allowed_batch_sizes` entry by repe
 row (as TF Serving does), run once, and hand each caller its rows. The queue is bounded by
 `max_enqueued_batches × max_batch_size` rows; a full queue refuses at once with TF Serving's
 UNAVAILABLE message instead of growing.
+
+`stats` counts batches, rows and padding rows; `close` logs them, which is how an operator (and
+the benchmark) sees whether batches actually formed and what padding cost.
 """
 
 from __future__ import annotations
@@ -43,6 +46,24 @@ class _Task:
     error: ServingError | None = None
 
 
+@dataclass(frozen=True)
+class BatchStats:
+    batches: int = 0
+    rows: int = 0  # callers' rows run
+    padding_rows: int = 0  # rows added to reach an allowed batch size
+
+    @property
+    def mean_batch_size(self) -> float:
+        """Callers' rows per model run (padding not counted)."""
+        return self.rows / self.batches if self.batches else 0.0
+
+    def describe(self) -> str:
+        return (
+            f"{self.batches} batches, {self.rows} rows (mean {self.mean_batch_size:.1f} per batch), "
+            f"{self.padding_rows} padding rows"
+        )
+
+
 def batch_rows(inputs: Mapping[str, npt.NDArray[Any]]) -> int:
     """The shared 0th dimension of the inputs, or TF Serving's batching error."""
     sizes = set()
@@ -66,6 +87,8 @@ class Batcher:
         self._closed = False
         self._flushing = False
         self._cv = threading.Condition()
+        self._name = name
+        self._stats = BatchStats()
         self._threads = [
             threading.Thread(target=self._loop, name=f"batch-{name}-{i}", daemon=True)
             for i in range(params.num_batch_threads)
@@ -102,6 +125,12 @@ class Batcher:
         with self._cv:
             return self._queued_rows
 
+    @property
+    def stats(self) -> BatchStats:
+        """Batches run so far, their rows and their padding."""
+        with self._cv:
+            return self._stats
+
     def flush(self) -> None:
         """From now on run queued tasks at once instead of waiting for fuller batches (draining)."""
         with self._cv:
@@ -115,6 +144,7 @@ class Batcher:
             self._cv.notify_all()
         for thread in self._threads:
             thread.join()
+        log.info("batching %s: %s", self._name, self.stats.describe())
 
     def _loop(self) -> None:
         while True:
@@ -125,19 +155,22 @@ class Batcher:
 
     def _next_batch(self) -> list[_Task] | None:
         with self._cv:
-            while not self._queue:
-                if self._closed:
-                    return None
-                self._cv.wait()
-            # Wait for a full batch, but no longer than the timeout after the oldest task arrived.
-            deadline = self._queue[0].enqueued + self._timeout
-            while not (self._closed or self._flushing) and self._queued_rows < self._params.max_batch_size:
-                remaining = deadline - time.monotonic()
+            # Wait for a full batch, but no longer than the timeout after the oldest queued task
+            # arrived. The oldest task is looked up again after every wake-up: another batch thread
+            # may have taken the one this thread started waiting for, and a deadline kept from it
+            # would send the next tasks off early, alone.
+            while True:
+                if not self._queue:
+                    if self._closed:
+                        return None
+                    self._cv.wait()
+                    continue
+                if self._closed or self._flushing or self._queued_rows >= self._params.max_batch_size:
+                    break
+                remaining = self._queue[0].enqueued + self._timeout - time.monotonic()
                 if remaining <= 0:
                     break
                 self._cv.wait(remaining)
-            if not self._queue:  # another batch thread took them while this one waited
-                return []
             head = self._queue[0]
             batch: list[_Task] = []
             rows = 0
@@ -153,8 +186,6 @@ class Batcher:
             return batch
 
     def _execute(self, batch: list[_Task]) -> None:
-        if not batch:
-            return
         try:
             results = self._run_merged(batch)
         except ServingError as e:
@@ -182,6 +213,10 @@ class Batcher:
                 first = parts[0][:1]
                 parts.append(np.repeat(first, padded - total, axis=0))
             merged[alias] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        with self._cv:
+            self._stats = BatchStats(
+                self._stats.batches + 1, self._stats.rows + total, self._stats.padding_rows + padded - total
+            )
         outputs = self._run(merged, batch[0].fetch)
         for alias, value in outputs.items():
             if value.ndim == 0 or value.shape[0] != padded:

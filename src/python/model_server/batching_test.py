@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,8 @@ import pytest
 from clothing_preproc import array_to_tensor_proto, tensor_proto_to_array
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from model_server import sample_models
-from model_server.batching import Batcher
-from model_server.config_files import BatchingParameters
+from model_server.batching import Batcher, BatchStats
+from model_server.config_files import BatchingParameters, load_batching_parameters
 from model_server.errors import InvalidArgument, Unavailable
 from model_server.server import ModelServer
 
@@ -123,3 +125,40 @@ def test_batched_server_results_equal_unbatched(
         # A batch is computed by other kernels than a single example (oneDNN blocking): equal to
         # float32 rounding, measured max difference ~1e-7 on these logits.
         np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_waits_for_its_own_timeout_not_an_earlier_tasks() -> None:
+    # Two batch threads: one takes the full batch [a, b], the other had started waiting for `a`'s
+    # timeout. `c` arrives later and must get its own full timeout to find company (`d`), instead
+    # of being sent alone when `a`'s deadline passes.
+    model = RecordingModel()
+    timeout = 4.0
+    batcher = Batcher(
+        model,
+        BatchingParameters(max_batch_size=2, batch_timeout_micros=int(timeout * 1e6), num_batch_threads=2),
+        "t",
+    )
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            first = [pool.submit(batcher.submit, {"x": np.full((1, 1), i)}, ("y",)) for i in (1.0, 2.0)]
+            for future in first:
+                future.result()
+            time.sleep(timeout / 2)
+            c = pool.submit(batcher.submit, {"x": np.full((1, 1), 3.0)}, ("y",))
+            time.sleep(timeout * 3 / 4)  # past `a`'s deadline, before `c`'s
+            d = pool.submit(batcher.submit, {"x": np.full((1, 1), 4.0)}, ("y",))
+            assert [c.result()["y"].item(), d.result()["y"].item()] == [6.0, 8.0]
+    finally:
+        batcher.close()
+    assert model.batch_sizes == [2, 2]
+    assert batcher.stats == BatchStats(batches=2, rows=4, padding_rows=0)
+
+
+def test_the_example_parameters_file_loads(tmp_path: Path) -> None:
+    # The file ships next to the server (README "Batching"); it must stay valid for both servers.
+    text = resources.files("model_server").joinpath("batching_parameters.txt").read_text()
+    path = tmp_path / "batching_parameters.txt"
+    path.write_text(text)
+    assert load_batching_parameters(path) == BatchingParameters(
+        max_batch_size=8, batch_timeout_micros=5000, max_enqueued_batches=8, num_batch_threads=2
+    )

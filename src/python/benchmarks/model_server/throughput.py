@@ -2,28 +2,39 @@
 
     ./pants run src/python/benchmarks/model_server/throughput.py -- [--seconds 10] [--concurrency 1,8,16]
 
-1. Xception (the clothing model's architecture, random weights; 299×299×3 → 10) served by
-   `python -m model_server` in a child process, once without and once with `--enable_batching`;
-   for each concurrency, that many client threads send one-image gRPC Predict calls for a fixed
-   time. Baseline: batching off at the same concurrency, measured in the same run.
-2. The tiny CNN with the same interface: sequential Predict calls through the server against the
+1. Xception's cost per image when the signature runs on a batch of 1, 2, 4, 8, 16 in one TF1
+   session, as the server runs it: wall time and this process's CPU time per image. The CPU time
+   is the ceiling on what batching can gain, and unlike wall time it barely moves when other jobs
+   share the cores.
+2. Xception (the clothing model's architecture, random weights; 299×299×3 → 10) served by
+   `python -m model_server` in a child process, batching off and on (`--batching_parameters_file`,
+   default: the example file shipped with the server). For each concurrency, off and on run back
+   to back, each in a fresh server: that many client threads send one-image gRPC Predict calls,
+   first `--warmup` seconds unmeasured (every batch size's first run is slow), then `--seconds`
+   measured. Baseline: batching off at the same concurrency in the same run. Per point: requests
+   per second, the server process's CPU time per request, the mean batch the server ran (from
+   its log) and the load average.
+3. The tiny CNN with the same interface: sequential Predict calls through the server against the
    same SavedModel run in this process with the TF1 session the server uses (the baseline); the
    difference is the server's per-request overhead (gRPC, tensor decode/encode, checks).
 
-Bounded: each throughput point runs `--seconds` (default 10), the overhead part `--requests`
-calls (default 300). Prints a Markdown table for docs/benchmarks.md.
+Bounded: each throughput point runs `--warmup` + `--seconds` (default 3 + 10) plus a server start,
+the overhead part `--requests` calls (default 300). Prints Markdown tables for docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -49,33 +60,65 @@ def _identity(b: bytes) -> bytes:
     return b
 
 
-def throughput(port: int, payload: bytes, concurrency: int, seconds: float) -> tuple[float, int]:
-    """Completed calls per second with `concurrency` closed-loop clients; (rate, errors)."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+@dataclass(frozen=True)
+class Point:
+    rate: float  # completed calls per second
+    errors: int
+    cpu_ms: float  # server process CPU time (user + system) per completed call
+    mean_batch: float | None  # callers' rows per model run; None with batching off
+    load: float  # 1-minute load average at the end of the point
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+MEAN_BATCH = re.compile(r"batching \S+: \d+ batches, \d+ rows \(mean ([0-9.]+) per batch\)")
+
+
+def throughput(
+    server: ServerProcess, payload: bytes, concurrency: int, warmup: float, seconds: float
+) -> Point:
+    """`concurrency` closed-loop clients; `warmup` seconds unmeasured, then `seconds` measured."""
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         # Pre-serialised request: the client spends no CPU building it on these shared 2 cores.
         call = channel.unary_unary(PREDICT, request_serializer=_identity, response_deserializer=_identity)
-        for _ in range(2):  # first calls: connection, TF kernels' first run
-            call(payload, timeout=120)
+        call(payload, timeout=120)  # connection, TF kernels' first run
         done = [0] * concurrency
         errors = [0] * concurrency
-        start = time.monotonic()
-        deadline = start + seconds
+        measuring = threading.Event()
+        stop = threading.Event()
 
         def client(i: int) -> None:
-            while time.monotonic() < deadline:
+            while not stop.is_set():
                 try:
                     call(payload, timeout=120)
-                    done[i] += 1
+                    ok = True
                 except grpc.RpcError:
-                    errors[i] += 1
+                    ok = False
+                if measuring.is_set():
+                    done[i] += ok
+                    errors[i] += not ok
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(concurrency)]
         for t in threads:
             t.start()
+        time.sleep(warmup)
+        cpu = process_cpu_seconds(server.process.pid)
+        start = time.monotonic()
+        measuring.set()
+        time.sleep(seconds)
+        measuring.clear()
+        elapsed = time.monotonic() - start
+        cpu = process_cpu_seconds(server.process.pid) - cpu
+        stop.set()
         for t in threads:
             t.join()
-        elapsed = time.monotonic() - start
-    return sum(done) / elapsed, sum(errors)
+    load = os.getloadavg()[0]
+    calls = sum(done)
+    return Point(calls / elapsed, sum(errors), 1000 * cpu / max(calls, 1), None, load)
 
 
 def latencies(port: int, payload: bytes, count: int) -> list[float]:
@@ -109,11 +152,12 @@ def direct_latencies(version_dir: Path, count: int) -> list[float]:
     return out
 
 
-def batch_cost(version_dir: Path, sizes: Sequence[int], repeats: int = 2) -> dict[int, float]:
-    """Seconds per image when the signature runs on a batch of each size, in this process.
+def batch_cost(version_dir: Path, sizes: Sequence[int], repeats: int = 3) -> dict[int, tuple[float, float]]:
+    """(wall, CPU) seconds per image when the signature runs on a batch of each size, in this process.
 
     The ceiling on what server-side batching can gain: it merges calls into bigger batches, which
-    pays only if a bigger batch costs less per image.
+    pays only if a bigger batch costs less per image. Wall: the fastest of `repeats` runs (the
+    least disturbed by other jobs); CPU: this process's user + system time over the same runs.
     """
     from model_server.saved_model import SavedModel
 
@@ -122,11 +166,14 @@ def batch_cost(version_dir: Path, sizes: Sequence[int], repeats: int = 2) -> dic
     out = {}
     for size in sizes:
         inputs = {"input_8": sample_models.random_images(size)}
-        model.run(signature, inputs, ("dense_7",))
-        start = time.perf_counter()
+        model.run(signature, inputs, ("dense_7",))  # first run of a shape: oneDNN builds kernels
+        walls = []
+        cpu = time.process_time()
         for _ in range(repeats):
+            start = time.perf_counter()
             model.run(signature, inputs, ("dense_7",))
-        out[size] = (time.perf_counter() - start) / repeats / size
+            walls.append(time.perf_counter() - start)
+        out[size] = (min(walls) / size, (time.process_time() - cpu) / repeats / size)
     model.close()
     return out
 
@@ -138,12 +185,15 @@ def _ms(values: Sequence[float], q: float) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each throughput point")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per throughput point")
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured load before each point")
     parser.add_argument("--concurrency", default="1,8,16", help="client concurrencies, comma-separated")
     parser.add_argument("--requests", type=int, default=300, help="sequential calls for the overhead part")
-    parser.add_argument("--max_batch_size", type=int, default=16, help="batching: max_batch_size")
     parser.add_argument(
-        "--batch_timeout_micros", type=int, default=2000, help="batching: batch_timeout_micros"
+        "--batching_parameters_file",
+        type=Path,
+        default=None,
+        help="batching on: this file (default: the example shipped with model_server)",
     )
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.concurrency.split(",")]
@@ -154,27 +204,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         sample_models.write_xception_model(root / "xception" / "1")
         sample_models.write_image_model(root / "tiny" / "1")
         params = root / "batching.txt"
-        params.write_text(
-            f"max_batch_size {{ value: {args.max_batch_size} }}\n"
-            f"batch_timeout_micros {{ value: {args.batch_timeout_micros} }}\n"
-            "num_batch_threads { value: 1 }\n"
-        )
-        print("xception: direct runs at batch 1, 4, 8, 16...", file=sys.stderr, flush=True)
-        per_image = batch_cost(root / "xception" / "1", (1, 4, 8, 16))
+        if args.batching_parameters_file is not None:
+            params.write_text(args.batching_parameters_file.read_text())
+        else:
+            params.write_text(resources.files("model_server").joinpath("batching_parameters.txt").read_text())
+        load_start = os.getloadavg()
+        print("xception: direct runs at batch 1, 2, 4, 8, 16...", file=sys.stderr, flush=True)
+        per_image = batch_cost(root / "xception" / "1", (1, 2, 4, 8, 16))
         payload = _request_bytes("xception")
-        rates: dict[tuple[bool, int], tuple[float, int]] = {}
-        for batching in (False, True):
-            flags = ["--model_name", "xception", "--model_base_path", str(root / "xception")]
-            if batching:
-                flags += ["--batching_parameters_file", str(params)]
-            with ServerProcess.start(flags) as server:
-                for level in levels:
-                    print(
-                        f"xception batching={'on' if batching else 'off'} concurrency={level}...",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    rates[(batching, level)] = throughput(server.grpc_port, payload, level, args.seconds)
+        points: dict[tuple[bool, int], Point] = {}
+        for level in levels:
+            for batching in (False, True):
+                flags = ["--model_name", "xception", "--model_base_path", str(root / "xception")]
+                if batching:
+                    flags += ["--batching_parameters_file", str(params)]
+                print(
+                    f"xception batching={'on' if batching else 'off'} concurrency={level}...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                with ServerProcess.start(flags) as server:
+                    point = throughput(server, payload, level, args.warmup, args.seconds)
+                found = MEAN_BATCH.search(server.log())
+                if found:
+                    point = Point(point.rate, point.errors, point.cpu_ms, float(found.group(1)), point.load)
+                points[(batching, level)] = point
 
         print(
             f"tiny model: {args.requests} sequential calls, server vs direct...", file=sys.stderr, flush=True
@@ -182,16 +236,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         direct = direct_latencies(root / "tiny" / "1", args.requests)
         with ServerProcess.start(["--model_name", "tiny", "--model_base_path", str(root / "tiny")]) as server:
             served = latencies(server.grpc_port, _request_bytes("tiny"), args.requests)
+        load_end = os.getloadavg()
+        batching_text = " ".join(
+            kept for kept in (line.split("#")[0].strip() for line in params.read_text().splitlines()) if kept
+        )
 
-    print("\n| model | concurrency | batching off (req/s) | batching on (req/s) | on / off | errors |")
-    print("|---|---|---|---|---|---|")
-    for level in levels:
-        off, off_err = rates[(False, level)]
-        on, on_err = rates[(True, level)]
-        print(f"| Xception | {level} | {off:.2f} | {on:.2f} | {on / off:.2f}× | {off_err + on_err} |")
+    print(f"\nload average (1, 5, 15 min): start {_load(load_start)}, end {_load(load_end)}")
+    print(f"batching parameters: {batching_text}")
     print("\n| Xception, direct TF1 session run | " + " | ".join(f"batch {n}" for n in per_image) + " |")
     print("|---|" + "---|" * len(per_image))
-    print("| ms per image | " + " | ".join(f"{1000 * s:.0f}" for s in per_image.values()) + " |")
+    walls = " | ".join(f"{1000 * w:.0f}" for w, _ in per_image.values())
+    print(f"| wall ms per image (fastest of 3) | {walls} |")
+    print("| CPU ms per image | " + " | ".join(f"{1000 * c:.0f}" for _, c in per_image.values()) + " |")
+    print(
+        "\n| concurrency | off (req/s) | on (req/s) | on / off | off CPU ms/req | on CPU ms/req "
+        "| on mean batch | errors | load (off, on) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for level in levels:
+        off, on = points[(False, level)], points[(True, level)]
+        batch = f"{on.mean_batch:.1f}" if on.mean_batch is not None else "?"
+        print(
+            f"| {level} | {off.rate:.2f} | {on.rate:.2f} | {on.rate / off.rate:.2f}× | {off.cpu_ms:.0f} "
+            f"| {on.cpu_ms:.0f} | {batch} | {off.errors + on.errors} | {off.load:.1f}, {on.load:.1f} |"
+        )
     print("\n| tiny model, 1 image | p50 (ms) | p90 (ms) | mean (ms) |")
     print("|---|---|---|---|")
     print(
@@ -207,6 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{1000 * (statistics.fmean(served) - statistics.fmean(direct)):.2f} |"
     )
     return 0
+
+
+def _load(values: Sequence[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
 
 
 if __name__ == "__main__":
