@@ -8,8 +8,10 @@
    (`load_img` + `img_to_array` + `xception.preprocess_input`), keras-image-helper (the course's
    preprocessor), this library exact (the default) and with `draft=True`.
    Targets: exact within 5% of the floor; draft at least 5× faster than Keras on 4000×3000.
-   The targets are judged on each contender's best round: on a shared 2-core machine the median
-   carries other processes' load, the best round is the cost of the work itself. Both are printed.
+   The targets are judged on each contender's best CPU time (the calling thread's, see timing.py):
+   on a shared 2-core machine wall time carries other processes' load, and more of it the longer
+   the call, so even the best wall round skews a ratio between a slow and a fast contender. Wall
+   median and best are printed too.
    On 4000×3000 the same rounds also time a 1/8-scale decode alone (no resize, no float array)
    with Pillow's libjpeg-turbo and with simplejpeg's (fast DCT and upsampling): the fastest of
    them bounds what any draft path built on libjpeg-turbo can gain over Keras on this machine,
@@ -139,10 +141,10 @@ def eighth_scale_decoders(data: bytes) -> dict[str, Callable[[], object]]:
 
 
 def draft_bound(timings: dict[str, Timing]) -> tuple[str, float, float]:
-    """The fastest 1/8-scale decode alone: (its name, best ms, Keras' best ÷ it)."""
-    name = min((PILLOW_EIGHTH, SIMPLEJPEG_EIGHTH), key=lambda n: timings[n].min_ms)
-    best = timings[name].min_ms
-    return name, best, timings[KERAS].min_ms / best
+    """The fastest 1/8-scale decode alone: (its name, best CPU ms, Keras' best CPU ms ÷ it)."""
+    name = min((PILLOW_EIGHTH, SIMPLEJPEG_EIGHTH), key=lambda n: timings[n].cpu_min_ms)
+    best = timings[name].cpu_min_ms
+    return name, best, timings[KERAS].cpu_min_ms / best
 
 
 def speed(args: argparse.Namespace) -> tuple[list[str], list[str], list[str]]:
@@ -155,25 +157,25 @@ def speed(args: argparse.Namespace) -> tuple[list[str], list[str], list[str]]:
         if w > 1000:
             candidates.update(eighth_scale_decoders(data))
         timings = interleaved(candidates, rounds=rounds)
-        floor = timings["Pillow decode + resize (floor)"].min_ms
-        keras = timings[KERAS].min_ms
+        floor = timings["Pillow decode + resize (floor)"].cpu_min_ms
+        keras = timings[KERAS].cpu_min_ms
         for t in timings.values():
             rows.append(
                 f"| {label} ({len(data) // 1024} KiB) | {t.name} | {t.median_ms:.2f} | {t.min_ms:.2f} "
-                f"| {t.min_ms / floor:.3f} | {keras / t.min_ms:.2f}× |"
+                f"| {t.cpu_min_ms:.2f} | {t.cpu_min_ms / floor:.3f} | {keras / t.cpu_min_ms:.2f}× |"
             )
-        exact = timings["clothing_preproc exact"].min_ms / floor
+        exact = timings["clothing_preproc exact"].cpu_min_ms / floor
         if exact > 1.05:
             failures.append(f"exact mode is {exact:.3f}× the floor on {label} (target ≤ 1.05)")
         if w > 1000:
-            gain = keras / timings[OURS_DRAFT].min_ms
+            gain = keras / timings[OURS_DRAFT].cpu_min_ms
             bound_name, bound_ms, bound = draft_bound(timings)
             decoder = bound_name.removeprefix("1/8 decode alone: ").removesuffix(" (bound)")
             target = [
-                "| photo | Keras best ms | draft best ms | draft speed-up | target "
-                "| fastest 1/8 decode alone | its best ms | most any draft path can gain |",
+                "| photo (best CPU ms) | Keras | draft | draft speed-up | target "
+                "| fastest 1/8 decode alone | its ms | most any draft path can gain |",
                 "|---|---:|---:|---:|---:|---|---:|---:|",
-                f"| {label} ({len(data) // 1024} KiB) | {keras:.2f} | {timings[OURS_DRAFT].min_ms:.2f} "
+                f"| {label} ({len(data) // 1024} KiB) | {keras:.2f} | {timings[OURS_DRAFT].cpu_min_ms:.2f} "
                 f"| {gain:.2f}× | ≥ {DRAFT_TARGET:.0f}× | {decoder} | {bound_ms:.2f} "
                 f"| {bound:.2f}× |",
             ]
@@ -184,8 +186,9 @@ def speed(args: argparse.Namespace) -> tuple[list[str], list[str], list[str]]:
                     f"at most {bound:.2f}× on this machine)"
                 )
     header = [
-        "| photo | contender | median ms | best ms | × floor (best) | speed-up vs Keras (best) |",
-        "|---|---|---:|---:|---:|---:|",
+        "| photo | contender | wall median ms | wall best ms | CPU best ms | × floor (CPU) "
+        "| speed-up vs Keras (CPU) |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     return header + rows, failures, target
 
@@ -199,7 +202,7 @@ def draft_by_quality(args: argparse.Namespace) -> list[str]:
     """
     progress("draft speed-up by JPEG quality")
     rows = [
-        "| 4000×3000 quality | file | Keras best ms | draft best ms | draft speed-up "
+        "| 4000×3000 quality | file | Keras CPU best ms | draft CPU best ms | draft speed-up "
         "| fastest 1/8 decode alone ms | most any draft path can gain |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -210,7 +213,7 @@ def draft_by_quality(args: argparse.Namespace) -> list[str]:
             {n: everyone[n] for n in (KERAS, OURS_DRAFT)} | eighth_scale_decoders(data),
             rounds=max(5, args.rounds // 6),
         )
-        k, d = t[KERAS].min_ms, t[OURS_DRAFT].min_ms
+        k, d = t[KERAS].cpu_min_ms, t[OURS_DRAFT].cpu_min_ms
         _, bound_ms, bound = draft_bound(t)
         rows.append(
             f"| {quality} | {len(data) // 1024} KiB | {k:.1f} | {d:.1f} | {k / d:.2f}× | {bound_ms:.1f} "

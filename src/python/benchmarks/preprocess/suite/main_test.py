@@ -37,7 +37,8 @@ def test_draft_mode_decodes_at_the_scale_the_bound_times() -> None:
 
 def test_bound_is_the_fastest_decoder_against_keras() -> None:
     def timing(name: str, *ms: float) -> Timing:
-        return Timing(name, tuple(m / 1000 for m in ms))
+        # Wall time twice the CPU time, as on a loaded machine: the bound is judged on CPU time.
+        return Timing(name, tuple(m / 500 for m in ms), tuple(m / 1000 for m in ms))
 
     timings = {
         KERAS: timing(KERAS, 45.0, 44.0),
