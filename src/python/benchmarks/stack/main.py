@@ -179,7 +179,7 @@ def table(rows: list[Row], colds: dict[str, tuple[float, float]]) -> str:
     lines += [
         "",
         "| model | concurrency | " + " | ".join(f"{s} ms" for s in STAGES) + " |",
-        "|---|---:|" + "---:|" * 4,
+        "|---|---:|" + "---:|" * len(STAGES),
     ]
     for r in rows:
         if r.stages_ms:
