@@ -10,12 +10,13 @@ fraction of the CPU a pure-Python client costs per image (docs/benchmarks.md, "G
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass
 
 import aiohttp
 from yarl import URL
 
-from gateway.addresses import AddressPolicy, IPNetwork
+from gateway.addresses import AddressPolicy, IPNetwork, parse_address
 from gateway.errors import BadRequest, ImageHostFailed, ImageHostTimeout, PayloadTooLarge, UrlNotAllowed
 from gateway.guarded_resolver import GuardedResolver, Resolver, refuse_literal, system_resolver
 
@@ -115,6 +116,8 @@ class Fetcher:
         except TimeoutError:
             # aiohttp's connect and read timeouts (the total one surfaces in fetch() instead).
             raise ImageHostTimeout(f"the image host {host} timed out") from None
+        except aiohttp.InvalidURL as e:
+            raise BadRequest(f"the image URL is not valid: {e}") from None
         except aiohttp.ClientConnectorError as e:
             reason = e.os_error.strerror or str(e.os_error) or type(e.os_error).__name__
             raise ImageHostFailed(f"the image host {host} could not be reached ({reason})") from None
@@ -161,4 +164,18 @@ def check_url(text: str) -> URL:
         raise BadRequest("the image URL has no host")
     if url.user is not None or url.password is not None:
         raise UrlNotAllowed("image URLs with a user name or password are not fetched")
+    if parse_address(url.host) is None and _legacy_ipv4(url.host):
+        # 2130706433, 0x7f000001, 0177.0.0.1, 127.1: what inet_aton reads as an address. Refused
+        # rather than translated, so no spelling of an address can differ between check and use.
+        raise UrlNotAllowed(
+            f"the image host {url.host} is an IPv4 address in a non-standard form; write it as a.b.c.d"
+        )
     return url
+
+
+def _legacy_ipv4(host: str) -> bool:
+    try:
+        socket.inet_aton(host)
+    except (OSError, ValueError):
+        return False
+    return True

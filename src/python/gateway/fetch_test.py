@@ -94,6 +94,11 @@ async def test_names_resolving_inside_are_refused(secret: ImageHost, addresses: 
         "http://[::ffff:127.0.0.2]:{port}/",
         "http://169.254.169.254/latest/meta-data/",
         "http://0.0.0.0:{port}/",
+        # Legacy spellings of 127.0.0.2 that inet_aton (and so some resolvers) accept.
+        "http://2130706434:{port}/",
+        "http://0x7f000002:{port}/",
+        "http://0177.0.0.2:{port}/",
+        "http://127.2:{port}/",
     ],
 )
 async def test_address_literals_inside_are_refused(secret: ImageHost, url: str) -> None:
