@@ -10,7 +10,6 @@ made from Debian's archive.
 
 from __future__ import annotations
 
-import http.server
 import io
 import json
 import os
@@ -18,7 +17,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +28,7 @@ import loadtest
 import pytest
 from deploy_testlib import DEPLOY_DIR, run
 from docker_support import Docker, base_image, cache_dir, docker_daemon, user_home
+from loopback_image import serve_image
 from PIL import Image
 
 from clothing_preproc import CLOTHING_LABELS
@@ -155,25 +154,11 @@ def image(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     docker("image", "rm", "--force", name, check=False)
 
 
-class _ImageHandler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = _jpeg()
-        self.send_response(200)
-        self.send_header("Content-Type", "image/jpeg")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def image_url() -> Iterator[str]:
     """A picture on loopback for the gateway to fetch, as the course's client sends a URL."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ImageHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/shirt.jpg"
+    server, url = serve_image(_jpeg(), "shirt.jpg")
+    yield url
     server.shutdown()
     server.server_close()
 

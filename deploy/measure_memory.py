@@ -19,7 +19,6 @@ PEX's own Pillow.
 from __future__ import annotations
 
 import argparse
-import http.server
 import json
 import os
 import re
@@ -38,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import loadtest
+from loopback_image import serve_image
 
 DEPLOY_DIR = Path(__file__).resolve().parent
 MODEL_NAME = "clothing-model"
@@ -158,23 +158,6 @@ def _jpeg(gateway_pex: Path, python: str, width: int, height: int) -> bytes:
     return subprocess.run(args, env=env, check=True, capture_output=True).stdout  # noqa: S603
 
 
-def _serve(body: bytes) -> tuple[http.server.ThreadingHTTPServer, str]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/photo.jpg"
-
-
 def deployed_gateway_env() -> dict[str, str]:
     """The literals of deploy/base's gateway-config, so the gateway runs with the pods' settings."""
     kustomization = (DEPLOY_DIR / "base/kustomization.yaml").read_text()
@@ -196,7 +179,7 @@ def measure(ns: argparse.Namespace) -> dict[str, object]:
         if not k.startswith(("PEX_", "GATEWAY_", "TF_SERVING_"))
     }
     image = _jpeg(ns.gateway, python, *ns.image_size)
-    image_server, image_url = _serve(image)
+    image_server, image_url = serve_image(image)
     result: dict[str, object] = {"image_bytes": len(image), "image_size": "x".join(map(str, ns.image_size))}
     result["gateway_env"] = deployed_gateway_env()
     # The model image's and the tf-serving Deployment's flags (deploy/images/model, deploy/base).
