@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import aiohttp
 import httpx
 import numpy as np
 import psutil  # type: ignore[import-untyped]  # types-psutil is pinned in python-default only
+from benchmarks.gateway.course_process import start_course_gateway
 from PIL import Image
 
 from clothing_preproc import (
@@ -41,11 +41,10 @@ from clothing_preproc import (
     image_to_array,
     preprocess_input,
 )
-from local_stack.supervisor.children import Child, child_environment
-from local_stack.supervisor.model_dir import ensure_demo_model
-from local_stack.supervisor.settings import default_cache_dir
-from local_stack.supervisor.stack import port_free
 from reliability import hostile_host
+from reliability.ports import LOOPBACK, free_port
+from reliability.processes import RunningProcess, child_environment, python_module
+from reliability.stack import export_demo_model, start_gateway, start_model_server
 
 LEVELS = (1, 8, 32)
 
@@ -67,14 +66,6 @@ class Level:
 
 def say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def photo(width: int = 1000, height: int = 800) -> bytes:
@@ -140,44 +131,16 @@ async def load(url: str, image_url: str, concurrency: int, requests: int) -> tup
         return latencies, errors, time.perf_counter() - start
 
 
-def wait_http(url: str, child: Child, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child.exit_code() is not None:
-            raise SystemExit(f"bench: {child.name} exited while starting")
-        try:
-            if httpx.get(url, timeout=2.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"bench: {child.name} not up after {timeout:g} s")
-
-
-def wait_available(url: str, child: Child, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child.exit_code() is not None:
-            raise SystemExit(f"bench: {child.name} exited while starting")
-        try:
-            if '"AVAILABLE"' in httpx.get(url, timeout=2.0).text:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"bench: {child.name} not serving the model after {timeout:g} s")
-
-
-def measure(name: str, child: Child, port: int, image_url: str, requests: int) -> list[Level]:
-    url = f"http://127.0.0.1:{port}/predict"
+def measure(name: str, pid: int, base_url: str, image_url: str, requests: int) -> list[Level]:
+    url = f"{base_url}/predict"
     # Warm up (first gRPC connection, first Predict, Python's lazy imports) outside the figures.
     asyncio.run(load(url, image_url, 4, 20))
     results = []
     for c in LEVELS:
         n = max(requests, c * 4)
-        cpu0 = tree_cpu(child.pid)
+        cpu0 = tree_cpu(pid)
         latencies, errors, seconds = asyncio.run(load(url, image_url, c, n))
-        cpu = tree_cpu(child.pid) - cpu0
+        cpu = tree_cpu(pid) - cpu0
         q = np.percentile(np.array(latencies) * 1000, [50, 99])
         level = Level(c, n, seconds, float(q[0]), float(q[1]), cpu * 1000 / n, errors)
         say(f"{name} c={c}: {level.rps:.1f} req/s p50 {level.p50_ms:.1f} ms p99 {level.p99_ms:.1f} ms "
@@ -186,11 +149,16 @@ def measure(name: str, child: Child, port: int, image_url: str, requests: int) -
     return results
 
 
-CONTENDERS: dict[str, tuple[str, list[str]]] = {
-    # name -> (module run with `python -m`, its extra arguments)
-    "this gateway (uvicorn, 1 process)": ("gateway", []),
-    "course, gunicorn sync 1 worker": ("gunicorn", ["--workers", "1"]),
-    "course, gunicorn sync 2 workers": ("gunicorn", ["--workers", "2"]),
+def _this_gateway(tf_serving: str, logs: Path) -> tuple[RunningProcess, str]:
+    gateway = start_gateway(tf_serving, logs)
+    return gateway.process, gateway.url
+
+
+# name -> how to start it next to the model server: (process, base URL)
+CONTENDERS: dict[str, Callable[[str, Path], tuple[RunningProcess, str]]] = {
+    "this gateway (uvicorn, 1 process)": _this_gateway,
+    "course, gunicorn sync 1 worker": lambda tf, logs: start_course_gateway(tf, logs, workers=1),
+    "course, gunicorn sync 2 workers": lambda tf, logs: start_course_gateway(tf, logs, workers=2),
 }
 
 
@@ -202,12 +170,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="0,50",
         help="image host delays before the first byte, ms, comma-separated; one run each (default 0,50)",
     )
-    p.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=default_cache_dir(os.environ),
-        help="where the demo model is exported",
-    )
     args = p.parse_args(argv)
     if not 1 <= args.requests <= 5000:
         p.error("--requests must be between 1 and 5000 (the run is meant to stay short)")
@@ -218,83 +180,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not delays or not all(0 <= d <= 2000 for d in delays):
         p.error("--image-delays must be between 0 and 2000 ms each")
 
-    children: list[Child] = []
     runs: dict[int, dict[str, list[Level]]] = {}
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            model_dir = ensure_demo_model(args.cache_dir / "models", "clothing-model", say)
-            image = photo()
-            image_file = Path(tmp) / "photo.jpg"
-            image_file.write_bytes(image)
-            floor = floor_cpu_ms(image)
-            say(f"floor (decode + resize + normalise + encode, 1000×800 JPEG): {floor:.2f} ms CPU")
-
-            grpc_port, rest_port = free_port(), free_port()
-            server = Child(
-                "model server",
-                "model_server",
-                [f"--port={grpc_port}", f"--rest_api_port={rest_port}", "--bind_address=127.0.0.1",
-                 "--model_name=clothing-model", f"--model_base_path={model_dir}"],
-                child_environment({}),
-            )  # fmt: skip
-            children.append(server)
-            wait_available(f"http://127.0.0.1:{rest_port}/v1/models/clothing-model", server)
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+        workdir = Path(tmp)
+        logs = workdir / "logs"
+        logs.mkdir()
+        image = photo()
+        image_file = workdir / "photo.jpg"
+        image_file.write_bytes(image)
+        floor = floor_cpu_ms(image)
+        say(f"floor (decode + resize + normalise + encode, 1000×800 JPEG): {floor:.2f} ms CPU")
+        say("exporting the tiny demo model")
+        server = start_model_server(export_demo_model(workdir, "tiny"), logs)
+        try:
             for delay in delays:
-                image_port = free_port()
-                host_args = ["--port", str(image_port), "--image", f"photo.jpg={image_file}",
-                             "--image-delay", str(delay / 1000)]  # fmt: skip
-                # The module object, not its name: the import also tells Pants to pack it.
-                host = Child("image host", hostile_host.__name__, host_args, child_environment({}))
-                children.append(host)
-                image_url = f"http://127.0.0.1:{image_port}/image/photo.jpg"
-                wait_http(image_url, host)
                 say(f"image host delay {delay} ms")
-                runs[delay] = {
-                    name: run_contender(name, module, extra, grpc_port, image_url, args.requests, children)
-                    for name, (module, extra) in CONTENDERS.items()
-                }
-                host.stop(15)
-                children.remove(host)
-            print(report(runs, floor))
-    finally:
-        for child in reversed(children):
-            child.stop(15)
+                runs[delay] = run_with_image_host(delay, image_file, server.grpc_address, logs, args.requests)
+        finally:
+            server.process.stop()
+        print(report(runs, floor))
     return 0
 
 
-def run_contender(
-    name: str,
-    module: str,
-    extra: list[str],
-    grpc_port: int,
-    image_url: str,
-    requests: int,
-    children: list[Child],
-) -> list[Level]:
+def run_with_image_host(
+    delay_ms: int, image_file: Path, tf_serving: str, logs: Path, requests: int
+) -> dict[str, list[Level]]:
+    """Every contender in turn, fetching the image from a host that waits `delay_ms` first."""
     port = free_port()
-    assert port_free("127.0.0.1", port)
-    env = child_environment(
-        {
-            "TF_SERVING_HOST": f"127.0.0.1:{grpc_port}",
-            "GATEWAY_PORT": str(port),
-            "GATEWAY_HOST": "127.0.0.1",
-            "GATEWAY_FETCH_ALLOW_NETWORKS": "127.0.0.0/8",
-            "GATEWAY_LOG_LEVEL": "warning",
-        }
-    )
-    if module == "gunicorn":
-        argv = [*extra, "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-                "benchmarks.gateway.course_gateway:app"]  # fmt: skip
-    else:
-        argv = []
-    child = Child(name, module, argv, env)
-    children.append(child)
+    argv = python_module(
+        # The module object, not its name: the import also tells Pants to pack it into the PEX.
+        hostile_host.__name__, "--port", str(port), "--image", f"photo.jpg={image_file}",
+        "--image-delay", str(delay_ms / 1000),
+    )  # fmt: skip
+    host = RunningProcess("image host", argv, child_environment(), logs / f"image-host-{delay_ms}.log")
     try:
-        wait_http(f"http://127.0.0.1:{port}/predict", child)
-        return measure(name, child, port, image_url, requests)
+        image_url = f"http://{LOOPBACK}:{port}/image/photo.jpg"
+        host.wait_until(lambda: _fetchable(image_url), 30, "serving the image")
+        table = {}
+        for name, start in CONTENDERS.items():
+            process, url = start(tf_serving, logs)
+            try:
+                table[name] = measure(name, process.pid, url, image_url, requests)
+            finally:
+                process.stop(30)
+        return table
     finally:
-        child.stop(30)
-        children.remove(child)
+        host.stop()
+
+
+def _fetchable(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def report(runs: dict[int, dict[str, list[Level]]], floor: float) -> str:

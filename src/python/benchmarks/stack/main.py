@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from benchmarks.gateway.course_process import start_course_gateway
 
 from reliability import hostile_host
 from reliability.images import sample_jpeg
@@ -140,27 +141,6 @@ def cold_start(model: ExportedModel, logs: Path, image_url: str) -> tuple[float,
     finally:
         gateway.process.stop()
         server.process.stop()
-
-
-def start_course_gateway(tf_serving: str, logs: Path) -> tuple[RunningProcess, str]:
-    port = free_port()
-    argv = python_module(
-        "gunicorn", "--bind", f"{LOOPBACK}:{port}", "--workers", "1", "benchmarks.gateway.course_gateway:app"
-    )
-    process = RunningProcess(
-        "course gateway", argv, child_environment({"TF_SERVING_HOST": tf_serving}), logs / "course.log"
-    )
-    url = f"http://{LOOPBACK}:{port}"
-
-    def up() -> bool:
-        try:
-            httpx.get(url, timeout=2)
-            return True
-        except httpx.HTTPError:
-            return False
-
-    process.wait_until(up, 60, "listening")
-    return process, url
 
 
 def table(rows: list[Row], colds: dict[str, tuple[float, float]]) -> str:
