@@ -13,7 +13,6 @@ Serving at once, the rest waiting their turn in arrival order once their image i
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -123,40 +122,19 @@ class WorkSlots:
     between all of them, so each finishes late (at 32 in flight, p99 was 3-5× p50) and every one holds
     its decoded image meanwhile. Served in arrival order, latency stays even and memory stays flat,
     like the course's single sync worker, while fetches still overlap freely before the queue.
+    asyncio's Semaphore is that queue: it wakes waiters in order and hands a released slot to the
+    oldest one, so a newcomer cannot overtake it (`work_slots_test.py` holds it to that).
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._free = size
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    @property
-    def waiting(self) -> int:
-        return sum(not w.done() for w in self._waiters)
+        self._semaphore = asyncio.Semaphore(size)
 
     async def acquire(self) -> None:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # handed a slot just as the request was cancelled: pass it on
-            else:
-                self._waiters.remove(waiter)
-            raise
+        await self._semaphore.acquire()
 
     def release(self) -> None:
-        # Hand the slot straight to the oldest waiter, so a newcomer cannot overtake it.
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._free += 1
+        self._semaphore.release()
 
     async def __aenter__(self) -> WorkSlots:
         await self.acquire()

@@ -39,12 +39,11 @@ async def test_requests_beyond_the_slots_wait_and_are_served_in_arrival_order() 
         await asyncio.sleep(0)  # arrive one after the other
     await asyncio.sleep(0.01)
     assert started == [0, 1], "only two work at once"
-    assert slots.waiting == 6
+    assert sum(not t.done() for t in tasks) == 8, "the other six wait"
     release.set()
     await asyncio.gather(*tasks)
     assert most == 2
     assert started == list(range(8)), "first come, first served"
-    assert slots.waiting == 0
 
 
 async def test_a_newcomer_cannot_overtake_a_waiting_request() -> None:
@@ -80,12 +79,11 @@ async def test_a_cancelled_waiter_gives_up_its_place_and_loses_no_slot() -> None
 
     h = asyncio.create_task(holder())
     await asyncio.sleep(0)
-    gone = asyncio.create_task(slots.__aenter__())
+    gone = asyncio.create_task(slots.acquire())
     await asyncio.sleep(0)
     gone.cancel()  # the client hung up while queued
     with pytest.raises(asyncio.CancelledError):
         await gone
-    assert slots.waiting == 0
     hold.set()
     await h
     await _exactly_one_slot_free(slots)
@@ -93,27 +91,27 @@ async def test_a_cancelled_waiter_gives_up_its_place_and_loses_no_slot() -> None
 
 async def _exactly_one_slot_free(slots: WorkSlots) -> None:
     async with asyncio.timeout(1):
-        await slots.__aenter__()  # would wait forever had a slot leaked away
-    second = asyncio.create_task(slots.__aenter__())
+        await slots.acquire()  # would wait forever had a slot leaked away
+    second = asyncio.create_task(slots.acquire())
     await asyncio.sleep(0.01)
     assert not second.done(), "a second slot appeared out of nowhere"
-    await slots.__aexit__(None, None, None)
+    slots.release()
     await second
-    await slots.__aexit__(None, None, None)
+    slots.release()
 
 
 async def test_a_waiter_cancelled_as_it_is_handed_the_slot_passes_it_on() -> None:
     slots = WorkSlots(1)
-    await slots.__aenter__()
-    unlucky = asyncio.create_task(slots.__aenter__())
+    await slots.acquire()
+    unlucky = asyncio.create_task(slots.acquire())
     await asyncio.sleep(0)
-    patient = asyncio.create_task(slots.__aenter__())
+    patient = asyncio.create_task(slots.acquire())
     await asyncio.sleep(0)
-    await slots.__aexit__(None, None, None)  # hands the slot to `unlucky`…
+    slots.release()  # hands the slot to `unlucky`…
     unlucky.cancel()  # …which is cancelled before it runs
     with pytest.raises(asyncio.CancelledError):
         await unlucky
     async with asyncio.timeout(1):
         await patient  # the slot went on to the next in line
-    await slots.__aexit__(None, None, None)
+    slots.release()
     await _exactly_one_slot_free(slots)
