@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 
-from PIL import ExifTags, Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from clothing_preproc.config import DEFAULT_CONFIG, DEFAULT_LIMITS, RESIZE_FILTERS, Limits, PreprocessConfig
 from clothing_preproc.errors import (
@@ -80,6 +80,11 @@ def decode_image(data: bytes, config: PreprocessConfig = DEFAULT_CONFIG) -> Imag
     try:
         if config.draft and img.format in _JPEG_FORMATS:
             _request_draft(img, config)
+        if isinstance(img, ImageFile.ImageFile):
+            # The bytes are all in memory: hand them to the decoder in one call rather than in
+            # 64 KiB pieces. Each piece releases and retakes the GIL, which a server's other
+            # threads then contend for; the decoded pixels are the same.
+            img.decodermaxblock = max(len(data), ImageFile.MAXBLOCK)
         img.load()
         if config.exif_orientation:
             img = _upright(img)

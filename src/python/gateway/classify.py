@@ -2,8 +2,8 @@
 
 Every input form the HTTP routes accept (the course's `{"url": …}`, uploads, raw bodies, batches)
 ends up here as a list of `ImageSource`. Fetching runs concurrently on the event loop; decoding,
-normalising and encoding the tensor run in a bounded thread pool, so the loop keeps serving other
-requests while images decode (Pillow and numpy release the GIL for the heavy parts).
+normalising and serialising the Predict request run in a bounded thread pool, so the loop keeps
+serving other requests while images decode (Pillow and numpy release the GIL for the heavy parts).
 
 Two limits shape the load: `ConcurrencyLimit` admits at most `max_concurrency` requests and answers
 429 beyond it; `WorkSlots` lets at most `max_active` of the admitted ones decode and wait on TF
@@ -23,18 +23,16 @@ import numpy.typing as npt
 
 from clothing_preproc import (
     PreprocessingError,
-    array_to_tensor_proto,
     decode_image,
     preprocess_input,
     scores_by_label,
     softmax,
     top_k,
 )
-from clothing_protos import tensor_pb2
 from gateway.errors import BadRequest, GatewayError, ModelDeadlineExceeded, Overloaded
 from gateway.fetch import Fetcher, check_url
 from gateway.metrics import STAGES, Metrics
-from gateway.serving import ModelInfo, ServingClient
+from gateway.serving import ModelInfo, PredictCall, ServingClient
 
 
 @dataclass(frozen=True)
@@ -202,12 +200,14 @@ class Classifier:
         try:
             timings.queue = time.perf_counter() - queued
             loop = asyncio.get_running_loop()
-            tensor, decode_s, preprocess_s = await loop.run_in_executor(self._pool, _to_tensor, images, info)
+            call, decode_s, preprocess_s = await loop.run_in_executor(
+                self._pool, _predict_call, images, info, self._serving
+            )
             timings.decode, timings.preprocess = decode_s, preprocess_s
 
             t = time.perf_counter()
             remaining = max(self._deadline - timings.queue, _MIN_PREDICT_TIMEOUT)
-            logits, version = await self._serving.predict(info, tensor, timeout=remaining)
+            logits, version = await self._serving.predict(info, call, timeout=remaining)
             timings.predict = time.perf_counter() - t
         finally:
             self.slots.release()
@@ -248,8 +248,10 @@ class Classifier:
             raise type(e)(f"image {index + 1}: {e.message}") from None
 
 
-def _to_tensor(images: Sequence[bytes], info: ModelInfo) -> tuple[tensor_pb2.TensorProto, float, float]:
-    """Decode every image into one batch, normalise it, encode it (runs in the thread pool)."""
+def _predict_call(
+    images: Sequence[bytes], info: ModelInfo, serving: ServingClient
+) -> tuple[PredictCall, float, float]:
+    """Decode every image into one batch, normalise it, serialise the request (in the thread pool)."""
     config = info.preprocessing
     h, w = config.target_size
     t0 = time.perf_counter()
@@ -264,5 +266,5 @@ def _to_tensor(images: Sequence[bytes], info: ModelInfo) -> tuple[tensor_pb2.Ten
                 raise
             raise type(e)(f"image {i + 1}: {e}") from None
     t1 = time.perf_counter()
-    tensor = array_to_tensor_proto(np.ascontiguousarray(preprocess_input(batch, config.family)))
-    return tensor, t1 - t0, time.perf_counter() - t1
+    call = serving.predict_call(info, preprocess_input(batch, config.family))
+    return call, t1 - t0, time.perf_counter() - t1

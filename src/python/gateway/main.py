@@ -12,6 +12,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.settings import ENVIRONMENT, Settings, SettingsError
+from malloc_tuning import keep_freed_memory
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as e:
         print(f"gateway: {e}", file=sys.stderr)
         return 2
+    # Every image allocates and frees a few MB; without this, glibc faults those pages in anew.
+    keep_freed_memory(settings.keep_freed_mb * 1024 * 1024)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

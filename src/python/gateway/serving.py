@@ -20,11 +20,12 @@ from clothing_preproc import (
     ImageSignature,
     PreprocessConfig,
     TensorCodecError,
+    array_to_tensor_proto,
     image_signature,
     tensor_proto_to_array,
     unpack_signature_def_map,
 )
-from clothing_protos import prediction_service_pb2_grpc, serving_pb2, tensor_pb2
+from clothing_protos import prediction_service_pb2, prediction_service_pb2_grpc, serving_pb2
 from gateway.errors import GatewayError, ModelDeadlineExceeded, ModelFailed, ModelUnavailable
 from gateway.settings import Settings
 
@@ -32,6 +33,8 @@ from gateway.settings import Settings
 _HEADROOM = 1 << 20
 _STATUS_TIMEOUT = 3.0
 _METADATA_TIMEOUT = 10.0
+_PREDICT = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].methods_by_name["Predict"]
+PREDICT_PATH = f"/{_PREDICT.containing_service.full_name}/{_PREDICT.name}"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,14 @@ class ModelInfo:
     @property
     def output_name(self) -> str:
         return self.signature.output.name
+
+
+@dataclass(frozen=True)
+class PredictCall:
+    """A PredictRequest already serialised (off the event loop): what gRPC sends as it is."""
+
+    request: bytes
+    images: int
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,13 @@ class ServingClient:
         self._settings = settings
         self._channel = grpc.aio.insecure_channel(channel_target(settings), options=channel_options(settings))
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        # Predict takes requests serialised beforehand by predict_call(), in the decode threads:
+        # building and serialising a 1 MB tensor message would otherwise hold the event loop.
+        self._predict_serialised = self._channel.unary_unary(
+            PREDICT_PATH,
+            request_serializer=None,
+            response_deserializer=serving_pb2.PredictResponse.FromString,
+        )
         self._models = prediction_service_pb2_grpc.ModelServiceStub(self._channel)
         self._info: ModelInfo | None = None
         self._lock = asyncio.Lock()
@@ -188,19 +206,23 @@ class ServingClient:
             return Readiness(False, e.message, available)
         return Readiness(True, "ready", available)
 
+    def predict_call(self, info: ModelInfo, batch: npt.NDArray[np.float32]) -> PredictCall:
+        """The Predict request for a preprocessed batch, serialised. No I/O: call it in a thread."""
+        request = serving_pb2.PredictRequest(model_spec=self._spec(), output_filter=[info.output_name])
+        request.inputs[info.input_name].CopyFrom(array_to_tensor_proto(batch))
+        return PredictCall(request.SerializeToString(), int(batch.shape[0]))
+
     async def predict(
-        self, info: ModelInfo, batch: tensor_pb2.TensorProto, *, timeout: float | None = None
+        self, info: ModelInfo, call: PredictCall, *, timeout: float | None = None
     ) -> tuple[npt.NDArray[np.float64], int | None]:
         """Logits of shape (N, classes), and the model version that answered.
 
         `timeout` is the call's deadline in seconds (default: the settings' predict timeout).
         """
-        request = serving_pb2.PredictRequest(model_spec=self._spec(), output_filter=[info.output_name])
-        request.inputs[info.input_name].CopyFrom(batch)
         try:
             response: serving_pb2.PredictResponse = await self._call(
-                self._predict.Predict,
-                request,
+                self._predict_serialised,
+                call.request,
                 self._settings.predict_timeout if timeout is None else timeout,
                 "Predict",
             )
@@ -211,7 +233,7 @@ class ServingClient:
         if info.output_name not in response.outputs:
             raise ModelFailed(f'TF Serving answered without the output "{info.output_name}"')
         logits = tensor_proto_to_array(response.outputs[info.output_name])
-        n = int(batch.tensor_shape.dim[0].size)
+        n = call.images
         if logits.ndim != 2 or logits.shape[0] != n or logits.shape[1] != len(info.labels):
             raise ModelFailed(
                 f"TF Serving answered shape {list(logits.shape)}; expected [{n}, {len(info.labels)}]"

@@ -73,6 +73,7 @@ def test_labels_come_from_a_file(tmp_path: Path) -> None:
         ("GATEWAY_MAX_CONCURRENCY", "0"),
         ("TF_SERVING_HOST", "a b"),
         ("GATEWAY_LOG_LEVEL", "loud"),
+        ("GATEWAY_KEEP_FREED_MB", "-1"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:

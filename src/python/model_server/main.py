@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from malloc_tuning import keep_freed_memory
 from model_server.errors import ConfigError
 from model_server.settings import parse_settings
 
@@ -35,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"model_server: error: {e}", file=sys.stderr)
         return 2
     _configure_logging()
+    # Each request's input tensor (1 MB per 299×299 image) is allocated and freed several times
+    # over; kept memory is reused instead of faulted in again (about 250 page faults per request).
+    keep_freed_memory()
     # Before TensorFlow is imported: its C++ INFO/WARNING lines would bury the server's own.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

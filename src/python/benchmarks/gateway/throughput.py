@@ -5,7 +5,9 @@ in its own process) serving one photo-sized JPEG, and each gateway in turn as it
 sends the course's request (`POST /predict {"url": …}`) at concurrency 1, 8 and 32, a fixed number
 of requests per level. Reported per level: requests/s, p50/p99 latency, and the gateway's CPU time
 per request (its process tree, from psutil), next to the floor: decoding, resizing, normalising and
-encoding the same image once, measured in this process in the same run.
+encoding the same image once, measured in this process in the same run. The CPU the rest of the
+machine spends per request (model server, image host, this load generator) is measured too: with
+the floor it bounds the requests/s any gateway could reach on these cores, printed as a ceiling.
 
 The whole run is repeated for each image-host delay (`--image-delays`, ms before the image's first
 byte): 0 is a host on the same machine, where every contender is bound by the 2 shared cores; a few
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import statistics
 import sys
 import tempfile
@@ -58,6 +61,8 @@ class Level:
     p99_ms: float
     cpu_ms_per_request: float
     errors: int
+    # The model server, the image host and the load generator, per request: the rest of the machine.
+    others_cpu_ms_per_request: float
 
     @property
     def rps(self) -> float:
@@ -131,7 +136,10 @@ async def load(url: str, image_url: str, concurrency: int, requests: int) -> tup
         return latencies, errors, time.perf_counter() - start
 
 
-def measure(name: str, pid: int, base_url: str, image_url: str, requests: int) -> list[Level]:
+def measure(
+    name: str, pid: int, base_url: str, image_url: str, requests: int, others: Sequence[int]
+) -> list[Level]:
+    """Every level against the gateway `pid`; `others` are the model server's and image host's pids."""
     url = f"{base_url}/predict"
     # Warm up (first gRPC connection, first Predict, Python's lazy imports) outside the figures.
     asyncio.run(load(url, image_url, 4, 20))
@@ -139,10 +147,12 @@ def measure(name: str, pid: int, base_url: str, image_url: str, requests: int) -
     for c in LEVELS:
         n = max(requests, c * 4)
         cpu0 = tree_cpu(pid)
+        others0 = sum(tree_cpu(p) for p in others) + time.process_time()
         latencies, errors, seconds = asyncio.run(load(url, image_url, c, n))
         cpu = tree_cpu(pid) - cpu0
+        others_cpu = sum(tree_cpu(p) for p in others) + time.process_time() - others0
         q = np.percentile(np.array(latencies) * 1000, [50, 99])
-        level = Level(c, n, seconds, float(q[0]), float(q[1]), cpu * 1000 / n, errors)
+        level = Level(c, n, seconds, float(q[0]), float(q[1]), cpu * 1000 / n, errors, others_cpu * 1000 / n)
         say(f"{name} c={c}: {level.rps:.1f} req/s p50 {level.p50_ms:.1f} ms p99 {level.p99_ms:.1f} ms "
             f"cpu {level.cpu_ms_per_request:.2f} ms/req errors {errors}")  # fmt: skip
         results.append(level)
@@ -195,7 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             for delay in delays:
                 say(f"image host delay {delay} ms")
-                runs[delay] = run_with_image_host(delay, image_file, server.grpc_address, logs, args.requests)
+                runs[delay] = run_with_image_host(
+                    delay, image_file, server.grpc_address, server.process.pid, logs, args.requests
+                )
         finally:
             server.process.stop()
         print(report(runs, floor))
@@ -203,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_with_image_host(
-    delay_ms: int, image_file: Path, tf_serving: str, logs: Path, requests: int
+    delay_ms: int, image_file: Path, tf_serving: str, server_pid: int, logs: Path, requests: int
 ) -> dict[str, list[Level]]:
     """Every contender in turn, fetching the image from a host that waits `delay_ms` first."""
     port = free_port()
@@ -220,7 +232,7 @@ def run_with_image_host(
         for name, start in CONTENDERS.items():
             process, url = start(tf_serving, logs)
             try:
-                table[name] = measure(name, process.pid, url, image_url, requests)
+                table[name] = measure(name, process.pid, url, image_url, requests, (server_pid, host.pid))
             finally:
                 process.stop(30)
         return table
@@ -261,7 +273,27 @@ def report(runs: dict[int, dict[str, list[Level]]], floor: float) -> str:
             f"| {delay} ms | {ours.rps / one.rps:.2f}× | {ours.rps / two.rps:.2f}× "
             f"| {ours.p99_ms / ours.p50_ms:.2f} | {ours.cpu_ms_per_request / floor:.2f} |"
         )
+    cores = os.cpu_count() or 1
+    lines += ["", f"Ceiling at 32 on these {cores} cores: a gateway costing only the floor, next to the rest "
+              "of the machine's CPU per request as measured with this gateway:", "",
+              "| image host delay | rest of the machine, CPU ms/req | ceiling req/s | vs course 1 worker "
+              "| vs course 2 workers |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for delay, table in runs.items():
+        ours, one, two = ({lv.concurrency: lv for lv in table[n]}[32] for n in names)
+        ceiling = ceiling_rps(cores, floor, ours.others_cpu_ms_per_request)
+        lines.append(
+            f"| {delay} ms | {ours.others_cpu_ms_per_request:.2f} | {ceiling:.0f} "
+            f"| {ceiling / one.rps:.2f}× | {ceiling / two.rps:.2f}× |"
+        )
     return "\n".join(lines)
+
+
+def ceiling_rps(cores: int, floor_ms: float, others_ms: float) -> float:
+    """Requests/s when every core is busy and each request costs the floor plus the rest's CPU.
+
+    An upper bound while CPU-bound: it counts no gateway overhead at all, and no idle core.
+    """
+    return cores * 1000 / (floor_ms + others_ms)
 
 
 if __name__ == "__main__":
