@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from gateway.classify import Classifier
 from gateway.errors import GatewayError, describe, error_response
 from gateway.fetch import Fetcher, FetchPolicy
 from gateway.guarded_resolver import Resolver, system_resolver
+from gateway.idle_memory import give_back_when_idle
 from gateway.inputs import BodyLimit
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_schema
@@ -75,9 +77,15 @@ def create_app(settings: Settings, *, resolver: Resolver = system_resolver) -> S
         else:
             # Not fatal: TF Serving often starts after the gateway; /readyz reports until it is up.
             log.warning("TF Serving not ready yet: %s", state.reason)
+        # With no memory kept (GATEWAY_KEEP_FREED_MB=0) glibc gives it back by itself.
+        trimmer = None
+        if settings.keep_freed_mb:
+            trimmer = asyncio.create_task(give_back_when_idle(classifier.limit, pool))
         try:
             yield
         finally:
+            if trimmer is not None:
+                trimmer.cancel()
             api.services = None
             await fetcher.aclose()
             await serving.close()

@@ -102,11 +102,13 @@ class ConcurrencyLimit:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.in_flight = 0
+        self.admitted = 0  # ever, to tell a quiet period from a busy one
 
     def __enter__(self) -> ConcurrencyLimit:
         if self.in_flight >= self.limit:
             raise Overloaded(f"the gateway is handling {self.limit} requests already; retry shortly")
         self.in_flight += 1
+        self.admitted += 1
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -67,8 +67,8 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     (
         "GATEWAY_KEEP_FREED_MB",
         "64",
-        "freed memory kept for the next requests, MiB per allocator arena (glibc); 0: glibc's default, "
-        "which hands it back and faults it in again on every image",
+        "freed memory kept for the next requests, MiB per allocator arena (glibc), given back after "
+        "10 s without requests; 0: glibc's default, which hands it back and faults it in again per image",
     ),
     ("GATEWAY_LOG_LEVEL", "info", "uvicorn log level: critical, error, warning, info, debug"),
 )

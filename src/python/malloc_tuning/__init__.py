@@ -9,7 +9,8 @@ its CPU per request (docs/benchmarks.md, "Gateway").
 
 `keep_freed_memory(limit)` fixes both thresholds: blocks up to 32 MiB come from the heap and are
 reused, and up to `limit` bytes of free memory stay in each allocator arena. The cost is RSS that
-stays near its high-water mark after a burst instead of shrinking back.
+stays near its high-water mark after a burst; `give_back_freed_memory()` (glibc's malloc_trim)
+returns what is free once the burst is over.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ MMAP_THRESHOLD = 32 * 1024 * 1024
 DEFAULT_KEEP = 64 * 1024 * 1024
 
 
+def _libc() -> ctypes.CDLL | None:
+    return ctypes.CDLL(None) if platform.libc_ver()[0] == "glibc" else None
+
+
 def keep_freed_memory(limit: int = DEFAULT_KEEP) -> bool:
     """Set the thresholds for this process; True when done, False when not glibc or `limit` is 0.
 
@@ -33,12 +38,27 @@ def keep_freed_memory(limit: int = DEFAULT_KEEP) -> bool:
     """
     if limit < 0:
         raise ValueError(f"the memory to keep must be 0 or more bytes, not {limit}")
-    if limit == 0 or platform.libc_ver()[0] != "glibc":
+    libc = _libc()
+    if limit == 0 or libc is None:
         return False
-    mallopt = ctypes.CDLL(None).mallopt
+    mallopt = libc.mallopt
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     # mallopt takes an int: a limit beyond 2 GiB - 1 is that much in effect (never trimmed).
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
         mallopt(_M_TRIM_THRESHOLD, min(limit, 2**31 - 1))
     )
+
+
+def give_back_freed_memory() -> bool:
+    """Return the free memory of every allocator arena to the kernel; True if any was returned.
+
+    Takes a few ms per hundred MB: call it when idle, from a worker thread.
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    malloc_trim = libc.malloc_trim
+    malloc_trim.argtypes = (ctypes.c_size_t,)
+    malloc_trim.restype = ctypes.c_int
+    return bool(malloc_trim(0))

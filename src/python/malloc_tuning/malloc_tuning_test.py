@@ -56,3 +56,37 @@ def test_zero_leaves_the_allocator_alone() -> None:
 def test_a_negative_limit_is_refused() -> None:
     with pytest.raises(ValueError, match="0 or more bytes"):
         keep_freed_memory(-1)
+
+
+# A burst of large images freed behind small objects that stay (so the heap cannot simply shrink
+# from the top): the memory is kept for reuse, until it is given back.
+_BURST = textwrap.dedent(
+    """
+    from malloc_tuning import give_back_freed_memory, keep_freed_memory
+
+    def rss_mib():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmRSS"))
+
+    keep_freed_memory()
+    big, small = [], []
+    for _ in range(24):
+        big.append(bytearray(b"\x01") * (16 * 1024 * 1024))  # written, so resident
+        small.append(bytearray(b"\x01") * 4096)  # above pymalloc's 512 bytes: from the same heap
+    del big
+    kept = rss_mib()
+    given = give_back_freed_memory()
+    print(kept, given, rss_mib())
+    """
+)
+
+
+def test_freed_memory_is_given_back_on_request() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _BURST], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    kept, given, after = int(out[0]), out[1] == "True", int(out[2])
+    # 24 × 16 MiB = 384 MiB freed; kept in the process until given back.
+    assert kept > 300, f"only {kept} MiB resident after the burst: was the memory kept at all?"
+    assert given
+    assert after < kept - 300, f"{kept} MiB before giving back, {after} MiB after"
