@@ -34,7 +34,7 @@ _HEADROOM = 1 << 20
 _STATUS_TIMEOUT = 3.0
 _METADATA_TIMEOUT = 10.0
 _PREDICT = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].methods_by_name["Predict"]
-PREDICT_PATH = f"/{_PREDICT.containing_service.full_name}/{_PREDICT.name}"
+_PREDICT_PATH = f"/{_PREDICT.containing_service.full_name}/{_PREDICT.name}"
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class ServingClient:
         # Predict takes requests serialised beforehand by predict_call(), in the decode threads:
         # building and serialising a 1 MB tensor message would otherwise hold the event loop.
         self._predict_serialised = self._channel.unary_unary(
-            PREDICT_PATH,
+            _PREDICT_PATH,
             request_serializer=None,
             response_deserializer=serving_pb2.PredictResponse.FromString,
         )

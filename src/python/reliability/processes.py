@@ -106,6 +106,12 @@ class RunningProcess:
         except psutil.Error:
             return 0
 
+    def minor_page_faults(self) -> int:
+        """Pages this process has faulted in so far (Linux's minflt, /proc/<pid>/stat field 10)."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            # The command name (field 2) is in parentheses and may contain spaces: split after it.
+            return int(f.read().rsplit(")", 1)[1].split()[7])
+
     def log_tail(self, lines: int = 40) -> str:
         if not self._log.closed:
             self._log.flush()

@@ -1,0 +1,70 @@
+"""The gateway and the model server reuse the memory each request frees instead of faulting it in again.
+
+Several requests in flight make glibc's moving thresholds hand freed memory back to the kernel and
+take it again on the next image (docs/benchmarks.md, "Gateway": ~650 page faults per image in the
+gateway, ~250 per request in the model server, a sixth of the gateway's CPU). Both processes fix
+the thresholds at start (`malloc_tuning`); `GATEWAY_KEEP_FREED_MB=0` turns it off in the gateway,
+which shows the difference on the same traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from reliability.conftest import GatewayFactory
+from reliability.images import sample_jpeg
+from reliability.load import client_for, closed_loop
+from reliability.processes import RunningProcess
+from reliability.report import record
+from reliability.stack import Backend, Gateway
+from reliability.traffic import classify_upload
+
+REQUESTS = 100
+WARM_UP = 40  # every thread's allocator arena grows to its working size first
+CONCURRENCY = 4  # the gateway's default work slots on 2 cores: 4 requests decode at once
+# A 1000×800 photo: 2.4 MB decoded, 1 MB as a tensor, 1 MB serialised; ~840 pages if faulted anew.
+PHOTO = sample_jpeg(1000, 800, seed=21)
+
+
+def _faults_per_request(gateway: Gateway, processes: dict[str, RunningProcess]) -> dict[str, float]:
+    async def load() -> None:
+        async with client_for(gateway.url, CONCURRENCY) as client:
+            send = classify_upload([PHOTO])
+            warm = await closed_loop(client, send, concurrency=CONCURRENCY, requests=WARM_UP)
+            assert warm.statuses() == {"200": WARM_UP}, warm.summary()
+            before = {name: p.minor_page_faults() for name, p in processes.items()}
+            result = await closed_loop(client, send, concurrency=CONCURRENCY, requests=REQUESTS)
+            assert result.statuses() == {"200": REQUESTS}, result.summary()
+            for name, p in processes.items():
+                counts[name] = (p.minor_page_faults() - before[name]) / REQUESTS
+
+    counts: dict[str, float] = {}
+    asyncio.run(load())
+    return counts
+
+
+def test_requests_reuse_freed_memory_in_the_gateway_and_the_model_server(
+    healthy_backend: Backend, start_gateway_for: GatewayFactory
+) -> None:
+    server = healthy_backend.server
+    assert server is not None
+    kept = start_gateway_for(healthy_backend.address)
+    faults = _faults_per_request(kept, {"gateway": kept.process, "model server": server.process})
+    kept.process.stop()
+    default = start_gateway_for(healthy_backend.address, {"GATEWAY_KEEP_FREED_MB": "0"})
+    without = _faults_per_request(default, {"gateway": default.process})["gateway"]
+    record(
+        "memory_reuse",
+        {
+            "page_faults_per_request": {k: round(v, 1) for k, v in faults.items()},
+            "gateway_with_keep_freed_mb_0": round(without, 1),
+        },
+    )
+
+    assert faults["gateway"] < 60, f"gateway: {faults['gateway']:.0f} page faults per request"
+    assert faults["model server"] < 100, f"model server: {faults['model server']:.0f} page faults per request"
+    # The same traffic with glibc's own thresholds: the memory goes back and is faulted in again.
+    assert without > 4 * max(faults["gateway"], 25), (
+        f"gateway with GATEWAY_KEEP_FREED_MB=0: {without:.0f} page faults per request, "
+        f"with it: {faults['gateway']:.0f}"
+    )
