@@ -8,6 +8,9 @@ per request (its process tree, from psutil), next to the floor: decoding, resizi
 encoding the same image once, measured in this process in the same run. The CPU the rest of the
 machine spends per request (model server, image host, this load generator) is measured too: with
 the floor it bounds the requests/s any gateway could reach on these cores, printed as a ceiling.
+And this gateway's fixed cost per request (HTTP, fetch, gRPC, metrics, thread hand-offs) is
+measured apart, with a 16×16 image whose decoding costs next to nothing, so the report can say how
+much of its CPU is the photo and how much is the request.
 
 The whole run is repeated for each image-host delay (`--image-delays`, ms before the image's first
 byte): 0 is a host on the same machine, where every contender is bound by the 2 shared cores; a few
@@ -50,6 +53,8 @@ from reliability.processes import RunningProcess, child_environment, python_modu
 from reliability.stack import export_demo_model, start_gateway, start_model_server
 
 LEVELS = (1, 8, 32)
+# The fixed-cost run: a speck of an image, the same request otherwise.
+SPECK_SIZE = (16, 16)
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,14 @@ class Level:
 
 def say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Run:
+    """Every contender's levels with one image host, and this gateway's fixed cost per request."""
+
+    table: dict[str, list[Level]]
+    fixed_cpu_ms: float  # CPU per request at 32 with the speck, minus the speck's own floor
 
 
 def photo(width: int = 1000, height: int = 800) -> bytes:
@@ -137,14 +150,20 @@ async def load(url: str, image_url: str, concurrency: int, requests: int) -> tup
 
 
 def measure(
-    name: str, pid: int, base_url: str, image_url: str, requests: int, others: Sequence[int]
+    name: str,
+    pid: int,
+    base_url: str,
+    image_url: str,
+    requests: int,
+    others: Sequence[int],
+    levels: Sequence[int] = LEVELS,
 ) -> list[Level]:
     """Every level against the gateway `pid`; `others` are the model server's and image host's pids."""
     url = f"{base_url}/predict"
     # Warm up (first gRPC connection, first Predict, Python's lazy imports) outside the figures.
     asyncio.run(load(url, image_url, 4, 20))
     results = []
-    for c in LEVELS:
+    for c in levels:
         n = max(requests, c * 4)
         cpu0 = tree_cpu(pid)
         others0 = sum(tree_cpu(p) for p in others) + time.process_time()
@@ -190,15 +209,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not delays or not all(0 <= d <= 2000 for d in delays):
         p.error("--image-delays must be between 0 and 2000 ms each")
 
-    runs: dict[int, dict[str, list[Level]]] = {}
+    runs: dict[int, Run] = {}
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         workdir = Path(tmp)
         logs = workdir / "logs"
         logs.mkdir()
         image = photo()
-        image_file = workdir / "photo.jpg"
-        image_file.write_bytes(image)
+        (workdir / "photo.jpg").write_bytes(image)
+        speck = photo(*SPECK_SIZE)
+        (workdir / "speck.jpg").write_bytes(speck)
         floor = floor_cpu_ms(image)
+        speck_floor = floor_cpu_ms(speck)
         say(f"floor (decode + resize + normalise + encode, 1000×800 JPEG): {floor:.2f} ms CPU")
         say("exporting the tiny demo model")
         server = start_model_server(export_demo_model(workdir, "tiny"), logs)
@@ -206,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for delay in delays:
                 say(f"image host delay {delay} ms")
                 runs[delay] = run_with_image_host(
-                    delay, image_file, server.grpc_address, server.process.pid, logs, args.requests
+                    delay, workdir, server.grpc_address, server.process.pid, logs, args.requests, speck_floor
                 )
         finally:
             server.process.stop()
@@ -215,27 +236,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_with_image_host(
-    delay_ms: int, image_file: Path, tf_serving: str, server_pid: int, logs: Path, requests: int
-) -> dict[str, list[Level]]:
-    """Every contender in turn, fetching the image from a host that waits `delay_ms` first."""
+    delay_ms: int,
+    images: Path,
+    tf_serving: str,
+    server_pid: int,
+    logs: Path,
+    requests: int,
+    speck_floor: float,
+) -> Run:
+    """Every contender in turn, fetching the image from a host that waits `delay_ms` first; then
+    this gateway's fixed cost, with the speck from the same host."""
     port = free_port()
     argv = python_module(
         # The module object, not its name: the import also tells Pants to pack it into the PEX.
-        hostile_host.__name__, "--port", str(port), "--image", f"photo.jpg={image_file}",
-        "--image-delay", str(delay_ms / 1000),
+        hostile_host.__name__, "--port", str(port), "--image-delay", str(delay_ms / 1000),
+        "--image", f"photo.jpg={images / 'photo.jpg'}", "--image", f"speck.jpg={images / 'speck.jpg'}",
     )  # fmt: skip
     host = RunningProcess("image host", argv, child_environment(), logs / f"image-host-{delay_ms}.log")
     try:
         image_url = f"http://{LOOPBACK}:{port}/image/photo.jpg"
         host.wait_until(lambda: _fetchable(image_url), 30, "serving the image")
         table = {}
+        others = (server_pid, host.pid)
         for name, start in CONTENDERS.items():
             process, url = start(tf_serving, logs)
             try:
-                table[name] = measure(name, process.pid, url, image_url, requests, (server_pid, host.pid))
+                table[name] = measure(name, process.pid, url, image_url, requests, others)
             finally:
                 process.stop(30)
-        return table
+        process, url = _this_gateway(tf_serving, logs)
+        try:
+            speck_url = f"http://{LOOPBACK}:{port}/image/speck.jpg"
+            (speck,) = measure("this gateway, 16×16", process.pid, url, speck_url, requests, others, (32,))
+        finally:
+            process.stop(30)
+        return Run(table, speck.cpu_ms_per_request - speck_floor)
     finally:
         host.stop()
 
@@ -247,7 +282,7 @@ def _fetchable(url: str) -> bool:
         return False
 
 
-def report(runs: dict[int, dict[str, list[Level]]], floor: float) -> str:
+def report(runs: dict[int, Run], floor: float) -> str:
     lines = [
         f"Floor (decode + resize + normalise + encode of the same 1000×800 JPEG): {floor:.2f} ms CPU.",
         "",
@@ -255,8 +290,8 @@ def report(runs: dict[int, dict[str, list[Level]]], floor: float) -> str:
         "| CPU ms/req | × floor | errors |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for delay, table in runs.items():
-        for name, levels in table.items():
+    for delay, run in runs.items():
+        for name, levels in run.table.items():
             for lv in levels:
                 lines.append(
                     f"| {delay} ms | {name} | {lv.concurrency} | {lv.requests} | {lv.rps:.1f} "
@@ -267,19 +302,30 @@ def report(runs: dict[int, dict[str, list[Level]]], floor: float) -> str:
     lines += ["| image host delay | vs course 1 worker (≥ 2.5×) | vs course 2 workers (≥ 1.3×) "
               "| p99/p50 (≤ 1.5) | CPU × floor (≤ 1.3) |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
     names = list(CONTENDERS)
-    for delay, table in runs.items():
-        ours, one, two = ({lv.concurrency: lv for lv in table[n]}[32] for n in names)
+    for delay, run in runs.items():
+        ours, one, two = ({lv.concurrency: lv for lv in run.table[n]}[32] for n in names)
         lines.append(
             f"| {delay} ms | {ours.rps / one.rps:.2f}× | {ours.rps / two.rps:.2f}× "
             f"| {ours.p99_ms / ours.p50_ms:.2f} | {ours.cpu_ms_per_request / floor:.2f} |"
+        )
+    lines += ["", "This gateway's CPU per request at 32, split: the fixed cost is measured with a 16×16 "
+              "image (its CPU per request minus that image's own floor); the photo's floor plus it is "
+              "what a request costs with no contention at all:", "",
+              "| image host delay | floor ms | fixed cost ms | floor + fixed cost, × floor "
+              "| measured, × floor |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for delay, run in runs.items():
+        ours = {lv.concurrency: lv for lv in run.table[names[0]]}[32]
+        lines.append(
+            f"| {delay} ms | {floor:.2f} | {run.fixed_cpu_ms:.2f} | {(floor + run.fixed_cpu_ms) / floor:.2f} "
+            f"| {ours.cpu_ms_per_request / floor:.2f} |"
         )
     cores = os.cpu_count() or 1
     lines += ["", f"Ceiling at 32 on these {cores} cores: a gateway costing only the floor, next to the rest "
               "of the machine's CPU per request as measured with this gateway:", "",
               "| image host delay | rest of the machine, CPU ms/req | ceiling req/s | vs course 1 worker "
               "| vs course 2 workers |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for delay, table in runs.items():
-        ours, one, two = ({lv.concurrency: lv for lv in table[n]}[32] for n in names)
+    for delay, run in runs.items():
+        ours, one, two = ({lv.concurrency: lv for lv in run.table[n]}[32] for n in names)
         ceiling = ceiling_rps(cores, floor, ours.others_cpu_ms_per_request)
         lines.append(
             f"| {delay} ms | {ours.others_cpu_ms_per_request:.2f} | {ceiling:.0f} "
