@@ -95,8 +95,13 @@ def tf_dtype(np_dtype: npt.DTypeLike) -> int:
         raise TensorCodecError(f"numpy dtype {d} has no TensorFlow equivalent") from None
 
 
-def array_to_tensor_proto(array: npt.ArrayLike, *, as_content: bool = True) -> tensor_pb2.TensorProto:
+def array_to_tensor_proto(
+    array: npt.ArrayLike, *, as_content: bool = True, into: tensor_pb2.TensorProto | None = None
+) -> tensor_pb2.TensorProto:
     """Encode an array as TensorFlow would send it: dtype, shape and the values.
+
+    `into` is an empty message to write into, such as a request's `inputs[name]` entry: a 1 MB
+    tensor is then written once rather than built apart and copied in with `CopyFrom`.
 
     The values go to `tensor_content` (what clients send: one buffer, smallest and cheapest), or
     with `as_content=False` to the dtype's typed `*_val` field, as TF Serving answers by default
@@ -108,7 +113,10 @@ def array_to_tensor_proto(array: npt.ArrayLike, *, as_content: bool = True) -> t
     if arr.nbytes >= _MAX_MESSAGE_BYTES:
         raise TensorCodecError(f"a tensor of {arr.nbytes} bytes cannot be sent (protobuf's limit is 2 GB)")
     dtype = tf_dtype(arr.dtype)
-    proto = tensor_pb2.TensorProto(dtype=dtype)  # type: ignore[arg-type]
+    proto = tensor_pb2.TensorProto() if into is None else into
+    if proto.ByteSize():
+        raise ValueError("array_to_tensor_proto writes into an empty TensorProto only")
+    proto.dtype = dtype  # type: ignore[assignment]
     for size in arr.shape:
         proto.tensor_shape.dim.add(size=size)
     flat = arr.reshape(-1)

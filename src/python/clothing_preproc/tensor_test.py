@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from clothing_preproc import TensorCodecError, array_to_tensor_proto, tensor_proto_to_array, tensor_shape
-from clothing_protos import tensor_pb2
+from clothing_protos import serving_pb2, tensor_pb2
 
 
 def proto(dtype: int, shape: list[int], **fields: object) -> tensor_pb2.TensorProto:
@@ -23,6 +23,18 @@ def test_float32_batches_go_in_tensor_content_little_endian() -> None:
     assert [d.size for d in message.tensor_shape.dim] == [1, 2, 3]
     assert message.tensor_content == np.arange(6, dtype="<f4").tobytes()
     assert not message.float_val
+
+
+def test_a_request_input_written_in_place_is_the_same_message() -> None:
+    x = np.random.default_rng(0).random((2, 4, 4, 3), dtype=np.float32)
+    copied = serving_pb2.PredictRequest()
+    copied.inputs["image"].CopyFrom(array_to_tensor_proto(x))
+    in_place = serving_pb2.PredictRequest()
+    returned = array_to_tensor_proto(x, into=in_place.inputs["image"])
+    assert returned is in_place.inputs["image"]
+    assert in_place.SerializeToString() == copied.SerializeToString()
+    with pytest.raises(ValueError, match="empty TensorProto"):
+        array_to_tensor_proto(x, into=in_place.inputs["image"])
 
 
 def test_non_contiguous_arrays_are_written_in_c_order() -> None:

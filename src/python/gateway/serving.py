@@ -209,7 +209,7 @@ class ServingClient:
     def predict_call(self, info: ModelInfo, batch: npt.NDArray[np.float32]) -> PredictCall:
         """The Predict request for a preprocessed batch, serialised. No I/O: call it in a thread."""
         request = serving_pb2.PredictRequest(model_spec=self._spec(), output_filter=[info.output_name])
-        request.inputs[info.input_name].CopyFrom(array_to_tensor_proto(batch))
+        array_to_tensor_proto(batch, into=request.inputs[info.input_name])
         return PredictCall(request.SerializeToString(), int(batch.shape[0]))
 
     async def predict(

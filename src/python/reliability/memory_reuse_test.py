@@ -27,7 +27,7 @@ PHOTO = sample_jpeg(1000, 800, seed=21)
 
 
 def _faults_per_request(gateway: Gateway, processes: dict[str, RunningProcess]) -> dict[str, float]:
-    async def load() -> None:
+    async def load() -> dict[str, float]:
         async with client_for(gateway.url, CONCURRENCY) as client:
             send = classify_upload([PHOTO])
             warm = await closed_loop(client, send, concurrency=CONCURRENCY, requests=WARM_UP)
@@ -35,12 +35,9 @@ def _faults_per_request(gateway: Gateway, processes: dict[str, RunningProcess]) 
             before = {name: p.minor_page_faults() for name, p in processes.items()}
             result = await closed_loop(client, send, concurrency=CONCURRENCY, requests=REQUESTS)
             assert result.statuses() == {"200": REQUESTS}, result.summary()
-            for name, p in processes.items():
-                counts[name] = (p.minor_page_faults() - before[name]) / REQUESTS
+            return {name: (p.minor_page_faults() - before[name]) / REQUESTS for name, p in processes.items()}
 
-    counts: dict[str, float] = {}
-    asyncio.run(load())
-    return counts
+    return asyncio.run(load())
 
 
 def test_requests_reuse_freed_memory_in_the_gateway_and_the_model_server(
