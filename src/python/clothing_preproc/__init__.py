@@ -34,7 +34,9 @@ from clothing_preproc.preprocess import (
     preprocess_path,
 )
 from clothing_preproc.signature import (
+    AUTO_SIGNATURE,
     DEFAULT_SIGNATURE,
+    PIXELS_SIGNATURE,
     PREDICT_METHOD_NAME,
     SIGNATURE_DEF_MAP_TYPE_URL,
     ImageSignature,
@@ -54,9 +56,11 @@ from clothing_preproc.tensor import (
 
 __all__ = [
     "CLOTHING_LABELS",
+    "AUTO_SIGNATURE",
     "DEFAULT_SIGNATURE",
     "DESCRIPTION_FILE",
     "FAMILY_MODES",
+    "PIXELS_SIGNATURE",
     "PREDICT_METHOD_NAME",
     "RESIZE_FILTERS",
     "SIGNATURE_DEF_MAP_TYPE_URL",

@@ -15,6 +15,11 @@ from clothing_protos import meta_graph_pb2, serving_pb2, tensor_pb2
 SIGNATURE_DEF_MAP_TYPE_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 PREDICT_METHOD_NAME = "tensorflow/serving/predict"
 DEFAULT_SIGNATURE = "serving_default"
+# The export's second signature: the same model behind uint8 RGB pixels, normalised in the graph
+# exactly as preprocess_input does. A client sends a quarter of the bytes and skips normalising.
+PIXELS_SIGNATURE = "pixels"
+# Not a signature: asks `image_signature` to take PIXELS_SIGNATURE when the model has a usable one.
+AUTO_SIGNATURE = "auto"
 
 
 def pack_signature_def_map(signatures: serving_pb2.SignatureDefMap) -> any_pb2.Any:
@@ -52,6 +57,12 @@ class ImageSignature:
     output: TensorSpec
 
     @property
+    def takes_pixels(self) -> bool:
+        """True if the input is uint8 pixels (normalised by the model), False if float32 (normalised
+        by the client)."""
+        return self.input.dtype == "uint8"
+
+    @property
     def image_size(self) -> tuple[int, int] | None:
         """(height, width) if the signature fixes them."""
         shape = self.input.shape
@@ -68,9 +79,29 @@ def image_signature(
 ) -> ImageSignature:
     """Pick the image input and the scores output of a signature.
 
-    With no names given, the signature must have exactly one input (a float32 batch of images:
-    rank 4, 3 channels) and one output; names given override the discovery.
+    With no names given, the signature must have exactly one input (a batch of images: rank 4,
+    3 channels; float32, or uint8 pixels the model normalises itself) and one output; names given
+    override the discovery. `AUTO_SIGNATURE` takes PIXELS_SIGNATURE if the model has it with a
+    uint8 image input (and the names given), else DEFAULT_SIGNATURE.
     """
+    if signature_name == AUTO_SIGNATURE:
+        if PIXELS_SIGNATURE in signatures.signature_def:
+            try:
+                pixels = _image_signature(signatures, PIXELS_SIGNATURE, input_name, output_name)
+            except TensorCodecError:
+                pixels = None
+            if pixels is not None and pixels.takes_pixels:
+                return pixels
+        signature_name = DEFAULT_SIGNATURE
+    return _image_signature(signatures, signature_name, input_name, output_name)
+
+
+def _image_signature(
+    signatures: serving_pb2.SignatureDefMap,
+    signature_name: str,
+    input_name: str | None,
+    output_name: str | None,
+) -> ImageSignature:
     if signature_name not in signatures.signature_def:
         known = ", ".join(sorted(signatures.signature_def)) or "none"
         raise TensorCodecError(f'signature "{signature_name}" not found (the model has: {known})')
@@ -78,8 +109,10 @@ def image_signature(
     inp = _pick(sig.inputs, input_name, "input", signature_name)
     out = _pick(sig.outputs, output_name, "output", signature_name)
     spec = TensorSpec.from_tensor_info(inp, sig.inputs[inp])
-    if sig.inputs[inp].dtype != tensor_pb2.DT_FLOAT:
-        raise TensorCodecError(f'input "{inp}" is {spec.dtype}; an image input must be float32')
+    if sig.inputs[inp].dtype not in (tensor_pb2.DT_FLOAT, tensor_pb2.DT_UINT8):
+        raise TensorCodecError(
+            f'input "{inp}" is {spec.dtype}; an image input is float32 (or uint8 pixels)'
+        )
     if spec.shape is not None and (len(spec.shape) != 4 or spec.shape[3] not in (-1, 3)):
         raise TensorCodecError(
             f'input "{inp}" has shape {list(spec.shape)}; an image input is (batch, height, width, 3)'

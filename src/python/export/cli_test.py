@@ -94,6 +94,10 @@ def test_show_prints_an_export_and_checks_it(tmp_path: Path) -> None:
 
     assert code == 0, err
     assert "outputs['dense_7'] tensor_info:" in out
+    # Both signatures: float32 images, and uint8 pixels normalised in the graph.
+    assert "signature_def['serving_default']:" in out
+    assert "signature_def['pixels']:" in out
+    assert "dtype: DT_UINT8" in out
     assert "warmup records replayed" in out
 
 

@@ -21,6 +21,7 @@ import tensorflow as tf
 from clothing_preproc import (
     CLOTHING_LABELS,
     DEFAULT_SIGNATURE,
+    PIXELS_SIGNATURE,
     PREDICT_METHOD_NAME,
     ModelDescription,
     PreprocessConfig,
@@ -34,8 +35,9 @@ from export.errors import (
     one_line,
 )
 from export.interface import ImageInterface, image_interface
+from export.pixels import normalise_pixels
 from export.progress import Progress
-from export.samples import preprocess_samples, synthetic_images
+from export.samples import preprocess_samples, sample_pixels, synthetic_images
 from export.show import read_signatures, tensor_descriptions
 from export.source import SourceModel, from_keras
 from export.verify import Verification, verify_export
@@ -45,6 +47,10 @@ from export.warmup import MAX_RECORDS, warmup_log, write_warmup
 DEFAULT_MODEL_NAME = "clothing-model"
 DEFAULT_INPUT_NAME = "input_8"
 DEFAULT_OUTPUT_NAME = "dense_7"
+# The `pixels` signature's input: uint8 RGB, normalised in the graph (export/pixels.py).
+PIXELS_INPUT_NAME = "pixels"
+# Each sample image gives two warmup records, one per signature.
+MAX_SAMPLES = MAX_RECORDS // 2
 
 
 def export_model(
@@ -75,6 +81,8 @@ def export_model(
     SavedModel's description says, else to the course model's. `sample_images` (encoded images;
     default: synthetic ones) feed the warmup records and the verification, which compares the
     export loaded as TF Serving loads it with the model (`tolerance` absolute; 0 = bit-identical).
+    Besides `serving_default` (float32 images, normalised by the client) the export has a `pixels`
+    signature (uint8 images, normalised in the graph), verified to answer bit for bit the same.
     Raises an `ExportError`; on any failure no version directory is left behind.
     """
     progress = progress or Progress()
@@ -92,16 +100,20 @@ def export_model(
     except ValueError as e:
         raise BadOption(str(e)) from None
     images = list(sample_images) or synthetic_images()
-    if len(images) > MAX_RECORDS:
-        raise BadOption(f"at most {MAX_RECORDS} sample images (TF Serving's warmup limit), not {len(images)}")
-    samples = preprocess_samples(images, preprocess)
+    if len(images) > MAX_SAMPLES:
+        raise BadOption(
+            f"at most {MAX_SAMPLES} sample images (two warmup records each; TF Serving reads "
+            f"{MAX_RECORDS}), not {len(images)}"
+        )
+    pixels = sample_pixels(images, preprocess)
+    samples = preprocess_samples(pixels, preprocess)
 
     model_dir = Path(base) / name
     version = version if version is not None else next_version(model_dir)
     target = model_dir / str(version)
     with staged_version(model_dir, version, overwrite) as staging:
         with progress.step("trace", "tracing the serving function"):
-            archive = _archive(src, interface, input_name, output_name)
+            archive = _archive(src, interface, input_name, output_name, family)
         with progress.step("save", f"writing the SavedModel for {name} version {version}"):
             _write(archive, staging, target)
             signatures = read_signatures(staging)
@@ -120,6 +132,7 @@ def export_model(
             _guard_write(lambda: description.save(staging), target)
             if warmup:
                 logs = [warmup_log(image, name, DEFAULT_SIGNATURE, input_name) for image in samples]
+                logs += [warmup_log(image, name, PIXELS_SIGNATURE, PIXELS_INPUT_NAME) for image in pixels]
                 _guard_write(lambda: write_warmup(staging, logs), target)
         if verify:
             with progress.step("verify", "loading the export as TF Serving does and comparing outputs"):
@@ -127,6 +140,7 @@ def export_model(
                     staging,
                     _reference(src),
                     samples,
+                    pixels,
                     input_name=input_name,
                     output_name=output_name,
                     tolerance=tolerance,
@@ -147,11 +161,12 @@ def verify_version(
         raise VerificationFailed(str(e)) from None
     src = model if isinstance(model, SourceModel) else from_keras(model)
     config = PreprocessConfig(target_size=description.target_size, family=description.family)
-    samples = preprocess_samples(list(sample_images) or synthetic_images(), config)
+    pixels = sample_pixels(list(sample_images) or synthetic_images(), config)
     return verify_export(
         version_dir,
         _reference(src),
-        samples,
+        preprocess_samples(pixels, config),
+        pixels,
         signature_name=description.signature_name,
         input_name=next(iter(description.inputs)),
         output_name=next(iter(description.outputs)),
@@ -159,18 +174,28 @@ def verify_version(
     )
 
 
-def _archive(src: SourceModel, interface: ImageInterface, input_name: str, output_name: str) -> Any:
+def _archive(
+    src: SourceModel, interface: ImageInterface, input_name: str, output_name: str, family: str
+) -> Any:
     spec = tf.TensorSpec(interface.input_shape, tf.float32, name=input_name)
+    pixels_spec = tf.TensorSpec(interface.input_shape, tf.uint8, name=PIXELS_INPUT_NAME)
 
     def serve(x: tf.Tensor) -> dict[str, tf.Tensor]:
         return {output_name: src.call(x)}
 
+    def serve_pixels(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {output_name: src.call(normalise_pixels(pixels, family))}
+
     archive = keras.export.ExportArchive()
     try:
-        endpoint = archive.add_endpoint(DEFAULT_SIGNATURE, serve, input_signature=[spec])
+        endpoints = [
+            archive.add_endpoint(DEFAULT_SIGNATURE, serve, input_signature=[spec]),
+            archive.add_endpoint(PIXELS_SIGNATURE, serve_pixels, input_signature=[pixels_spec]),
+        ]
         # Trace now, not lazily inside write_out: a model that cannot be traced fails here, with
         # nothing written, and the progress shows where the time goes.
-        endpoint.get_concrete_function()
+        for endpoint in endpoints:
+            endpoint.get_concrete_function()
     except (TypeError, ValueError, NotImplementedError, tf.errors.OpError) as e:
         raise UnsupportedModel(f"the model cannot be traced for serving: {one_line(e)}") from e
     return archive

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-from clothing_preproc import CLOTHING_LABELS, ModelDescription
+from clothing_preproc import CLOTHING_LABELS, ModelDescription, preprocess_input
 from export.errors import BadOption, UnsupportedModel, VerificationFailed, VersionExists
 from export.exporter import export_model
 from export.verify import serving_session
@@ -58,18 +58,59 @@ def test_warmup_records_are_predict_logs_tf_serving_reads(tiny_model: keras.Mode
     version_dir = export_model(tiny_model, tmp_path, name="shop")
 
     records = list(tf.data.TFRecordDataset(str(version_dir / WARMUP_FILE)))
-    assert 1 <= len(records) <= 1000
+    assert 2 <= len(records) <= 1000
+    by_signature: dict[str, list[np.ndarray]] = {}
     for record in records:
         log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
         request = log.predict_log.request
         assert request.model_spec.name == "shop"
-        assert request.model_spec.signature_name == "serving_default"
-        batch = tf.make_ndarray(request.inputs["input_8"])
+        (alias,) = request.inputs
+        batch = tf.make_ndarray(request.inputs[alias])
         assert batch.shape == (1, 299, 299, 3)
-        assert batch.dtype == np.float32
-        # Preprocessed the Xception way: [-1, 1].
-        assert batch.min() >= -1.0
-        assert batch.max() <= 1.0
+        by_signature.setdefault(f"{request.model_spec.signature_name}:{alias}", []).append(batch)
+    # Every sample image warms up both signatures, the way a gateway would call them.
+    assert set(by_signature) == {"serving_default:input_8", "pixels:pixels"}
+    floats, pixels = by_signature["serving_default:input_8"], by_signature["pixels:pixels"]
+    assert len(floats) == len(pixels)
+    for f, p in zip(floats, pixels, strict=True):
+        assert f.dtype == np.float32
+        assert p.dtype == np.uint8
+        # The same image: preprocessed the Xception way, [-1, 1].
+        assert np.array_equal(f, preprocess_input(p.astype(np.float32), "xception"))
+
+
+@pytest.mark.parametrize("family", ["xception", "resnet50", "densenet"])
+def test_the_pixels_signature_answers_exactly_as_the_float32_one(
+    tiny_model: keras.Model, tmp_path: Path, family: str
+) -> None:
+    # One family per normalisation (tf, caffe, torch): the graph does it, the client does not.
+    version_dir = export_model(tiny_model, tmp_path, family=family)
+    pixels = np.random.default_rng(5).integers(0, 256, size=(3, 299, 299, 3), dtype=np.uint8)
+
+    with serving_session(version_dir) as served:
+        sig = served.signatures["pixels"]
+        assert sig.method_name == "tensorflow/serving/predict"
+        assert list(sig.inputs) == ["pixels"]
+        assert sig.inputs["pixels"].dtype == tf.uint8.as_datatype_enum
+        assert [d.size for d in sig.inputs["pixels"].tensor_shape.dim] == [-1, 299, 299, 3]
+        assert list(sig.outputs) == ["dense_7"]
+        from_pixels = served.predict({"pixels": pixels}, "pixels")["dense_7"]
+        normalised = np.ascontiguousarray(preprocess_input(pixels.astype(np.float32), family))
+        from_floats = served.predict({"input_8": normalised})["dense_7"]
+    assert np.array_equal(from_pixels, from_floats)
+    assert np.array_equal(from_pixels, tiny_model.predict(normalised, verbose=0))
+
+
+def test_a_pixels_signature_that_normalises_differently_is_not_written(
+    tiny_model: keras.Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # x * (1 / 127.5) - 1 instead of x / 127.5 - 1: off in the last bit for 111 of 256 values.
+    monkeypatch.setattr(
+        "export.exporter.normalise_pixels", lambda x, family: tf.cast(x, tf.float32) * (1 / 127.5) - 1
+    )
+    with pytest.raises(VerificationFailed, match="the \"pixels\" signature answers differently"):
+        export_model(tiny_model, tmp_path)
+    assert not (tmp_path / "clothing-model" / "1").exists()
 
 
 def test_names_are_chosen_by_the_caller(tiny_model: keras.Model, tmp_path: Path, images: np.ndarray) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from clothing_preproc import PreprocessConfig, PreprocessingError, preprocess_image
+from clothing_preproc import PreprocessConfig, PreprocessingError, decode_image, normalize_into
 from export.errors import BadOption
 
 # (width, height, format): a phone-photo-like JPEG, a square PNG at the model size, a small GIF.
@@ -47,16 +47,21 @@ def read_images(paths: Sequence[str | Path]) -> list[bytes]:
     return images
 
 
-def preprocess_samples(
+def sample_pixels(
     images: Sequence[bytes], config: PreprocessConfig, names: Sequence[str] = ()
-) -> npt.NDArray[np.float32]:
-    """(N, height, width, 3) float32 through clothing_preproc; names label errors."""
+) -> npt.NDArray[np.uint8]:
+    """(N, height, width, 3) uint8 RGB, decoded and resized by clothing_preproc; names label errors."""
     height, width = config.target_size
-    batch = np.empty((len(images), height, width, 3), dtype=np.float32)
+    batch = np.empty((len(images), height, width, 3), dtype=np.uint8)
     for i, data in enumerate(images):
         try:
-            batch[i] = preprocess_image(data, config)
+            batch[i] = np.asarray(decode_image(data, config))
         except PreprocessingError as e:
             name = names[i] if i < len(names) else f"sample image {i + 1}"
             raise BadOption(f"{name}: {e}") from None
     return batch
+
+
+def preprocess_samples(pixels: npt.NDArray[np.uint8], config: PreprocessConfig) -> npt.NDArray[np.float32]:
+    """The float32 model input for `sample_pixels`' output, as `preprocess_image` computes it."""
+    return normalize_into(pixels, np.empty(pixels.shape, dtype=np.float32), config.family)

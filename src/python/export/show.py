@@ -40,22 +40,29 @@ def tensor_descriptions(tensors: Any) -> dict[str, TensorDescription]:
     }
 
 
-def show_signature(version_dir: str | Path, signature_name: str = "serving_default") -> str:
-    """The text `saved_model_cli show --dir DIR --all` prints for one signature."""
+def show_signature(version_dir: str | Path, signature_name: str | None = None) -> str:
+    """The text `saved_model_cli show --dir DIR --all` prints for one signature, or for every
+    serving signature (`serving_default` first) when no name is given."""
     signatures = read_signatures(version_dir)
-    if signature_name not in signatures:
+    if signature_name is None:
+        served = (n for n in signatures if not n.startswith("__"))  # not __saved_model_init_op
+        names = sorted(served, key=lambda n: (n != "serving_default", n))
+    elif signature_name in signatures:
+        names = [signature_name]
+    else:
         raise ModelFileError(f'{version_dir} has no signature "{signature_name}"')
-    sig = signatures[signature_name]
-    lines = [
-        "MetaGraphDef with tag-set: 'serve' contains the following SignatureDefs:",
-        "",
-        f"signature_def['{signature_name}']:",
-        "  The given SavedModel SignatureDef contains the following input(s):",
-    ]
-    lines += _tensor_lines("inputs", sig.inputs)
-    lines.append("  The given SavedModel SignatureDef contains the following output(s):")
-    lines += _tensor_lines("outputs", sig.outputs)
-    lines.append(f"  Method name is: {sig.method_name}")
+    lines = ["MetaGraphDef with tag-set: 'serve' contains the following SignatureDefs:"]
+    for name in names:
+        sig = signatures[name]
+        lines += [
+            "",
+            f"signature_def['{name}']:",
+            "  The given SavedModel SignatureDef contains the following input(s):",
+        ]
+        lines += _tensor_lines("inputs", sig.inputs)
+        lines.append("  The given SavedModel SignatureDef contains the following output(s):")
+        lines += _tensor_lines("outputs", sig.outputs)
+        lines.append(f"  Method name is: {sig.method_name}")
     return "\n".join(lines)
 
 

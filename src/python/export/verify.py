@@ -19,7 +19,13 @@ import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
-from clothing_preproc import DEFAULT_SIGNATURE, PREDICT_METHOD_NAME, TensorCodecError, tensor_proto_to_array
+from clothing_preproc import (
+    DEFAULT_SIGNATURE,
+    PIXELS_SIGNATURE,
+    PREDICT_METHOD_NAME,
+    TensorCodecError,
+    tensor_proto_to_array,
+)
 from clothing_protos import serving_pb2
 from export.errors import VerificationFailed, one_line
 from export.warmup import read_warmup
@@ -34,11 +40,15 @@ class Verification:
     samples: int
     max_abs_diff: float
     warmup_records: int
+    pixels_checked: bool = False  # the pixels signature answered exactly as serving_default
 
     def describe(self) -> str:
         match = "bit-identical" if self.max_abs_diff == 0 else f"max |difference| {self.max_abs_diff:.3g}"
+        pixels = ""
+        if self.pixels_checked:
+            pixels = f"; the {PIXELS_SIGNATURE} signature answers the same, bit for bit"
         return (
-            f"loaded as TF Serving loads it; {self.samples} sample images {match}; "
+            f"loaded as TF Serving loads it; {self.samples} sample images {match}{pixels}; "
             f"{self.warmup_records} warmup records replayed"
         )
 
@@ -114,6 +124,7 @@ def verify_export(
     version_dir: str | Path,
     reference: Callable[[npt.NDArray[np.float32]], npt.NDArray[Any]],
     samples: npt.NDArray[np.float32],
+    pixels: npt.NDArray[np.uint8] | None = None,
     *,
     signature_name: str = DEFAULT_SIGNATURE,
     input_name: str = "input_8",
@@ -121,7 +132,11 @@ def verify_export(
     tolerance: float = 0.0,
 ) -> Verification:
     """Fail with `VerificationFailed` unless the export loads, replays its warmup records and
-    answers `samples` like `reference` (within `tolerance`, absolute; 0 = bit-identical)."""
+    answers `samples` like `reference` (within `tolerance`, absolute; 0 = bit-identical).
+
+    `pixels` are the same images as uint8 (`samples` is them normalised): if the export has a
+    `pixels` signature, it must answer them exactly as the checked signature answers `samples`.
+    """
     version_dir = Path(version_dir)
     warmup = _read_warmup(version_dir)
     with serving_session(version_dir) as served:
@@ -140,6 +155,9 @@ def verify_export(
             )
         _replay(served, warmup)
         served_out = served.predict({input_name: samples}, signature_name)[output_name]
+        pixels_out = None
+        if pixels is not None and PIXELS_SIGNATURE in served.signatures:
+            pixels_out = _run_pixels(served, pixels, output_name)
     expected = np.asarray(reference(samples))
     if served_out.shape != expected.shape:
         raise VerificationFailed(
@@ -157,5 +175,38 @@ def verify_export(
         raise VerificationFailed(
             f"the export's scores differ from the model's by up to {diff:.3g} (tolerance {tolerance:g})"
         )
-    return Verification(samples=len(samples), max_abs_diff=diff, warmup_records=len(warmup))
+    if pixels_out is not None:
+        _same_as_float32(pixels_out, served_out)
+    return Verification(
+        samples=len(samples),
+        max_abs_diff=diff,
+        warmup_records=len(warmup),
+        pixels_checked=pixels_out is not None,
+    )
+
+
+def _run_pixels(
+    served: ServingSession, pixels: npt.NDArray[np.uint8], output_name: str
+) -> npt.NDArray[Any]:
+    sig = served.signatures[PIXELS_SIGNATURE]
+    if len(sig.inputs) != 1 or output_name not in sig.outputs:
+        raise VerificationFailed(
+            f'the "{PIXELS_SIGNATURE}" signature has inputs {sorted(sig.inputs)} and outputs '
+            f'{sorted(sig.outputs)}; expected one uint8 input and "{output_name}"'
+        )
+    (alias,) = sig.inputs
+    return served.predict({alias: pixels}, PIXELS_SIGNATURE)[output_name]
+
+
+def _same_as_float32(got: npt.NDArray[Any], expected: npt.NDArray[Any]) -> None:
+    """The pixels signature normalises in the graph what the client normalises otherwise: the
+    scores must not differ in a single bit, or a gateway's answers would depend on which
+    signature it found."""
+    if got.shape == expected.shape and np.array_equal(got, expected, equal_nan=True):
+        return
+    diff = float(np.max(np.abs(got - expected), initial=0.0)) if got.shape == expected.shape else float("nan")
+    raise VerificationFailed(
+        f'the "{PIXELS_SIGNATURE}" signature answers differently from the float32 one '
+        f"(up to {diff:.3g}): its in-graph normalisation does not match preprocess_input"
+    )
 

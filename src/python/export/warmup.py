@@ -3,12 +3,13 @@
 TF Serving replays these requests when it loads a version, before marking it AVAILABLE, so the
 first real requests do not pay for graph optimisation and memory allocation. The records are the
 project's own protos (same field numbers as TF Serving's), one single-image request each, the way
-the gateway sends them.
+the gateway sends them: float32 images to `serving_default`, uint8 pixels to `pixels`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,9 +24,9 @@ MAX_RECORDS = 1000
 
 
 def warmup_log(
-    image: npt.NDArray[np.float32], model_name: str, signature_name: str, input_name: str
+    image: npt.NDArray[Any], model_name: str, signature_name: str, input_name: str
 ) -> serving_pb2.PredictionLog:
-    """One Predict request for a (height, width, 3) image, as a batch of one."""
+    """One Predict request for a (height, width, 3) image (float32 or uint8), as a batch of one."""
     request = serving_pb2.PredictRequest(
         model_spec=serving_pb2.ModelSpec(name=model_name, signature_name=signature_name)
     )

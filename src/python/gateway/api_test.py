@@ -64,6 +64,24 @@ def test_the_course_request_gets_the_course_answer(gateway: RunningGateway, imag
     assert rich["logits"] == scores
 
 
+def test_the_pixels_and_float32_signatures_give_the_same_answer(
+    run_gateway: RunGateway, model_server: LiveModelServer, images: ImageHost
+) -> None:
+    # Sending uint8 pixels (normalised in the graph) or float32 images normalised here must not
+    # change a single bit of the logits, one image or a batch.
+    pixels = run_gateway(gateway_settings(model_server))
+    floats = run_gateway(gateway_settings(model_server, signature_name="serving_default"))
+    urls = [images.url(p) for p in ("/red.jpg", "/blue.png", "/green.webp")]
+    answers = {}
+    for name, gw in (("pixels", pixels), ("serving_default", floats)):
+        one = [httpx.post(f"{gw.url}/v1/classify?logits=true", json={"url": u}).json() for u in urls]
+        batch = httpx.post(f"{gw.url}/v1/classify/batch?logits=true", json={"urls": urls}).json()
+        assert {a["model"]["signature"] for a in one} == {batch["model"]["signature"]} == {name}
+        answers[name] = ([a["logits"] for a in one], [r["logits"] for r in batch["results"]])
+    assert answers["pixels"] == answers["serving_default"]
+    assert len({tuple(v.values()) for v in answers["pixels"][0]}) == 3  # three different images
+
+
 def test_url_upload_and_raw_body_give_the_same_answer(gateway: RunningGateway, images: ImageHost) -> None:
     by_url = httpx.post(f"{gateway.url}/v1/classify", json={"url": images.url("/red.jpg")})
     by_upload = httpx.post(f"{gateway.url}/v1/classify", files={"image": ("red.jpg", RED, "image/jpeg")})
@@ -72,7 +90,8 @@ def test_url_upload_and_raw_body_give_the_same_answer(gateway: RunningGateway, i
     assert [r.status_code for r in (by_url, by_upload, by_body)] == [200, 200, 200]
     assert answers[0]["probabilities"] == answers[1]["probabilities"] == answers[2]["probabilities"]
     body = answers[0]
-    assert body["model"] == {"name": "clothing-model", "version": 1, "signature": "serving_default"}
+    # The export's pixels signature, found by GetModelMetadata: uint8 sent, normalised by the model.
+    assert body["model"] == {"name": "clothing-model", "version": 1, "signature": "pixels"}
     assert sum(body["probabilities"].values()) == pytest.approx(1.0)
     top = body["top"]
     assert len(top) == 3

@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-import numpy.typing as npt
 
 from clothing_preproc import (
     PreprocessingError,
@@ -253,13 +252,15 @@ class Classifier:
 def _predict_call(
     images: Sequence[bytes], info: ModelInfo, serving: ServingClient
 ) -> tuple[PredictCall, float, float]:
-    """Decode every image into one batch, normalise it, serialise the request (in the thread pool)."""
+    """Decode every image into one batch, normalise it unless the model takes pixels, serialise the
+    request (in the thread pool)."""
     config = info.preprocessing
     h, w = config.target_size
+    pixels = info.signature.takes_pixels
     t0 = time.perf_counter()
     # Each decoded image goes straight into its slot of the batch (what preprocess_batch does);
     # done here step by step so decode and preprocess are timed separately.
-    batch: npt.NDArray[np.float32] = np.empty((len(images), h, w, 3), dtype=np.float32)
+    batch = np.empty((len(images), h, w, 3), dtype=np.uint8 if pixels else np.float32)
     for i, data in enumerate(images):
         try:
             batch[i] = np.asarray(decode_image(data, config))
@@ -268,5 +269,6 @@ def _predict_call(
                 raise
             raise type(e)(f"image {i + 1}: {e}") from None
     t1 = time.perf_counter()
-    call = serving.predict_call(info, preprocess_input(batch, config.family))
+    # A pixels signature normalises inside the model; for a float32 one it happens here.
+    call = serving.predict_call(info, batch if pixels else preprocess_input(batch, config.family))
     return call, t1 - t0, time.perf_counter() - t1

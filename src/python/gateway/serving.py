@@ -29,7 +29,8 @@ from clothing_protos import prediction_service_pb2, prediction_service_pb2_grpc,
 from gateway.errors import GatewayError, ModelDeadlineExceeded, ModelFailed, ModelUnavailable
 from gateway.settings import Settings
 
-# One float32 image of 299×299×3 is 1,072,890 bytes on the wire; room for a full batch plus headers.
+# One float32 image of 299×299×3 is 1,072,890 bytes on the wire (uint8 pixels: a quarter of it);
+# room for a full batch of float32 plus headers.
 _HEADROOM = 1 << 20
 _STATUS_TIMEOUT = 3.0
 _METADATA_TIMEOUT = 10.0
@@ -120,10 +121,6 @@ class ServingClient:
     async def close(self) -> None:
         await self._channel.close()
 
-    def _spec(self) -> serving_pb2.ModelSpec:
-        return serving_pb2.ModelSpec(
-            name=self._settings.model_name, signature_name=self._settings.signature_name
-        )
 
     async def info(self) -> ModelInfo:
         """The model's signature, labels and preprocessing (GetModelMetadata on first use)."""
@@ -141,7 +138,7 @@ class ServingClient:
     async def _discover(self) -> ModelInfo:
         s = self._settings
         request = serving_pb2.GetModelMetadataRequest(
-            model_spec=self._spec(), metadata_field=["signature_def"]
+            model_spec=serving_pb2.ModelSpec(name=s.model_name), metadata_field=["signature_def"]
         )
         response: serving_pb2.GetModelMetadataResponse = await self._call(
             self._predict.GetModelMetadata,
@@ -206,9 +203,20 @@ class ServingClient:
             return Readiness(False, e.message, available)
         return Readiness(True, "ready", available)
 
-    def predict_call(self, info: ModelInfo, batch: npt.NDArray[np.float32]) -> PredictCall:
-        """The Predict request for a preprocessed batch, serialised. No I/O: call it in a thread."""
-        request = serving_pb2.PredictRequest(model_spec=self._spec(), output_filter=[info.output_name])
+    def predict_call(
+        self, info: ModelInfo, batch: npt.NDArray[np.float32] | npt.NDArray[np.uint8]
+    ) -> PredictCall:
+        """The Predict request for a batch, serialised: float32 preprocessed images, or uint8 pixels
+        if the signature takes them (`info.signature.takes_pixels`). No I/O: call it in a thread."""
+        expected = np.uint8 if info.signature.takes_pixels else np.float32
+        if batch.dtype != expected:
+            raise TypeError(
+                f"signature {info.signature.signature_name} takes {np.dtype(expected)}, not {batch.dtype}"
+            )
+        spec = serving_pb2.ModelSpec(
+            name=self._settings.model_name, signature_name=info.signature.signature_name
+        )
+        request = serving_pb2.PredictRequest(model_spec=spec, output_filter=[info.output_name])
         array_to_tensor_proto(batch, into=request.inputs[info.input_name])
         return PredictCall(request.SerializeToString(), int(batch.shape[0]))
 

@@ -12,7 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clothing_preproc import CLOTHING_LABELS, FAMILY_MODES, Limits, PreprocessConfig, load_labels
+from clothing_preproc import (
+    AUTO_SIGNATURE,
+    CLOTHING_LABELS,
+    FAMILY_MODES,
+    Limits,
+    PreprocessConfig,
+    load_labels,
+)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -20,7 +27,12 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("TF_SERVING_HOST", "localhost:8500", "TF Serving's gRPC address, host:port (the course's name)"),
     ("GATEWAY_MODEL_NAME", "clothing-model", "model name sent in every request's ModelSpec"),
-    ("GATEWAY_SIGNATURE", "serving_default", "signature to call"),
+    (
+        "GATEWAY_SIGNATURE",
+        "auto",
+        "signature to call; auto: the model's `pixels` signature if it has one (uint8 pixels, a quarter "
+        "of the bytes, normalised by the model), else serving_default (float32, normalised here)",
+    ),
     ("GATEWAY_INPUT_NAME", "", "input tensor name; empty: discovered from GetModelMetadata"),
     ("GATEWAY_OUTPUT_NAME", "", "output tensor name; empty: discovered from GetModelMetadata"),
     ("GATEWAY_PREPROCESSING", "xception", "keras.applications family whose preprocess_input to apply"),
@@ -82,7 +94,7 @@ class SettingsError(ValueError):
 class Settings:
     tf_serving_host: str = "localhost:8500"
     model_name: str = "clothing-model"
-    signature_name: str = "serving_default"
+    signature_name: str = AUTO_SIGNATURE
     input_name: str | None = None
     output_name: str | None = None
     labels: tuple[str, ...] = CLOTHING_LABELS
