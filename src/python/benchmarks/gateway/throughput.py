@@ -4,8 +4,12 @@ One run starts the local model server (tiny demo model), an image host (`reliabi
 in its own process) serving one photo-sized JPEG, and each gateway in turn as its own process; then
 sends the course's request (`POST /predict {"url": …}`) at concurrency 1, 8 and 32, a fixed number
 of requests per level. Reported per level: requests/s, p50/p99 latency, and the gateway's CPU time
-per request (its process tree, from psutil), next to the floor: decoding, resizing, normalising and
-encoding the same image once, measured in this process in the same run. The CPU the rest of the
+per request (its process tree, from psutil), next to the floor: decoding, resizing and encoding the
+same image once into the request that gateway sends, measured in this process in the same run. This
+gateway sends uint8 pixels to the export's `pixels` signature, so its floor has no normalisation and
+a quarter of the bytes; the course sends float32, so its floor normalises and encodes 1 MB. This
+gateway also runs once more told to send float32 (`GATEWAY_SIGNATURE=serving_default`), which shows
+what the pixels signature saves. The CPU the rest of the
 machine spends per request (model server, image host, this load generator) is measured too: with
 the floor it bounds the requests/s any gateway could reach on these cores, printed as a ceiling.
 And this gateway's fixed cost per request (HTTP, fetch, gRPC, metrics, thread hand-offs) is
@@ -79,6 +83,17 @@ def say(message: str) -> None:
 
 
 @dataclass(frozen=True)
+class Floors:
+    """CPU ms to turn the image into each kind of request, once, in this process."""
+
+    pixels: float  # decode + resize + uint8 encode: the pixels signature's request
+    float32: float  # decode + resize + normalise + float32 encode: serving_default's request
+
+    def of(self, sends: str) -> float:
+        return self.pixels if sends == "pixels" else self.float32
+
+
+@dataclass(frozen=True)
 class Run:
     """Every contender's levels with one image host, and this gateway's fixed cost per request."""
 
@@ -97,16 +112,24 @@ def photo(width: int = 1000, height: int = 800) -> bytes:
     return buf.getvalue()
 
 
-def floor_cpu_ms(data: bytes, rounds: int = 60) -> float:
-    """Median CPU time of decode + resize + normalise + TensorProto encode of one image."""
+def floor_cpu_ms(data: bytes, sends: str, rounds: int = 60) -> float:
+    """Median CPU time of decode + resize (+ normalise for float32) + TensorProto encode of one
+    image, as the request `sends` ("pixels" or "float32") needs it."""
     config = PreprocessConfig()
     samples = []
     for _ in range(rounds):
         t = time.process_time()
-        x = preprocess_input(image_to_array(decode_image(data, config))[None, ...], "xception")
-        array_to_tensor_proto(x).SerializeToString()
+        if sends == "pixels":
+            array_to_tensor_proto(np.asarray(decode_image(data, config))[None, ...]).SerializeToString()
+        else:
+            x = preprocess_input(image_to_array(decode_image(data, config))[None, ...], "xception")
+            array_to_tensor_proto(x).SerializeToString()
         samples.append(time.process_time() - t)
     return statistics.median(samples) * 1000
+
+
+def floors(data: bytes) -> Floors:
+    return Floors(pixels=floor_cpu_ms(data, "pixels"), float32=floor_cpu_ms(data, "float32"))
 
 
 def tree_cpu(pid: int) -> float:
@@ -178,16 +201,29 @@ def measure(
     return results
 
 
-def _this_gateway(tf_serving: str, logs: Path) -> tuple[RunningProcess, str]:
-    gateway = start_gateway(tf_serving, logs)
+def _this_gateway(tf_serving: str, logs: Path, signature: str = "auto") -> tuple[RunningProcess, str]:
+    gateway = start_gateway(tf_serving, logs, {"GATEWAY_SIGNATURE": signature})
     return gateway.process, gateway.url
 
 
-# name -> how to start it next to the model server: (process, base URL)
-CONTENDERS: dict[str, Callable[[str, Path], tuple[RunningProcess, str]]] = {
-    "this gateway (uvicorn, 1 process)": _this_gateway,
-    "course, gunicorn sync 1 worker": lambda tf, logs: start_course_gateway(tf, logs, workers=1),
-    "course, gunicorn sync 2 workers": lambda tf, logs: start_course_gateway(tf, logs, workers=2),
+@dataclass(frozen=True)
+class Contender:
+    start: Callable[[str, Path], tuple[RunningProcess, str]]  # next to the model server: (process, URL)
+    sends: str  # "pixels" or "float32": the request it builds, so the floor its CPU is held against
+    signature: str | None = None  # this gateway's: the signature it must report having called
+
+
+OURS = "this gateway (uvicorn, 1 process)"
+OURS_FLOAT32 = "this gateway, told to send float32"
+COURSE_1 = "course, gunicorn sync 1 worker"
+COURSE_2 = "course, gunicorn sync 2 workers"
+CONTENDERS: dict[str, Contender] = {
+    OURS: Contender(_this_gateway, "pixels", "pixels"),
+    OURS_FLOAT32: Contender(
+        lambda tf, logs: _this_gateway(tf, logs, "serving_default"), "float32", "serving_default"
+    ),
+    COURSE_1: Contender(lambda tf, logs: start_course_gateway(tf, logs, workers=1), "float32"),
+    COURSE_2: Contender(lambda tf, logs: start_course_gateway(tf, logs, workers=2), "float32"),
 }
 
 
@@ -218,9 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         (workdir / "photo.jpg").write_bytes(image)
         speck = photo(*SPECK_SIZE)
         (workdir / "speck.jpg").write_bytes(speck)
-        floor = floor_cpu_ms(image)
-        speck_floor = floor_cpu_ms(speck)
-        say(f"floor (decode + resize + normalise + encode, 1000×800 JPEG): {floor:.2f} ms CPU")
+        floor = floors(image)
+        speck_floor = floor_cpu_ms(speck, "pixels")
+        say(f"floors (1000×800 JPEG): {floor.pixels:.2f} ms CPU as pixels, {floor.float32:.2f} ms as float32")
         say("exporting the tiny demo model")
         server = start_model_server(export_demo_model(workdir, "tiny"), logs)
         try:
@@ -258,9 +294,11 @@ def run_with_image_host(
         host.wait_until(lambda: _fetchable(image_url), 30, "serving the image")
         table = {}
         others = (server_pid, host.pid)
-        for name, start in CONTENDERS.items():
-            process, url = start(tf_serving, logs)
+        for name, contender in CONTENDERS.items():
+            process, url = contender.start(tf_serving, logs)
             try:
+                if contender.signature is not None:
+                    _check_signature(url, image_url, contender.signature)
                 table[name] = measure(name, process.pid, url, image_url, requests, others)
             finally:
                 process.stop(30)
@@ -275,6 +313,14 @@ def run_with_image_host(
         host.stop()
 
 
+def _check_signature(gateway_url: str, image_url: str, expected: str) -> None:
+    """The figures are only meaningful if the gateway calls the signature it is meant to."""
+    answer = httpx.post(f"{gateway_url}/v1/classify", json={"url": image_url}, timeout=30).json()
+    called = answer.get("model", {}).get("signature")
+    if called != expected:
+        raise SystemExit(f"gateway-benchmark: the gateway called signature {called!r}, not {expected!r}")
+
+
 def _fetchable(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200
@@ -282,31 +328,39 @@ def _fetchable(url: str) -> bool:
         return False
 
 
-def report(runs: dict[int, Run], floor: float) -> str:
+def report(runs: dict[int, Run], floor: Floors) -> str:
     lines = [
-        f"Floor (decode + resize + normalise + encode of the same 1000×800 JPEG): {floor:.2f} ms CPU.",
+        "Floors, the same 1000×800 JPEG decoded, resized and encoded once: "
+        f"{floor.pixels:.2f} ms CPU as uint8 pixels (this gateway's request), "
+        f"{floor.float32:.2f} ms normalised and encoded as float32 (the course's). "
+        "Each contender's CPU is held against the floor of the request it sends.",
         "",
         "| image host delay | gateway | concurrency | requests | req/s | p50 ms | p99 ms | p99/p50 "
-        "| CPU ms/req | × floor | errors |",
+        "| CPU ms/req | × its floor | errors |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for delay, run in runs.items():
         for name, levels in run.table.items():
+            own = floor.of(CONTENDERS[name].sends)
             for lv in levels:
                 lines.append(
                     f"| {delay} ms | {name} | {lv.concurrency} | {lv.requests} | {lv.rps:.1f} "
                     f"| {lv.p50_ms:.1f} | {lv.p99_ms:.1f} | {lv.p99_ms / lv.p50_ms:.2f} "
-                    f"| {lv.cpu_ms_per_request:.2f} | {lv.cpu_ms_per_request / floor:.2f} | {lv.errors} |"
+                    f"| {lv.cpu_ms_per_request:.2f} | {lv.cpu_ms_per_request / own:.2f} | {lv.errors} |"
                 )
-    lines += ["", "Targets at concurrency 32 (this gateway):", ""]
+    lines += ["", "Targets at concurrency 32 (this gateway; CPU also against the float32 floor):", ""]
     lines += ["| image host delay | vs course 1 worker (≥ 2.5×) | vs course 2 workers (≥ 1.3×) "
-              "| p99/p50 (≤ 1.5) | CPU × floor (≤ 1.3) |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
-    names = list(CONTENDERS)
+              "| p99/p50 (≤ 1.5) | CPU × its floor (≤ 1.3) | CPU × float32 floor "
+              "| sending float32: req/s, CPU × its floor |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for delay, run in runs.items():
-        ours, one, two = ({lv.concurrency: lv for lv in run.table[n]}[32] for n in names)
+        ours, as_float, one, two = (_at_32(run, n) for n in (OURS, OURS_FLOAT32, COURSE_1, COURSE_2))
         lines.append(
             f"| {delay} ms | {ours.rps / one.rps:.2f}× | {ours.rps / two.rps:.2f}× "
-            f"| {ours.p99_ms / ours.p50_ms:.2f} | {ours.cpu_ms_per_request / floor:.2f} |"
+            f"| {ours.p99_ms / ours.p50_ms:.2f} | {ours.cpu_ms_per_request / floor.pixels:.2f} "
+            f"| {ours.cpu_ms_per_request / floor.float32:.2f} "
+            f"| {as_float.rps:.0f} ({as_float.rps / two.rps:.2f}× course 2 workers), "
+            f"{as_float.cpu_ms_per_request / floor.float32:.2f} |"
         )
     lines += ["", "This gateway's CPU per request at 32, split: the fixed cost is measured with a 16×16 "
               "image (its CPU per request minus that image's own floor); the photo's floor plus it is "
@@ -314,10 +368,11 @@ def report(runs: dict[int, Run], floor: float) -> str:
               "| image host delay | floor ms | fixed cost ms | floor + fixed cost, × floor "
               "| measured, × floor |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
     for delay, run in runs.items():
-        ours = {lv.concurrency: lv for lv in run.table[names[0]]}[32]
+        ours = _at_32(run, OURS)
         lines.append(
-            f"| {delay} ms | {floor:.2f} | {run.fixed_cpu_ms:.2f} | {(floor + run.fixed_cpu_ms) / floor:.2f} "
-            f"| {ours.cpu_ms_per_request / floor:.2f} |"
+            f"| {delay} ms | {floor.pixels:.2f} | {run.fixed_cpu_ms:.2f} "
+            f"| {(floor.pixels + run.fixed_cpu_ms) / floor.pixels:.2f} "
+            f"| {ours.cpu_ms_per_request / floor.pixels:.2f} |"
         )
     cores = os.cpu_count() or 1
     lines += ["", f"Ceiling at 32 on these {cores} cores: a gateway costing only the floor, next to the rest "
@@ -325,13 +380,17 @@ def report(runs: dict[int, Run], floor: float) -> str:
               "| image host delay | rest of the machine, CPU ms/req | ceiling req/s | vs course 1 worker "
               "| vs course 2 workers |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
     for delay, run in runs.items():
-        ours, one, two = ({lv.concurrency: lv for lv in run.table[n]}[32] for n in names)
-        ceiling = ceiling_rps(cores, floor, ours.others_cpu_ms_per_request)
+        ours, one, two = (_at_32(run, n) for n in (OURS, COURSE_1, COURSE_2))
+        ceiling = ceiling_rps(cores, floor.pixels, ours.others_cpu_ms_per_request)
         lines.append(
             f"| {delay} ms | {ours.others_cpu_ms_per_request:.2f} | {ceiling:.0f} "
             f"| {ceiling / one.rps:.2f}× | {ceiling / two.rps:.2f}× |"
         )
     return "\n".join(lines)
+
+
+def _at_32(run: Run, name: str) -> Level:
+    return {lv.concurrency: lv for lv in run.table[name]}[32]
 
 
 def ceiling_rps(cores: int, floor_ms: float, others_ms: float) -> float:
