@@ -193,7 +193,9 @@ class Classifier:
         # Serving must not stretch a request past it (at most `deadline` plus the decode).
         queued = time.perf_counter()
         try:
-            await asyncio.wait_for(self.slots.acquire(), self._deadline)
+            # asyncio.timeout, not wait_for: no task per request to run the wait in.
+            async with asyncio.timeout(self._deadline):
+                await self.slots.acquire()
         except TimeoutError:
             raise ModelDeadlineExceeded(
                 f"TF Serving is answering too slowly: this request waited {self._deadline:g} s for its turn"
@@ -229,6 +231,9 @@ class Classifier:
 
     async def _all_bytes(self, sources: Sequence[ImageSource]) -> list[bytes]:
         """Every image's bytes, URLs fetched concurrently; the first failure cancels the rest."""
+        if len(sources) == 1:
+            # The common case needs no task of its own (one less per request on the event loop).
+            return [await self._bytes_of(0, sources[0], 1)]
         tasks = [asyncio.ensure_future(self._bytes_of(i, s, len(sources))) for i, s in enumerate(sources)]
         try:
             return list(await asyncio.gather(*tasks))
