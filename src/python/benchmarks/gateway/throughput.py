@@ -4,14 +4,15 @@ One run starts the local model server (tiny demo model), an image host (`reliabi
 in its own process) serving one photo-sized JPEG, and each gateway in turn as its own process; then
 sends the course's request (`POST /predict {"url": …}`) at concurrency 1, 8 and 32, a fixed number
 of requests per level. Reported per level: requests/s, p50/p99 latency (steady state: each client's
-first request left out, see `load`), and the gateway's CPU time per request (its process tree, from psutil), next to the floor: decoding, resizing and encoding the
-same image once into the request that gateway sends, measured in this process in the same run. This
-gateway sends uint8 pixels to the export's `pixels` signature, so its floor has no normalisation and
-a quarter of the bytes; the course sends float32, so its floor normalises and encodes 1 MB. This
-gateway also runs once more told to send float32 (`GATEWAY_SIGNATURE=serving_default`), which shows
-what the pixels signature saves. The CPU the rest of the
-machine spends per request (model server, image host, this load generator) is measured too: with
-the floor it bounds the requests/s any gateway could reach on these cores, printed as a ceiling.
+first request left out, see `load`), and the gateway's CPU time per request (its process tree,
+from psutil), next to its floor: decoding, resizing and encoding the same image once into the
+request that gateway sends, measured in this process in the same run. This gateway sends uint8
+pixels to the export's `pixels` signature, so its floor has no normalisation and a quarter of the
+bytes; the course sends float32, so its floor normalises and encodes 1 MB. This gateway also runs
+once more told to send float32 (`GATEWAY_SIGNATURE=serving_default`), which shows what the pixels
+signature saves. The CPU the rest of the machine spends per request (model server, image host,
+this load generator) is measured too: with the floor it bounds the requests/s any gateway could
+reach on these cores, printed as a ceiling.
 And this gateway's fixed cost per request (HTTP, fetch, gRPC, metrics, thread hand-offs) is
 measured apart, with a 16×16 image whose decoding costs next to nothing, so the report can say how
 much of its CPU is the photo and how much is the request.
