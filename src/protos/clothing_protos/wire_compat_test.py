@@ -24,7 +24,8 @@ from tensorflow_serving.apis import get_model_status_pb2 as tf_status_pb2
 from tensorflow_serving.apis import predict_pb2 as tf_predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2 as tf_log_pb2
 
-from clothing_protos import meta_graph_pb2, serving_pb2, tensor_pb2
+from clothing_preproc.sample_signatures import image_signature_def
+from clothing_protos import serving_pb2, tensor_pb2
 
 names = st.text(min_size=0, max_size=12)
 dims = st.lists(st.integers(min_value=-1, max_value=2**40), max_size=5)
@@ -105,29 +106,14 @@ def test_tensor_proto_matches_tensorflow_framework(tensor: tensor_pb2.TensorProt
     assert_same_both_ways(tensor, tf_tensor_pb2.TensorProto)
 
 
-def _signature(input_name: str, output_name: str) -> meta_graph_pb2.SignatureDef:
-    sig = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
-    image = sig.inputs[input_name]
-    image.name = f"serving_default_{input_name}:0"
-    image.dtype = tensor_pb2.DT_FLOAT
-    for size in (-1, 299, 299, 3):
-        image.tensor_shape.dim.add(size=size)
-    logits = sig.outputs[output_name]
-    logits.name = "StatefulPartitionedCall:0"
-    logits.dtype = tensor_pb2.DT_FLOAT
-    for size in (-1, 10):
-        logits.tensor_shape.dim.add(size=size)
-    return sig
-
-
 def test_signature_def_matches_meta_graph() -> None:
-    assert_same_both_ways(_signature("input_8", "dense_7"), tf_meta_graph_pb2.SignatureDef)
+    assert_same_both_ways(image_signature_def("input_8", "dense_7"), tf_meta_graph_pb2.SignatureDef)
 
 
 def test_model_metadata_any_is_read_by_official_client() -> None:
     # What the local server sends: the Any must carry TF Serving's type name, not ours.
     sig_map = serving_pb2.SignatureDefMap()
-    sig_map.signature_def["serving_default"].CopyFrom(_signature("input_8", "dense_7"))
+    sig_map.signature_def["serving_default"].CopyFrom(image_signature_def("input_8", "dense_7"))
     response = serving_pb2.GetModelMetadataResponse()
     response.model_spec.name = "clothing-model"
     response.model_spec.version.value = 1

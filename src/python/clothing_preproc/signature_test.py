@@ -11,24 +11,8 @@ from clothing_preproc import (
     TensorCodecError,
     image_signature,
 )
+from clothing_preproc.sample_signatures import image_signature_def
 from clothing_protos import meta_graph_pb2, serving_pb2, tensor_pb2
-
-
-def _signature(
-    input_name: str, dtype: tensor_pb2.DataType.ValueType, output_name: str = "dense_7"
-) -> meta_graph_pb2.SignatureDef:
-    sig = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
-    info = sig.inputs[input_name]
-    info.name = f"{input_name}:0"
-    info.dtype = dtype
-    for size in (-1, 299, 299, 3):
-        info.tensor_shape.dim.add(size=size)
-    out = sig.outputs[output_name]
-    out.name = "out:0"
-    out.dtype = tensor_pb2.DT_FLOAT
-    for size in (-1, 10):
-        out.tensor_shape.dim.add(size=size)
-    return sig
 
 
 def _model(**signatures: meta_graph_pb2.SignatureDef) -> serving_pb2.SignatureDefMap:
@@ -39,8 +23,8 @@ def _model(**signatures: meta_graph_pb2.SignatureDef) -> serving_pb2.SignatureDe
 
 
 EXPORTED = _model(
-    serving_default=_signature("input_8", tensor_pb2.DT_FLOAT),
-    pixels=_signature("pixels", tensor_pb2.DT_UINT8),
+    serving_default=image_signature_def("input_8"),
+    pixels=image_signature_def("pixels", dtype=tensor_pb2.DT_UINT8),
 )
 
 
@@ -54,13 +38,13 @@ def test_auto_takes_the_pixels_signature_when_the_model_has_it() -> None:
 
 def test_auto_falls_back_to_the_default_signature() -> None:
     # A model exported elsewhere: only serving_default.
-    only_float = _model(serving_default=_signature("input_8", tensor_pb2.DT_FLOAT))
+    only_float = _model(serving_default=image_signature_def("input_8"))
     sig = image_signature(only_float, AUTO_SIGNATURE)
     assert (sig.signature_name, sig.input.name, sig.takes_pixels) == (DEFAULT_SIGNATURE, "input_8", False)
     # A "pixels" signature that does not take uint8 is not what the name promises: not used.
     odd = _model(
-        serving_default=_signature("input_8", tensor_pb2.DT_FLOAT),
-        pixels=_signature("x", tensor_pb2.DT_FLOAT),
+        serving_default=image_signature_def("input_8"),
+        pixels=image_signature_def("x", dtype=tensor_pb2.DT_FLOAT),
     )
     assert image_signature(odd, AUTO_SIGNATURE).signature_name == DEFAULT_SIGNATURE
 
@@ -82,7 +66,7 @@ def test_a_named_signature_is_used_as_is() -> None:
 
 
 def test_other_input_types_are_refused_with_the_reason() -> None:
-    ints = _model(serving_default=_signature("input_8", tensor_pb2.DT_INT32))
+    ints = _model(serving_default=image_signature_def("input_8", dtype=tensor_pb2.DT_INT32))
     with pytest.raises(TensorCodecError, match='input "input_8" is int32; an image input is float32'):
         image_signature(ints, DEFAULT_SIGNATURE)
     with pytest.raises(TensorCodecError, match="int32"):

@@ -1,0 +1,26 @@
+"""Test-only: SignatureDefs shaped like the course model's, as TF Serving's metadata reports them."""
+
+from __future__ import annotations
+
+from clothing_protos import meta_graph_pb2, tensor_pb2
+
+
+def image_signature_def(
+    input_name: str = "input_8",
+    output_name: str = "dense_7",
+    *,
+    dtype: tensor_pb2.DataType.ValueType = tensor_pb2.DT_FLOAT,
+) -> meta_graph_pb2.SignatureDef:
+    """A predict signature: one (-1, 299, 299, 3) image input of `dtype`, one (-1, 10) float output."""
+    sig = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+    image = sig.inputs[input_name]
+    image.name = f"serving_default_{input_name}:0"
+    image.dtype = dtype
+    for size in (-1, 299, 299, 3):
+        image.tensor_shape.dim.add(size=size)
+    logits = sig.outputs[output_name]
+    logits.name = "StatefulPartitionedCall:0"
+    logits.dtype = tensor_pb2.DT_FLOAT
+    for size in (-1, 10):
+        logits.tensor_shape.dim.add(size=size)
+    return sig
