@@ -121,7 +121,6 @@ class ServingClient:
     async def close(self) -> None:
         await self._channel.close()
 
-
     async def info(self) -> ModelInfo:
         """The model's signature, labels and preprocessing (GetModelMetadata on first use)."""
         if self._info is not None:
