@@ -184,7 +184,8 @@ def _export_parser(command: str) -> argparse.ArgumentParser:
         nargs="+",
         default=[],
         metavar="IMAGE",
-        help="images for the warmup records and the verification (default: three generated images)",
+        help="images for the warmup records (two per image: one per signature) and the verification "
+        "(default: three generated images)",
     )
     parser.add_argument(
         "--no-warmup",
