@@ -119,13 +119,15 @@ def array_to_tensor_proto(
     proto.dtype = dtype  # type: ignore[assignment]
     for size in arr.shape:
         proto.tensor_shape.dim.add(size=size)
-    flat = arr.reshape(-1)
-    if dtype == tensor_pb2.DT_STRING:
-        proto.string_val.extend(x if isinstance(x, bytes) else str(x).encode("utf-8") for x in flat)
-    elif as_content:
+    if as_content and dtype != tensor_pb2.DT_STRING:
         # tobytes() writes C order whatever the array's layout: one copy, none for the byte order
         # unless the array is big-endian.
         proto.tensor_content = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        return proto
+    # The typed fields take the values one by one: a flat view (a copy only if `arr` is strided).
+    flat = arr.reshape(-1)
+    if dtype == tensor_pb2.DT_STRING:
+        proto.string_val.extend(x if isinstance(x, bytes) else str(x).encode("utf-8") for x in flat)
     elif dtype == tensor_pb2.DT_HALF:
         # half_val carries the 16-bit patterns.
         proto.half_val.extend(flat.astype("<f2").view(np.uint16).tolist())
