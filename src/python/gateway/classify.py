@@ -23,7 +23,7 @@ import numpy as np
 from clothing_preproc import (
     PreprocessingError,
     decode_image,
-    preprocess_input,
+    normalize_into,
     scores_by_label,
     softmax,
     top_k,
@@ -180,9 +180,12 @@ class Classifier:
                 self._metrics.in_flight.dec()
 
     async def _classify(self, sources: Sequence[ImageSource]) -> Classification:
-        for source in sources:
-            if source.url is not None:
-                check_url(source.url)  # refuse bad URLs before any network traffic
+        if len(sources) > 1:
+            # A batch: refuse a bad URL before fetching the others. A single URL is checked by the
+            # fetch itself, before any traffic, with the same answer.
+            for source in sources:
+                if source.url is not None:
+                    check_url(source.url)
         timings = Timings()
         start = time.perf_counter()
         images = await self._all_bytes(sources)
@@ -261,11 +264,11 @@ def _predict_call(
     request (in the thread pool)."""
     config = info.preprocessing
     h, w = config.target_size
-    pixels = info.signature.takes_pixels
     t0 = time.perf_counter()
-    # Each decoded image goes straight into its slot of the batch (what preprocess_batch does);
-    # done here step by step so decode and preprocess are timed separately.
-    batch = np.empty((len(images), h, w, 3), dtype=np.uint8 if pixels else np.float32)
+    # Each decoded image goes straight into its slot of a uint8 batch; for a float32 signature the
+    # batch is then normalised in one pass into a C-ordered float32 one (decode and preprocess are
+    # timed apart, so this is not preprocess_batch).
+    batch = np.empty((len(images), h, w, 3), dtype=np.uint8)
     for i, data in enumerate(images):
         try:
             batch[i] = np.asarray(decode_image(data, config))
@@ -275,5 +278,9 @@ def _predict_call(
             raise type(e)(f"image {i + 1}: {e}") from None
     t1 = time.perf_counter()
     # A pixels signature normalises inside the model; for a float32 one it happens here.
-    call = serving.predict_call(info, batch if pixels else preprocess_input(batch, config.family))
+    if info.signature.takes_pixels:
+        call = serving.predict_call(info, batch)
+    else:
+        normalised = normalize_into(batch, np.empty(batch.shape, dtype=np.float32), config.family)
+        call = serving.predict_call(info, normalised)
     return call, t1 - t0, time.perf_counter() - t1
