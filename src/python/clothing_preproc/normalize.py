@@ -47,14 +47,15 @@ FAMILY_MODES: dict[str, Mode] = {
 }
 
 # Keras writes these as Python floats; NumPy applies a Python float to a float32 array as float32
-# (NEP 50), so the float32 constants below are exactly the operands Keras' arithmetic uses.
+# (NEP 50), so the float32 constants below are exactly the operands Keras' arithmetic uses (and the
+# ones the export's in-graph normalisation, export/pixels.py, is built from).
 _F32 = np.float32
-_TF_SCALE = _F32(127.5)
-_ONE = _F32(1.0)
-_TORCH_SCALE = _F32(255.0)
-_TORCH_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-_TORCH_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-_CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+TF_SCALE = _F32(127.5)
+ONE = _F32(1.0)
+TORCH_SCALE = _F32(255.0)
+TORCH_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+TORCH_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
 
 
 def family_mode(family: str) -> Mode:
@@ -79,17 +80,17 @@ def preprocess_input(x: npt.NDArray[np.float32], family: str = "xception") -> np
         raise ValueError(f"preprocess_input needs channels-last RGB (…, 3), got shape {x.shape}")
     mode = family_mode(family)
     if mode == "tf":
-        x /= _TF_SCALE
-        x -= _ONE
+        x /= TF_SCALE
+        x -= ONE
         return x
     if mode == "torch":
-        x /= _TORCH_SCALE
-        x -= _TORCH_MEAN
-        x /= _TORCH_STD
+        x /= TORCH_SCALE
+        x -= TORCH_MEAN
+        x /= TORCH_STD
         return x
     if mode == "caffe":
         bgr = x[..., ::-1]
-        bgr -= _CAFFE_MEAN_BGR
+        bgr -= CAFFE_MEAN_BGR
         return bgr
     return x
 
@@ -113,17 +114,17 @@ def normalize_into(
     # `dtype=np.float32` makes the ufunc convert each uint8 to float32 (exact) and compute in
     # float32; without it uint8 combined with a float scalar would be computed in float64.
     if mode == "tf":
-        np.divide(pixels, _TF_SCALE, out=out, dtype=np.float32)
-        np.subtract(out, _ONE, out=out)
+        np.divide(pixels, TF_SCALE, out=out, dtype=np.float32)
+        np.subtract(out, ONE, out=out)
     elif mode == "torch":
-        np.divide(pixels, _TORCH_SCALE, out=out, dtype=np.float32)
-        np.subtract(out, _TORCH_MEAN, out=out)
-        np.divide(out, _TORCH_STD, out=out)
+        np.divide(pixels, TORCH_SCALE, out=out, dtype=np.float32)
+        np.subtract(out, TORCH_MEAN, out=out)
+        np.divide(out, TORCH_STD, out=out)
     elif mode == "caffe":
         # One strided pass per channel is 3× faster than any whole-array pass through the
         # negative-stride view `pixels[..., ::-1]`.
         for c in range(3):
-            np.subtract(pixels[..., 2 - c], _CAFFE_MEAN_BGR[c], out=out[..., c], dtype=np.float32)
+            np.subtract(pixels[..., 2 - c], CAFFE_MEAN_BGR[c], out=out[..., c], dtype=np.float32)
     else:
         np.copyto(out, pixels, casting="safe")
     return out

@@ -18,13 +18,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from clothing_preproc import family_mode
-
-# Keras' operands as float32 constants, the same ones clothing_preproc.normalize uses.
-_TF_SCALE = 127.5
-_TORCH_SCALE = 255.0
-_TORCH_MEAN = (0.485, 0.456, 0.406)
-_TORCH_STD = (0.229, 0.224, 0.225)
-_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+from clothing_preproc.normalize import CAFFE_MEAN_BGR, ONE, TF_SCALE, TORCH_MEAN, TORCH_SCALE, TORCH_STD
 
 
 def normalise_pixels(pixels: tf.Tensor, family: str) -> tf.Tensor:
@@ -32,16 +26,16 @@ def normalise_pixels(pixels: tf.Tensor, family: str) -> tf.Tensor:
     mode = family_mode(family)
     x = tf.cast(pixels, tf.float32)
     if mode == "tf":
-        return tf.math.subtract(_divide(x, _TF_SCALE), tf.constant(1.0, tf.float32))
+        return tf.math.subtract(_divide(x, TF_SCALE), tf.constant(ONE))
     if mode == "torch":
-        x = _divide(x, _TORCH_SCALE)
-        x = tf.math.subtract(x, tf.constant(_TORCH_MEAN, tf.float32))
-        return _divide(x, _TORCH_STD)
+        x = _divide(x, TORCH_SCALE)
+        x = tf.math.subtract(x, tf.constant(TORCH_MEAN))
+        return _divide(x, TORCH_STD)
     if mode == "caffe":
-        return tf.math.subtract(tf.reverse(x, axis=[-1]), tf.constant(_CAFFE_MEAN_BGR, tf.float32))
+        return tf.math.subtract(tf.reverse(x, axis=[-1]), tf.constant(CAFFE_MEAN_BGR))
     return x
 
 
-def _divide(x: tf.Tensor, divisor: float | tuple[float, ...]) -> tf.Tensor:
-    """x / divisor in float32, exactly rounded (see the module's note on DivNoNan)."""
-    return tf.math.divide_no_nan(x, tf.constant(divisor, tf.float32))
+def _divide(x: tf.Tensor, divisor: object) -> tf.Tensor:
+    """x / divisor (float32 constants) in float32, exactly rounded (see the module's note on DivNoNan)."""
+    return tf.math.divide_no_nan(x, tf.constant(divisor))
