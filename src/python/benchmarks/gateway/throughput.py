@@ -46,6 +46,9 @@ from benchmarks.gateway.course_process import start_course_gateway
 from PIL import Image
 
 from clothing_preproc import (
+    AUTO_SIGNATURE,
+    DEFAULT_SIGNATURE,
+    PIXELS_SIGNATURE,
     PreprocessConfig,
     array_to_tensor_proto,
     decode_image,
@@ -90,8 +93,8 @@ class Floors:
     pixels: float  # decode + resize + uint8 encode: the pixels signature's request
     float32: float  # decode + resize + normalise + float32 encode: serving_default's request
 
-    def of(self, sends: str) -> float:
-        return self.pixels if sends == "pixels" else self.float32
+    def of(self, contender: Contender) -> float:
+        return self.pixels if contender.sends_pixels else self.float32
 
 
 @dataclass(frozen=True)
@@ -113,11 +116,11 @@ def photo(width: int = 1000, height: int = 800) -> bytes:
     return buf.getvalue()
 
 
-def _encode_once(data: bytes, sends: str, config: PreprocessConfig) -> float:
-    """CPU seconds of decode + resize (+ normalise for float32) + TensorProto encode of one image,
-    as the request `sends` ("pixels" or "float32") needs it."""
+def _encode_once(data: bytes, pixels: bool, config: PreprocessConfig) -> float:
+    """CPU seconds of decode + resize (+ normalise unless `pixels`) + TensorProto encode of one image,
+    as a uint8 pixels or a float32 request needs it."""
     t = time.process_time()
-    if sends == "pixels":
+    if pixels:
         array_to_tensor_proto(np.asarray(decode_image(data, config))[None, ...]).SerializeToString()
     else:
         x = preprocess_input(image_to_array(decode_image(data, config))[None, ...], "xception")
@@ -131,8 +134,8 @@ def floors(data: bytes, rounds: int = 80) -> Floors:
     config = PreprocessConfig()
     pixels, float32 = [], []
     for _ in range(rounds):
-        pixels.append(_encode_once(data, "pixels", config))
-        float32.append(_encode_once(data, "float32", config))
+        pixels.append(_encode_once(data, True, config))
+        float32.append(_encode_once(data, False, config))
     return Floors(pixels=statistics.median(pixels) * 1000, float32=statistics.median(float32) * 1000)
 
 
@@ -215,7 +218,7 @@ def measure(
     return results
 
 
-def _this_gateway(tf_serving: str, logs: Path, signature: str = "auto") -> tuple[RunningProcess, str]:
+def _this_gateway(tf_serving: str, logs: Path, signature: str = AUTO_SIGNATURE) -> tuple[RunningProcess, str]:
     gateway = start_gateway(tf_serving, logs, {"GATEWAY_SIGNATURE": signature})
     return gateway.process, gateway.url
 
@@ -223,8 +226,12 @@ def _this_gateway(tf_serving: str, logs: Path, signature: str = "auto") -> tuple
 @dataclass(frozen=True)
 class Contender:
     start: Callable[[str, Path], tuple[RunningProcess, str]]  # next to the model server: (process, URL)
-    sends: str  # "pixels" or "float32": the request it builds, so the floor its CPU is held against
     signature: str | None = None  # this gateway's: the signature it must report having called
+
+    @property
+    def sends_pixels(self) -> bool:
+        """Its request is uint8 pixels (its floor has no normalisation); the course's is float32."""
+        return self.signature == PIXELS_SIGNATURE
 
 
 OURS = "this gateway (uvicorn, 1 process)"
@@ -232,12 +239,10 @@ OURS_FLOAT32 = "this gateway, told to send float32"
 COURSE_1 = "course, gunicorn sync 1 worker"
 COURSE_2 = "course, gunicorn sync 2 workers"
 CONTENDERS: dict[str, Contender] = {
-    OURS: Contender(_this_gateway, "pixels", "pixels"),
-    OURS_FLOAT32: Contender(
-        lambda tf, logs: _this_gateway(tf, logs, "serving_default"), "float32", "serving_default"
-    ),
-    COURSE_1: Contender(lambda tf, logs: start_course_gateway(tf, logs, workers=1), "float32"),
-    COURSE_2: Contender(lambda tf, logs: start_course_gateway(tf, logs, workers=2), "float32"),
+    OURS: Contender(_this_gateway, PIXELS_SIGNATURE),
+    OURS_FLOAT32: Contender(lambda tf, logs: _this_gateway(tf, logs, DEFAULT_SIGNATURE), DEFAULT_SIGNATURE),
+    COURSE_1: Contender(lambda tf, logs: start_course_gateway(tf, logs, workers=1)),
+    COURSE_2: Contender(lambda tf, logs: start_course_gateway(tf, logs, workers=2)),
 }
 
 
@@ -355,7 +360,7 @@ def report(runs: dict[int, Run], floor: Floors) -> str:
     ]
     for delay, run in runs.items():
         for name, levels in run.table.items():
-            own = floor.of(CONTENDERS[name].sends)
+            own = floor.of(CONTENDERS[name])
             for lv in levels:
                 lines.append(
                     f"| {delay} ms | {name} | {lv.concurrency} | {lv.requests} | {lv.rps:.1f} "
