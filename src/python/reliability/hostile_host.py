@@ -2,7 +2,9 @@
 
 The gateway fetches user-supplied URLs, so the far end is untrusted. This host plays both parts:
 
-    /image/<key>        the bytes registered under <key> (with Content-Length): a well-behaved host
+    /image/<key>        the bytes registered under <key> (with Content-Length): a well-behaved host;
+                        with `keep_alive` (`--keep-alive`) it serves further requests on the same
+                        connection, as HTTP/1.1 hosts do, unless the client asks to close
     /slow-body          headers at once, then one body byte every `drip` seconds, forever (slow-loris)
     /slow-headers       a status line, then one header byte every `drip` seconds, never finishing
     /stall              reads the request and never answers
@@ -49,6 +51,7 @@ class Connection:
     closed: float | None = None
     bytes_sent: int = 0
     hung_up_by_peer: bool = False
+    requests: int = 0  # more than 1 only on a kept-alive connection (`keep_alive`)
 
 
 class HostileImageHost(ThreadedStreamServer):
@@ -57,13 +60,22 @@ class HostileImageHost(ThreadedStreamServer):
     thread_name = "hostile image host"
 
     def __init__(
-        self, *, drip: float = 0.5, image_delay: float = 0.0, host: str = LOOPBACK, port: int = 0
+        self,
+        *,
+        drip: float = 0.5,
+        image_delay: float = 0.0,
+        keep_alive: bool = False,
+        host: str = LOOPBACK,
+        port: int = 0,
     ) -> None:
         # A large backlog: the fuzz and hostile-host tests open many connections at once.
         super().__init__(host, port, backlog=1024)
         self.drip = drip
         # Seconds before an /image/ answer starts: a distant host's time to first byte.
         self.image_delay = image_delay
+        # Serve further /image/ requests on the same connection, as real HTTP/1.1 hosts do. Off by
+        # default: one request per connection keeps the hostile paths' bookkeeping per request.
+        self.keep_alive = keep_alive
         self._images: dict[str, tuple[bytes, str]] = {}
         self._connections: list[Connection] = []
         self._lock = threading.Lock()
@@ -100,24 +112,33 @@ class HostileImageHost(ThreadedStreamServer):
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = Connection(path="", opened=time.monotonic())
         try:
-            # One request per connection keeps the bookkeeping per request; the fetcher's pool
-            # reconnects for the next one.
-            head = await reader.readuntil(b"\r\n\r\n")
-            if len(head) > _MAX_REQUEST_HEAD:
-                return
-            target = head.split(b"\r\n", 1)[0].split(b" ")
-            conn.path = urlsplit(target[1].decode("latin-1")).path if len(target) >= 2 else ""
-            with self._lock:
-                self._connections.append(conn)
-            await self._respond(conn, reader, writer)
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if len(head) > _MAX_REQUEST_HEAD:
+                    return
+                request_line, _, header_lines = head.partition(b"\r\n")
+                target = request_line.split(b" ")
+                path = urlsplit(target[1].decode("latin-1")).path if len(target) >= 2 else ""
+                conn.requests += 1
+                if conn.requests == 1:
+                    conn.path = path
+                    with self._lock:
+                        self._connections.append(conn)
+                keep = self.keep_alive and path.startswith("/image/") and not _asks_to_close(header_lines)
+                await self._respond(conn, path, keep, reader, writer)
+                if not keep:
+                    return
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            # On a kept-alive connection the peer hanging up between requests is how it ends.
             conn.hung_up_by_peer = True
         except asyncio.CancelledError:
             pass
         finally:
             conn.closed = time.monotonic()
             writer.close()
-            with contextlib.suppress(Exception):
+            # Cancelled (the host stopping) while idle on a kept-alive connection, the close
+            # waiter is cancelled too: the connection is closed either way.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await writer.wait_closed()
 
     async def _send(self, conn: Connection, writer: asyncio.StreamWriter, data: bytes) -> None:
@@ -126,23 +147,25 @@ class HostileImageHost(ThreadedStreamServer):
         conn.bytes_sent += len(data)
 
     async def _respond(
-        self, conn: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        conn: Connection,
+        path: str,
+        keep: bool,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
     ) -> None:
-        path = conn.path
         if path.startswith("/image/"):
+            connection = [("Connection", "keep-alive" if keep else "close")]
             with self._lock:
                 found = self._images.get(path.removeprefix("/image/"))
             if found is None:
-                await self._send(conn, writer, _head(404, [("Content-Length", "0")]))
+                await self._send(conn, writer, _head(404, [("Content-Length", "0"), *connection]))
                 return
             data, content_type = found
             if self.image_delay:
                 await asyncio.sleep(self.image_delay)
-            await self._send(
-                conn,
-                writer,
-                _head(200, [("Content-Type", content_type), ("Content-Length", str(len(data)))]) + data,
-            )
+            headers = [("Content-Type", content_type), ("Content-Length", str(len(data))), *connection]
+            await self._send(conn, writer, _head(200, headers) + data)
         elif path == "/slow-body":
             await self._send(
                 conn, writer, _head(200, [("Content-Type", "image/jpeg"), ("Content-Length", "1000000")])
@@ -199,9 +222,19 @@ class HostileImageHost(ThreadedStreamServer):
         conn.hung_up_by_peer = True
 
 
+def _asks_to_close(header_lines: bytes) -> bool:
+    """Whether the request says `Connection: close` (urllib, so the course's fetcher, always does)."""
+    for line in header_lines.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"connection" and b"close" in value.lower():
+            return True
+    return False
+
+
 def _head(status: int, headers: list[tuple[str, str]]) -> bytes:
     reason = {200: "OK", 302: "Found", 404: "Not Found"}[status]
-    # One request per connection (see _handle): say so, or clients would reuse it and be reset.
+    # One request per connection unless said otherwise (see _handle): say so, or clients would
+    # reuse it and be reset.
     if not any(k.lower() == "connection" for k, _ in headers):
         headers = [*headers, ("Connection", "close")]
     lines = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in headers]
@@ -221,8 +254,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--image-delay", type=float, default=0.0, help="seconds before each /image/ answer starts (default 0)"
     )
+    parser.add_argument(
+        "--keep-alive",
+        action="store_true",
+        help="serve further /image/ requests on the same connection (default: close after each)",
+    )
     args = parser.parse_args(argv)
-    host = HostileImageHost(drip=args.drip, image_delay=args.image_delay, host=args.host, port=args.port)
+    host = HostileImageHost(
+        drip=args.drip,
+        image_delay=args.image_delay,
+        keep_alive=args.keep_alive,
+        host=args.host,
+        port=args.port,
+    )
     for item in args.image:
         key, _, file = item.partition("=")
         kind = "image/png" if file.lower().endswith(".png") else "image/jpeg"

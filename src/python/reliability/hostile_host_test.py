@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import httpx
@@ -34,6 +35,40 @@ def test_an_image_delay_stands_in_for_a_distant_host() -> None:
         assert r.content == data
         assert time.monotonic() - t >= 0.3, "the answer came before the delay"
         assert httpx.get(far.url("/image/unknown"), timeout=5).status_code == 404
+
+
+def test_by_default_each_connection_serves_one_request(host: HostileImageHost) -> None:
+    url = host.put("shirt", sample_jpeg(32, 32))
+    with httpx.Client(timeout=5) as client:
+        for _ in range(3):
+            assert client.get(url).headers["connection"] == "close"
+    assert host.wait_all_closed("/image/", 5)
+    assert [c.requests for c in host.connections("/image/")] == [1, 1, 1]
+
+
+def test_a_kept_alive_host_serves_one_client_on_one_connection() -> None:
+    data = sample_jpeg(32, 32)
+    with HostileImageHost(keep_alive=True) as kept:
+        url = kept.put("shirt", data)
+        with httpx.Client(timeout=5) as client:
+            for _ in range(3):
+                assert client.get(url).content == data
+            assert kept.open_connections("/image/") == 1, "the connection should stay open between requests"
+        assert kept.wait_all_closed("/image/", 5)
+        assert [c.requests for c in kept.connections("/image/")] == [3]
+        assert kept.connections("/image/")[0].hung_up_by_peer
+
+
+def test_a_kept_alive_host_still_closes_when_the_client_asks() -> None:
+    # urllib, the course's fetcher, sends `Connection: close` with every request.
+    with HostileImageHost(keep_alive=True) as kept:
+        url = kept.put("shirt", sample_jpeg(32, 32))
+        for _ in range(2):
+            with urllib.request.urlopen(url, timeout=5) as r:
+                assert r.headers["Connection"] == "close"
+                r.read()
+        assert kept.wait_all_closed("/image/", 5)
+        assert [c.requests for c in kept.connections("/image/")] == [1, 1]
 
 
 def test_slow_body_keeps_dripping_until_the_client_hangs_up(host: HostileImageHost) -> None:

@@ -21,6 +21,11 @@ The whole run is repeated for each image-host delay (`--image-delays`, ms before
 byte): 0 is a host on the same machine, where every contender is bound by the 2 shared cores; a few
 tens of ms is an image on the internet, the course's case, where a sync worker waits idle.
 
+The image host keeps connections alive, as HTTP/1.1 hosts (object stores, CDNs) do: this gateway's
+fetcher reuses them; the course's urllib asks for `Connection: close` on every image, so it opens a
+new one each time either way. `--image-host-closes` makes the host close after every answer (the
+setting of the runs before session 5).
+
     ./pants run src/python/benchmarks/gateway:throughput -- --requests 200
 """
 
@@ -254,6 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="0,50",
         help="image host delays before the first byte, ms, comma-separated; one run each (default 0,50)",
     )
+    p.add_argument(
+        "--image-host-closes",
+        action="store_true",
+        help="the image host closes the connection after each image (default: keeps it alive)",
+    )
     args = p.parse_args(argv)
     if not 1 <= args.requests <= 5000:
         p.error("--requests must be between 1 and 5000 (the run is meant to stay short)")
@@ -282,16 +292,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             for delay in delays:
                 say(f"image host delay {delay} ms")
                 runs[delay] = run_with_image_host(
-                    delay, workdir, server.grpc_address, server.process.pid, logs, args.requests, speck_floor
+                    delay,
+                    not args.image_host_closes,
+                    workdir,
+                    server.grpc_address,
+                    server.process.pid,
+                    logs,
+                    args.requests,
+                    speck_floor,
                 )
         finally:
             server.process.stop()
-        print(report(runs, floor))
+        print(report(runs, floor, keep_alive=not args.image_host_closes))
     return 0
 
 
 def run_with_image_host(
     delay_ms: int,
+    keep_alive: bool,
     images: Path,
     tf_serving: str,
     server_pid: int,
@@ -299,13 +317,15 @@ def run_with_image_host(
     requests: int,
     speck_floor: float,
 ) -> Run:
-    """Every contender in turn, fetching the image from a host that waits `delay_ms` first; then
-    this gateway's fixed cost, with the speck from the same host."""
+    """Every contender in turn, fetching the image from a host that waits `delay_ms` first (and
+    keeps connections alive or not); then this gateway's fixed cost, with the speck from the same
+    host."""
     port = free_port()
     argv = python_module(
         # The module object, not its name: the import also tells Pants to pack it into the PEX.
         hostile_host.__name__, "--port", str(port), "--image-delay", str(delay_ms / 1000),
         "--image", f"photo.jpg={images / 'photo.jpg'}", "--image", f"speck.jpg={images / 'speck.jpg'}",
+        *(["--keep-alive"] if keep_alive else []),
     )  # fmt: skip
     host = RunningProcess("image host", argv, child_environment(), logs / f"image-host-{delay_ms}.log")
     try:
@@ -347,12 +367,17 @@ def _fetchable(url: str) -> bool:
         return False
 
 
-def report(runs: dict[int, Run], floor: Floors) -> str:
+def report(runs: dict[int, Run], floor: Floors, keep_alive: bool) -> str:
     lines = [
         "Floors, the same 1000×800 JPEG decoded, resized and encoded once: "
         f"{floor.pixels:.2f} ms CPU as uint8 pixels (this gateway's request), "
         f"{floor.float32:.2f} ms normalised and encoded as float32 (the course's). "
-        "Each contender's CPU is held against the floor of the request it sends.",
+        "Each contender's CPU is held against the floor of the request it sends. "
+        + (
+            "The image host keeps connections alive (the course's urllib closes its own)."
+            if keep_alive
+            else "The image host closes the connection after each image."
+        ),
         "",
         "| image host delay | gateway | concurrency | requests | req/s | p50 ms | p99 ms | p99/p50 "
         "| CPU ms/req | × its floor | errors |",
