@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import re
-import threading
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from deploy_testlib import DEPLOY_DIR, REPO_ROOT, run, tool
+from loopback_image import serve
 
 DOCKERFILES = sorted(DEPLOY_DIR.glob("images/*/Dockerfile"))
 GATEWAY = (DEPLOY_DIR / "images/gateway/Dockerfile").read_text()
@@ -149,54 +148,43 @@ def test_model_image_enables_batching_warmup_and_the_readiness_script() -> None:
     assert sizes[-1] == max_batch
 
 
-class _FakeTFServing(http.server.BaseHTTPRequestHandler):
-    state = "LOADING"
+class FakeTFServing:
+    """TF Serving's REST model status for `clothing-model`: 200 whatever the state, like TF Serving."""
 
-    def do_GET(self) -> None:
-        if self.path != "/v1/models/clothing-model":
-            self.send_error(404)
-            return
+    def __init__(self) -> None:
+        self.state = "LOADING"
+        self.server, self.port = serve(self._answer)
+
+    def _answer(self, path: str) -> tuple[str, bytes] | None:
+        if path != "/v1/models/clothing-model":
+            return None
         body = (
             f'{{"model_version_status": [{{"version": "1", "state": "{self.state}", '
             '"status": {"error_code": "OK", "error_message": ""}}]}'
-        ).encode()
-        # 200 whatever the state, like TF Serving.
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+        )
+        return "application/json", body.encode()
 
 
 @pytest.fixture()
-def fake_tf_serving() -> Iterator[tuple[http.server.ThreadingHTTPServer, type[_FakeTFServing]]]:
-    handler = type("Handler", (_FakeTFServing,), {})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server, handler
-    server.shutdown()
-    server.server_close()
+def fake_tf_serving() -> Iterator[FakeTFServing]:
+    fake = FakeTFServing()
+    yield fake
+    fake.server.shutdown()
+    fake.server.server_close()
 
 
-def test_model_ready_waits_for_available_not_for_http_200(
-    fake_tf_serving: tuple[http.server.ThreadingHTTPServer, type[_FakeTFServing]],
-) -> None:
-    server, handler = fake_tf_serving
+def test_model_ready_waits_for_available_not_for_http_200(fake_tf_serving: FakeTFServing) -> None:
     script = DEPLOY_DIR / "images/model/model-ready.sh"
     env = {
         "PATH": "/usr/bin:/bin",
         "MODEL_NAME": "clothing-model",
-        "MODEL_READY_PORT": str(server.server_address[1]),
+        "MODEL_READY_PORT": str(fake_tf_serving.port),
     }
     loading = run([script], env=env, check=False, timeout=20)
     assert loading.returncode == 1
     assert "not AVAILABLE" in loading.stderr
     assert "LOADING" in loading.stderr
-    handler.state = "AVAILABLE"
+    fake_tf_serving.state = "AVAILABLE"
     assert run([script], env=env, check=False, timeout=20).returncode == 0
     # Another model name: TF Serving answers 404, not ready.
     assert run([script], env={**env, "MODEL_NAME": "other"}, check=False, timeout=20).returncode == 1

@@ -55,6 +55,8 @@ class LoadResult:
     elapsed: float = 0.0
     # Open loop only: requests due while `max_in_flight` were already outstanding, never sent.
     not_sent: int = 0
+    # Closed loop only: the requests that start the run, one per worker, all in the same instant.
+    first_round: int = 0
 
     @property
     def count(self) -> int:
@@ -82,6 +84,13 @@ class LoadResult:
 
     def p(self, q: float, status: int | None = 200) -> float:
         return percentile(self.latencies(status), q)
+
+    def steady_state(self) -> LoadResult:
+        """The same run without its first round: those requests all start in the same instant and
+        queue behind each other, so in a short run they alone would set the tail percentiles."""
+        return LoadResult(
+            [o for o in self.outcomes if o.index >= self.first_round], self.elapsed, self.not_sent
+        )
 
     def summary(self) -> str:
         return (
@@ -122,7 +131,7 @@ async def closed_loop(
     """`concurrency` workers sending back to back until `requests` are sent or `duration` is over."""
     if requests is None and duration is None:
         raise ValueError("a load must be bounded: give requests, duration or both")
-    result = LoadResult()
+    result = LoadResult(first_round=concurrency)
     t0 = time.perf_counter()
     stop_at = t0 + duration if duration is not None else math.inf
     counter = iter(range(requests if requests is not None else 2**62))

@@ -40,6 +40,23 @@ def test_closed_loop_sends_exactly_the_count_with_at_most_the_concurrency(
     assert result.throughput > 0
 
 
+def test_the_steady_state_leaves_out_each_workers_first_request(counting_server: CountingServer) -> None:
+    # A slow first round (a cold server, or the first requests queued behind each other).
+    async def send(client: httpx.AsyncClient, i: int) -> httpx.Response:
+        return await client.get("/?sleep=0.3" if i < 4 else "/?sleep=0.01")
+
+    async def run() -> LoadResult:
+        async with client_for(counting_server.url, 4) as client:
+            return await closed_loop(client, send, concurrency=4, requests=40)
+
+    result = asyncio.run(run())
+    steady = result.steady_state()
+    assert result.p(99) >= 0.3, "the whole run's tail is the first round"
+    assert steady.count == 36
+    assert steady.p(99) < 0.3
+    assert steady.elapsed == result.elapsed
+
+
 def test_closed_loop_stops_at_its_duration(counting_server: CountingServer) -> None:
     async def run() -> LoadResult:
         async with client_for(counting_server.url, 2) as client:
