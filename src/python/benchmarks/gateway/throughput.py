@@ -408,7 +408,8 @@ def report(runs: dict[int, Run], floor: Floors, keep_alive: bool) -> str:
         )
     lines += ["", "This gateway's CPU per request at 32, split: the fixed cost is measured with a 16×16 "
               "image (its CPU per request minus that image's own floor); the photo's floor plus it is "
-              "what a request costs with no contention at all:", "",
+              "the least a photo's request can cost (the floor is timed with the decoder's caches warm, "
+              "one image after another):", "",
               "| image host delay | floor ms | fixed cost ms | floor + fixed cost, × floor "
               "| measured, × floor |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
     for delay, run in runs.items():
