@@ -13,6 +13,12 @@ from local_stack.supervisor.errors import SettingsError
 DEFAULT_MODEL_NAME = "clothing-model"
 
 
+# The cache's demo models live in `<cache>/models-r<DEMO_REVISION>`. Bump the revision when `export
+# demo` starts writing something the stack relies on that demos exported earlier lack (2: the
+# `pixels` signature): the next run then exports afresh instead of serving the stale one.
+DEMO_REVISION = 2
+
+
 def default_cache_dir(environ: Mapping[str, str]) -> Path:
     root = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(root) / "clothing-classifier" / "local-stack"
@@ -40,8 +46,8 @@ class StackSettings:
 
     @property
     def demo_base(self) -> Path:
-        """Where the demo model is exported: `<cache>/models/<name>/<version>/`."""
-        return self.cache_dir / "models"
+        """Where the demo model is exported: `<cache>/models-r<revision>/<name>/<version>/`."""
+        return self.cache_dir / f"models-r{DEMO_REVISION}"
 
 
 def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:

@@ -114,6 +114,10 @@ def test_one_command_exports_serves_and_stops_on_ctrl_c(cache_dir: Path, image_u
     args = ports()
     gateway_port = int(args[0].split("=")[1])
     grpc_port = int(args[1].split("=")[1])
+    # A demo left by an earlier revision of the project (before the `pixels` signature): not served.
+    legacy = cache_dir / "models" / "clothing-model" / "1"
+    legacy.mkdir(parents=True)
+    (legacy / "saved_model.pb").write_bytes(b"an older export")
     stack = StackProcess([*args, f"--cache-dir={cache_dir}"], {"GATEWAY_FETCH_ALLOW_NETWORKS": "127.0.0.0/8"})
     try:
         stack.wait_for("exporting the tiny demo model", 60)
@@ -130,7 +134,9 @@ def test_one_command_exports_serves_and_stops_on_ctrl_c(cache_dir: Path, image_u
     assert "stopped" in stack.output[-1]
     assert port_closed(gateway_port), "the gateway is still running"
     assert port_closed(grpc_port), "the model server is still running"
-    assert (cache_dir / "models" / "clothing-model" / "1" / "saved_model.pb").is_file()
+    assert (cache_dir / "models-r2" / "clothing-model" / "1" / "saved_model.pb").is_file()
+    # --cache-dir may be any folder: nothing the stack did not write now is deleted.
+    assert (legacy / "saved_model.pb").read_bytes() == b"an older export"
 
 
 def test_a_second_run_reuses_the_exported_model_and_sigterm_stops_it(cache_dir: Path) -> None:
