@@ -85,13 +85,12 @@ def image_signature(
     uint8 image input (and the names given), else DEFAULT_SIGNATURE.
     """
     if signature_name == AUTO_SIGNATURE:
-        if PIXELS_SIGNATURE in signatures.signature_def:
-            try:
-                pixels = _image_signature(signatures, PIXELS_SIGNATURE, input_name, output_name)
-            except TensorCodecError:
-                pixels = None
-            if pixels is not None and pixels.takes_pixels:
+        try:
+            pixels = _image_signature(signatures, PIXELS_SIGNATURE, input_name, output_name)
+            if pixels.takes_pixels:
                 return pixels
+        except TensorCodecError:
+            pass  # no usable pixels signature (missing, or not what the names ask for)
         signature_name = DEFAULT_SIGNATURE
     return _image_signature(signatures, signature_name, input_name, output_name)
 
