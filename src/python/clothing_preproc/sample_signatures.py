@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from clothing_preproc.signature import PREDICT_METHOD_NAME
 from clothing_protos import meta_graph_pb2, tensor_pb2
 
 
@@ -12,7 +13,7 @@ def image_signature_def(
     dtype: tensor_pb2.DataType.ValueType = tensor_pb2.DT_FLOAT,
 ) -> meta_graph_pb2.SignatureDef:
     """A predict signature: one (-1, 299, 299, 3) image input of `dtype`, one (-1, 10) float output."""
-    sig = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+    sig = meta_graph_pb2.SignatureDef(method_name=PREDICT_METHOD_NAME)
     image = sig.inputs[input_name]
     image.name = f"serving_default_{input_name}:0"
     image.dtype = dtype

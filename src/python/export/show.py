@@ -9,7 +9,7 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
-from clothing_preproc import TensorDescription
+from clothing_preproc import DEFAULT_SIGNATURE, TensorDescription
 from export.errors import ModelFileError
 
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -46,7 +46,7 @@ def show_signature(version_dir: str | Path, signature_name: str | None = None) -
     signatures = read_signatures(version_dir)
     if signature_name is None:
         served = (n for n in signatures if not n.startswith("__"))  # not __saved_model_init_op
-        names = sorted(served, key=lambda n: (n != "serving_default", n))
+        names = sorted(served, key=lambda n: (n != DEFAULT_SIGNATURE, n))
     elif signature_name in signatures:
         names = [signature_name]
     else:

@@ -29,7 +29,7 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("GATEWAY_MODEL_NAME", "clothing-model", "model name sent in every request's ModelSpec"),
     (
         "GATEWAY_SIGNATURE",
-        "auto",
+        AUTO_SIGNATURE,
         "signature to call; auto: the model's `pixels` signature if it has one (uint8 pixels, a quarter "
         "of the bytes, normalised by the model), else serving_default (float32, normalised here)",
     ),
