@@ -26,6 +26,13 @@ class ProcessFailed(RuntimeError):
     """A process exited or did not become ready; the message carries the tail of its log."""
 
 
+def proc_stat(pid: int) -> list[str]:
+    """The fields of Linux's /proc/<pid>/stat after the command name, so field N (1-based, as
+    proc(5) numbers them) is `[N - 3]`. The name, field 2, is in parentheses and may contain spaces
+    and parentheses itself: the split is made after its last ")"."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def python_module(module: str, *args: str) -> list[str]:
     """argv running `python -m module args…` with this interpreter."""
     return [sys.executable, "-m", module, *args]
@@ -107,10 +114,8 @@ class RunningProcess:
             return 0
 
     def minor_page_faults(self) -> int:
-        """Pages this process has faulted in so far (Linux's minflt, /proc/<pid>/stat field 10)."""
-        with open(f"/proc/{self.pid}/stat") as f:
-            # The command name (field 2) is in parentheses and may contain spaces: split after it.
-            return int(f.read().rsplit(")", 1)[1].split()[7])
+        """Pages this process has faulted in so far (minflt, /proc/<pid>/stat field 10)."""
+        return int(proc_stat(self.pid)[10 - 3])
 
     def log_tail(self, lines: int = 40) -> str:
         if not self._log.closed:

@@ -45,6 +45,7 @@ from clothing_preproc import array_to_tensor_proto  # noqa: E402
 from clothing_protos import serving_pb2  # noqa: E402
 from model_server import sample_models  # noqa: E402
 from model_server.process_support import ServerProcess  # noqa: E402
+from reliability.processes import proc_stat  # noqa: E402
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 
@@ -70,9 +71,10 @@ class Point:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process (utime and stime, /proc/<pid>/stat fields 14 and 15),
+    all its threads."""
+    fields = proc_stat(pid)
+    return (int(fields[14 - 3]) + int(fields[15 - 3])) / os.sysconf("SC_CLK_TCK")
 
 
 MEAN_BATCH = re.compile(r"batching \S+: \d+ batches, \d+ rows \(mean ([0-9.]+) per batch\)")
