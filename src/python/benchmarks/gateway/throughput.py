@@ -13,6 +13,9 @@ once more told to send float32 (`GATEWAY_SIGNATURE=serving_default`), which show
 signature saves. The CPU the rest of the machine spends per request (model server, image host,
 this load generator) is measured too: with the floor it bounds the requests/s any gateway could
 reach on these cores, printed as a ceiling.
+A bound runs beside them (`bare_gateway`): the same request served with nothing but the I/O, the
+decode threads and the gRPC call every gateway needs, so the report can say how far any Python
+gateway can get on these cores, next to the floor's ceiling, which counts no I/O at all.
 And this gateway's fixed cost per request (HTTP, fetch, gRPC, metrics, thread hand-offs) is
 measured apart, with a 16×16 image whose decoding costs next to nothing, so the report can say how
 much of its CPU is the photo and how much is the request.
@@ -26,7 +29,10 @@ fetcher reuses them; the course's urllib asks for `Connection: close` on every i
 new one each time either way. `--image-host-closes` makes the host close after every answer (the
 setting of the runs before session 5).
 
-    ./pants run src/python/benchmarks/gateway:throughput -- --requests 200
+`--rounds N` repeats every contender's turn N times and reports each figure's median: the steps
+from the bound to this gateway differ by about a tenth of a millisecond, less than one run's noise.
+
+    ./pants run src/python/benchmarks/gateway:throughput -- --requests 200 --rounds 3
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import argparse
 import asyncio
 import io
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -47,6 +54,7 @@ import aiohttp
 import httpx
 import numpy as np
 import psutil  # type: ignore[import-untyped]  # types-psutil is pinned in python-default only
+from benchmarks.gateway import bare_gateway
 from benchmarks.gateway.course_process import start_course_gateway
 from PIL import Image
 
@@ -228,26 +236,60 @@ def _this_gateway(tf_serving: str, logs: Path, signature: str = AUTO_SIGNATURE) 
     return gateway.process, gateway.url
 
 
+def _bare_gateway(tf_serving: str, logs: Path, *options: str) -> tuple[RunningProcess, str]:
+    port = free_port()
+    argv = python_module(bare_gateway.__name__, "--port", str(port), "--tf-serving", tf_serving, *options)
+    process = RunningProcess("bare gateway", argv, child_environment(), logs / f"bare-gateway-{port}.log")
+    process.wait_until(lambda: _listening(port), 60, "listening")
+    return process, f"http://{LOOPBACK}:{port}"
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection((LOOPBACK, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class Contender:
     start: Callable[[str, Path], tuple[RunningProcess, str]]  # next to the model server: (process, URL)
+    sends_pixels: bool  # its request is uint8 pixels (its floor has no normalisation); else float32
     signature: str | None = None  # this gateway's: the signature it must report having called
-
-    @property
-    def sends_pixels(self) -> bool:
-        """Its request is uint8 pixels (its floor has no normalisation); the course's is float32."""
-        return self.signature == PIXELS_SIGNATURE
+    answers_like_ours: bool = False  # the bound: its answer must be this gateway's, to the bit
 
 
 OURS = "this gateway (uvicorn, 1 process)"
 OURS_FLOAT32 = "this gateway, told to send float32"
+BOUND = "bound: bare asyncio gateway, no checks"
+BOUND_FETCHER = "bound + this gateway's fetcher"
+BOUND_STARLETTE = "bound + this gateway's fetcher + Starlette"
 COURSE_1 = "course, gunicorn sync 1 worker"
 COURSE_2 = "course, gunicorn sync 2 workers"
 CONTENDERS: dict[str, Contender] = {
-    OURS: Contender(_this_gateway, PIXELS_SIGNATURE),
-    OURS_FLOAT32: Contender(lambda tf, logs: _this_gateway(tf, logs, DEFAULT_SIGNATURE), DEFAULT_SIGNATURE),
-    COURSE_1: Contender(lambda tf, logs: start_course_gateway(tf, logs, workers=1)),
-    COURSE_2: Contender(lambda tf, logs: start_course_gateway(tf, logs, workers=2)),
+    OURS: Contender(_this_gateway, True, PIXELS_SIGNATURE),
+    OURS_FLOAT32: Contender(
+        lambda tf, logs: _this_gateway(tf, logs, DEFAULT_SIGNATURE), False, DEFAULT_SIGNATURE
+    ),
+    BOUND: Contender(_bare_gateway, True, answers_like_ours=True),
+    BOUND_FETCHER: Contender(
+        lambda tf, logs: _bare_gateway(tf, logs, "--fetcher", "gateway"), True, answers_like_ours=True
+    ),
+    BOUND_STARLETTE: Contender(
+        lambda tf, logs: _bare_gateway(tf, logs, "--fetcher", "gateway", "--server", "starlette"),
+        True,
+        answers_like_ours=True,
+    ),
+    COURSE_1: Contender(lambda tf, logs: start_course_gateway(tf, logs, workers=1), False),
+    COURSE_2: Contender(lambda tf, logs: start_course_gateway(tf, logs, workers=2), False),
+}
+# The ladder in the report: contender -> what its step puts back.
+LADDER = {
+    BOUND: "the bound",
+    BOUND_FETCHER: "+ this gateway's fetcher (aiohttp, address checks, limits, timeouts)",
+    BOUND_STARLETTE: "+ Starlette under uvicorn",
+    OURS: "= this gateway (+ middleware, metrics, admission and work slots, error mapping)",
 }
 
 
@@ -260,6 +302,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="image host delays before the first byte, ms, comma-separated; one run each (default 0,50)",
     )
     p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every contender this many times in turn and report each figure's median (default 1)",
+    )
+    p.add_argument(
         "--image-host-closes",
         action="store_true",
         help="the image host closes the connection after each image (default: keeps it alive)",
@@ -267,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 1 <= args.requests <= 5000:
         p.error("--requests must be between 1 and 5000 (the run is meant to stay short)")
+    if not 1 <= args.rounds <= 9:
+        p.error("--rounds must be between 1 and 9")
     try:
         delays = [int(x) for x in args.image_delays.split(",")]
     except ValueError:
@@ -300,10 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     logs,
                     args.requests,
                     speck_floor,
+                    args.rounds,
                 )
         finally:
             server.process.stop()
-        print(report(runs, floor, keep_alive=not args.image_host_closes))
+        print(report(runs, floor, keep_alive=not args.image_host_closes, rounds=args.rounds))
     return 0
 
 
@@ -316,10 +367,12 @@ def run_with_image_host(
     logs: Path,
     requests: int,
     speck_floor: float,
+    rounds: int,
 ) -> Run:
     """Every contender in turn, fetching the image from a host that waits `delay_ms` first (and
     keeps connections alive or not); then this gateway's fixed cost, with the speck from the same
-    host."""
+    host. With several `rounds` the whole turn is repeated, so a slow patch of the machine falls on
+    every contender alike, and each figure is the median over the rounds."""
     port = free_port()
     argv = python_module(
         # The module object, not its name: the import also tells Pants to pack it into the PEX.
@@ -331,23 +384,37 @@ def run_with_image_host(
     try:
         image_url = f"http://{LOOPBACK}:{port}/image/photo.jpg"
         host.wait_until(lambda: _fetchable(image_url), 30, "serving the image")
-        table = {}
+        measured: dict[str, list[list[Level]]] = {name: [] for name in CONTENDERS}
+        fixed = []
         others = (server_pid, host.pid)
-        for name, contender in CONTENDERS.items():
-            process, url = contender.start(tf_serving, logs)
+        ours: object = None  # this gateway's answer to the course's request (it runs first)
+        for round_ in range(1, rounds + 1):
+            if rounds > 1:
+                say(f"round {round_} of {rounds}")
+            for name, contender in CONTENDERS.items():
+                process, url = contender.start(tf_serving, logs)
+                try:
+                    if contender.signature is not None:
+                        _check_signature(url, image_url, contender.signature)
+                    if name == OURS:
+                        ours = _answer(url, image_url)
+                    elif contender.answers_like_ours and _answer(url, image_url) != ours:
+                        raise SystemExit(f"gateway-benchmark: {name} answers otherwise than this gateway")
+                    measured[name].append(measure(name, process.pid, url, image_url, requests, others))
+                finally:
+                    process.stop(30)
+            process, url = _this_gateway(tf_serving, logs)
             try:
-                if contender.signature is not None:
-                    _check_signature(url, image_url, contender.signature)
-                table[name] = measure(name, process.pid, url, image_url, requests, others)
+                speck_url = f"http://{LOOPBACK}:{port}/image/speck.jpg"
+                (speck,) = measure("this gateway, 16×16", process.pid, url, speck_url, requests, others, [32])
             finally:
                 process.stop(30)
-        process, url = _this_gateway(tf_serving, logs)
-        try:
-            speck_url = f"http://{LOOPBACK}:{port}/image/speck.jpg"
-            (speck,) = measure("this gateway, 16×16", process.pid, url, speck_url, requests, others, (32,))
-        finally:
-            process.stop(30)
-        return Run(table, speck.cpu_ms_per_request - speck_floor)
+            fixed.append(speck.cpu_ms_per_request - speck_floor)
+        table = {
+            name: [median_level(same) for same in zip(*per_round, strict=True)]
+            for name, per_round in measured.items()
+        }
+        return Run(table, statistics.median(fixed))
     finally:
         host.stop()
 
@@ -360,6 +427,10 @@ def _check_signature(gateway_url: str, image_url: str, expected: str) -> None:
         raise SystemExit(f"gateway-benchmark: the gateway called signature {called!r}, not {expected!r}")
 
 
+def _answer(gateway_url: str, image_url: str) -> object:
+    return httpx.post(f"{gateway_url}/predict", json={"url": image_url}, timeout=30).json()
+
+
 def _fetchable(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200
@@ -367,7 +438,7 @@ def _fetchable(url: str) -> bool:
         return False
 
 
-def report(runs: dict[int, Run], floor: Floors, keep_alive: bool) -> str:
+def report(runs: dict[int, Run], floor: Floors, keep_alive: bool, rounds: int = 1) -> str:
     lines = [
         "Floors, the same 1000×800 JPEG decoded, resized and encoded once: "
         f"{floor.pixels:.2f} ms CPU as uint8 pixels (this gateway's request), "
@@ -377,7 +448,8 @@ def report(runs: dict[int, Run], floor: Floors, keep_alive: bool) -> str:
             "The image host keeps connections alive (the course's urllib closes its own)."
             if keep_alive
             else "The image host closes the connection after each image."
-        ),
+        )
+        + (f" Each figure is the median of {rounds} rounds, contenders taking turns." if rounds > 1 else ""),
         "",
         "| image host delay | gateway | concurrency | requests | req/s | p50 ms | p99 ms | p99/p50 "
         "| CPU ms/req | × its floor | errors |",
@@ -419,6 +491,24 @@ def report(runs: dict[int, Run], floor: Floors, keep_alive: bool) -> str:
             f"| {(floor.pixels + run.fixed_cpu_ms) / floor.pixels:.2f} "
             f"| {ours.cpu_ms_per_request / floor.pixels:.2f} |"
         )
+    lines += ["", "From the bound to this gateway at 32. The bound is the least a Python gateway spends on "
+              "this request here: plain asyncio HTTP in and out, a hand-written kept-alive GET, the same "
+              "decode threads and gRPC call, none of the checks, limits or metrics. Each step puts back "
+              "a part of this gateway:", "",
+              "| image host delay | step | req/s | vs course 1 worker | vs course 2 workers | CPU ms/req "
+              "| × floor | CPU added by the step |",
+              "|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for delay, run in runs.items():
+        one, two = _at_32(run, COURSE_1), _at_32(run, COURSE_2)
+        before = None
+        for name, step in LADDER.items():
+            lv = _at_32(run, name)
+            added = "" if before is None else f"{lv.cpu_ms_per_request - before:+.2f} ms"
+            lines.append(
+                f"| {delay} ms | {step} | {lv.rps:.1f} | {lv.rps / one.rps:.2f}× | {lv.rps / two.rps:.2f}× "
+                f"| {lv.cpu_ms_per_request:.2f} | {lv.cpu_ms_per_request / floor.pixels:.2f} | {added} |"
+            )
+            before = lv.cpu_ms_per_request
     cores = os.cpu_count() or 1
     lines += ["", f"Ceiling at 32 on these {cores} cores: a gateway costing only the floor, next to the rest "
               "of the machine's CPU per request as measured with this gateway:", "",
@@ -432,6 +522,24 @@ def report(runs: dict[int, Run], floor: Floors, keep_alive: bool) -> str:
             f"| {ceiling / one.rps:.2f}× | {ceiling / two.rps:.2f}× |"
         )
     return "\n".join(lines)
+
+
+def median_level(rounds: Sequence[Level]) -> Level:
+    """One level's figures over several rounds: each figure's median, the errors summed."""
+
+    def median(figure: Callable[[Level], float]) -> float:
+        return statistics.median(figure(lv) for lv in rounds)
+
+    return Level(
+        concurrency=rounds[0].concurrency,
+        requests=rounds[0].requests,
+        seconds=median(lambda lv: lv.seconds),
+        p50_ms=median(lambda lv: lv.p50_ms),
+        p99_ms=median(lambda lv: lv.p99_ms),
+        cpu_ms_per_request=median(lambda lv: lv.cpu_ms_per_request),
+        errors=sum(lv.errors for lv in rounds),
+        others_cpu_ms_per_request=median(lambda lv: lv.others_cpu_ms_per_request),
+    )
 
 
 def _at_32(run: Run, name: str) -> Level:
