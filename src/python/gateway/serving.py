@@ -35,7 +35,8 @@ _HEADROOM = 1 << 20
 _STATUS_TIMEOUT = 3.0
 _METADATA_TIMEOUT = 10.0
 _PREDICT = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].methods_by_name["Predict"]
-_PREDICT_PATH = f"/{_PREDICT.containing_service.full_name}/{_PREDICT.name}"
+# The gRPC method path of Predict, for calls made with a request serialised beforehand.
+PREDICT_PATH = f"/{_PREDICT.containing_service.full_name}/{_PREDICT.name}"
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class ServingClient:
         # Predict takes requests serialised beforehand by predict_call(), in the decode threads:
         # building and serialising a 1 MB tensor message would otherwise hold the event loop.
         self._predict_serialised = self._channel.unary_unary(
-            _PREDICT_PATH,
+            PREDICT_PATH,
             request_serializer=None,
             response_deserializer=serving_pb2.PredictResponse.FromString,
         )

@@ -1,4 +1,4 @@
-"""The bound: the least CPU a Python gateway can spend on the course's request on this machine.
+"""The bound: the least CPU a gateway built like this one spends on the course's request here.
 
 It does what every gateway must do for `POST /predict {"url": …}` and nothing else: HTTP in and out
 on plain asyncio streams (hand-parsed, keep-alive), the image fetched with a hand-written GET over
@@ -49,10 +49,10 @@ from clothing_preproc import (
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from gateway.errors import GatewayError
 from gateway.fetch import Fetcher, FetchPolicy
+from gateway.serving import PREDICT_PATH
 from malloc_tuning import keep_freed_memory
 
 MODEL_NAME = "clothing-model"
-_PREDICT_PATH = "/tensorflow.serving.PredictionService/Predict"
 _END_OF_HEAD = b"\r\n\r\n"
 
 
@@ -112,7 +112,7 @@ class BareGateway:
         options = [("grpc.max_send_message_length", 64 << 20)]
         self._channel = grpc.aio.insecure_channel(tf_serving, options=options)
         self._predict = self._channel.unary_unary(
-            _PREDICT_PATH,
+            PREDICT_PATH,
             request_serializer=None,
             response_deserializer=serving_pb2.PredictResponse.FromString,
         )
@@ -234,9 +234,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="asyncio: hand-parsed HTTP on asyncio streams (default); starlette: Starlette under uvicorn",
     )
     args = p.parse_args(argv)
+    if args.threads < 1:
+        p.error("--threads must be at least 1")
     # As this gateway does (GATEWAY_KEEP_FREED_MB): without it glibc faults freed pages in anew.
     keep_freed_memory(64 * 1024 * 1024)
-    asyncio.run(serve(args.port, args.tf_serving, args.threads, args.fetcher, args.server))
+    try:
+        asyncio.run(serve(args.port, args.tf_serving, args.threads, args.fetcher, args.server))
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

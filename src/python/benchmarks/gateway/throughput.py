@@ -491,10 +491,10 @@ def report(runs: dict[int, Run], floor: Floors, keep_alive: bool, rounds: int = 
             f"| {(floor.pixels + run.fixed_cpu_ms) / floor.pixels:.2f} "
             f"| {ours.cpu_ms_per_request / floor.pixels:.2f} |"
         )
-    lines += ["", "From the bound to this gateway at 32. The bound is the least a Python gateway spends on "
-              "this request here: plain asyncio HTTP in and out, a hand-written kept-alive GET, the same "
-              "decode threads and gRPC call, none of the checks, limits or metrics. Each step puts back "
-              "a part of this gateway:", "",
+    lines += ["", "From the bound to this gateway at 32. The bound is the least a gateway built like this "
+              "one spends on this request here: plain asyncio HTTP in and out, a hand-written kept-alive "
+              "GET, the same decode threads and gRPC call, none of the checks, limits or metrics. Each "
+              "step puts back a part of this gateway:", "",
               "| image host delay | step | req/s | vs course 1 worker | vs course 2 workers | CPU ms/req "
               "| × floor | CPU added by the step |",
               "|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
