@@ -13,7 +13,8 @@ each costs on the way from the bound to this gateway: `--fetcher gateway` fetche
 gateway's `Fetcher` (aiohttp, the address checks, limits and timeouts); `--server starlette` serves
 a one-route Starlette app under uvicorn with httptools, as this gateway does.
 
-    python -m benchmarks.gateway.bare_gateway --port 9700 --tf-serving 127.0.0.1:8500
+    python -m benchmarks.gateway.bare_gateway --port 9700 --tf-serving 127.0.0.1:8500 \
+        --model-name clothing-model
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ from gateway.fetch import Fetcher, FetchPolicy
 from gateway.serving import PREDICT_PATH
 from malloc_tuning import keep_freed_memory
 
-MODEL_NAME = "clothing-model"
 _END_OF_HEAD = b"\r\n\r\n"
 
 
@@ -108,7 +108,10 @@ class ImageFetcher:
 
 
 class BareGateway:
-    def __init__(self, tf_serving: str, threads: int, fetch: Callable[[str], Awaitable[bytes]]) -> None:
+    def __init__(
+        self, tf_serving: str, model_name: str, threads: int, fetch: Callable[[str], Awaitable[bytes]]
+    ) -> None:
+        self._model_name = model_name
         options = [("grpc.max_send_message_length", 64 << 20)]
         self._channel = grpc.aio.insecure_channel(tf_serving, options=options)
         self._predict = self._channel.unary_unary(
@@ -125,7 +128,7 @@ class BareGateway:
         """The model's `pixels` signature, which this gateway finds too (uint8 in, the model normalises)."""
         stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         request = serving_pb2.GetModelMetadataRequest(
-            model_spec=serving_pb2.ModelSpec(name=MODEL_NAME), metadata_field=["signature_def"]
+            model_spec=serving_pb2.ModelSpec(name=self._model_name), metadata_field=["signature_def"]
         )
         response = await stub.GetModelMetadata(request, timeout=30)
         signatures = unpack_signature_def_map(response.metadata["signature_def"])
@@ -140,7 +143,7 @@ class BareGateway:
         assert self._signature is not None
         pixels = np.asarray(decode_image(data, self._config))[None, ...]
         request = serving_pb2.PredictRequest()
-        request.model_spec.name = MODEL_NAME
+        request.model_spec.name = self._model_name
         request.model_spec.signature_name = self._signature.signature_name
         array_to_tensor_proto(pixels, into=request.inputs[self._signature.input.name])
         return request.SerializeToString()
@@ -181,13 +184,13 @@ class BareGateway:
 _FAILURES = (HttpError, GatewayError, OSError, asyncio.IncompleteReadError, grpc.aio.AioRpcError)
 
 
-async def serve(port: int, tf_serving: str, threads: int, fetcher: str, server: str) -> None:
+async def serve(port: int, tf_serving: str, model_name: str, threads: int, fetcher: str, server: str) -> None:
     if fetcher == "gateway":
         # This gateway's fetcher, allowed to reach the benchmark's image host on loopback.
         fetch = Fetcher(FetchPolicy(allow_networks=(ipaddress.ip_network("127.0.0.0/8"),))).fetch
     else:
         fetch = ImageFetcher().fetch
-    gateway = BareGateway(tf_serving, threads, fetch)
+    gateway = BareGateway(tf_serving, model_name, threads, fetch)
     await gateway.discover()
     if server == "starlette":
         await _serve_starlette(gateway, port)
@@ -218,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bare-gateway", description=__doc__.split("\n\n")[0])
     p.add_argument("--port", type=int, required=True, help="port on 127.0.0.1 to serve POST /predict on")
     p.add_argument("--tf-serving", required=True, help="TF Serving's gRPC address, host:port")
+    p.add_argument("--model-name", required=True, help="the model's name in TF Serving")
     p.add_argument(
         "--threads", type=int, default=os.cpu_count() or 1, help="decode threads (default: one per CPU)"
     )
@@ -239,7 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # As this gateway does (GATEWAY_KEEP_FREED_MB): without it glibc faults freed pages in anew.
     keep_freed_memory(64 * 1024 * 1024)
     try:
-        asyncio.run(serve(args.port, args.tf_serving, args.threads, args.fetcher, args.server))
+        asyncio.run(
+            serve(args.port, args.tf_serving, args.model_name, args.threads, args.fetcher, args.server)
+        )
     except KeyboardInterrupt:
         return 130
     return 0

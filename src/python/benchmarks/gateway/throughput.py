@@ -14,8 +14,8 @@ signature saves. The CPU the rest of the machine spends per request (model serve
 this load generator) is measured too: with the floor it bounds the requests/s any gateway could
 reach on these cores, printed as a ceiling.
 A bound runs beside them (`bare_gateway`): the same request served with nothing but the I/O, the
-decode threads and the gRPC call every gateway needs, so the report can say how far any Python
-gateway can get on these cores, next to the floor's ceiling, which counts no I/O at all.
+decode threads and the gRPC call every gateway built like this one needs, so the report can say
+how far such a gateway can get on these cores, next to the floor's ceiling, which counts no I/O.
 And this gateway's fixed cost per request (HTTP, fetch, gRPC, metrics, thread hand-offs) is
 measured apart, with a 16×16 image whose decoding costs next to nothing, so the report can say how
 much of its CPU is the photo and how much is the request.
@@ -71,7 +71,7 @@ from clothing_preproc import (
 from reliability import hostile_host
 from reliability.ports import LOOPBACK, free_port
 from reliability.processes import RunningProcess, child_environment, python_module
-from reliability.stack import export_demo_model, start_gateway, start_model_server
+from reliability.stack import MODEL_NAME, export_demo_model, start_gateway, start_model_server
 
 LEVELS = (1, 8, 32)
 # The fixed-cost run: a speck of an image, the same request otherwise.
@@ -238,7 +238,10 @@ def _this_gateway(tf_serving: str, logs: Path, signature: str = AUTO_SIGNATURE) 
 
 def _bare_gateway(tf_serving: str, logs: Path, *options: str) -> tuple[RunningProcess, str]:
     port = free_port()
-    argv = python_module(bare_gateway.__name__, "--port", str(port), "--tf-serving", tf_serving, *options)
+    argv = python_module(
+        bare_gateway.__name__, "--port", str(port), "--tf-serving", tf_serving, "--model-name", MODEL_NAME,
+        *options,
+    )  # fmt: skip
     process = RunningProcess("bare gateway", argv, child_environment(), logs / f"bare-gateway-{port}.log")
     process.wait_until(lambda: _listening(port), 60, "listening")
     return process, f"http://{LOOPBACK}:{port}"
