@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 
 import httptools  # noqa: F401 - uvicorn's C HTTP parser (selected below); imported so the PEX carries it
-import uvicorn
 
 from gateway.app import create_app
+from gateway.connection_limits import LimitedServer, limited_config
 from gateway.settings import ENVIRONMENT, Settings, SettingsError
 from malloc_tuning import keep_freed_memory
 
@@ -37,15 +37,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # Every image allocates and frees a few MB; without this, glibc faults those pages in anew.
     keep_freed_memory(settings.keep_freed_mb * 1024 * 1024)
-    config = uvicorn.Config(
+    # The connection limits (header bytes and count, head/body/idle timeouts, the connection cap)
+    # live in a subclass of uvicorn's httptools protocol: gateway/connection_limits.py.
+    config, guard = limited_config(
         create_app(settings),
+        settings.connection_limits,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         lifespan="on",
-        # httptools parses requests in C (h11, the pure-Python default, costs more CPU per request);
-        # the stock asyncio loop, which grpc.aio supports.
-        http="httptools",
+        # The stock asyncio loop, which grpc.aio supports. The HTTP protocol is uvicorn's
+        # httptools one (C parser; h11, the pure-Python default, costs more CPU per request).
         loop="asyncio",
         # SIGTERM stops accepting connections, then in-flight requests get this long to finish.
         timeout_graceful_shutdown=int(settings.shutdown_grace),
@@ -54,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         proxy_headers=False,
         server_header=False,
     )
-    server = uvicorn.Server(config)
+    server = LimitedServer(config, guard)
     server.run()
     # After a drain started by SIGTERM/SIGINT, uvicorn re-raises the signal, so the process ends by
     # it (exit 143/130, what supervisors expect) once in-flight requests have finished. It returns

@@ -77,6 +77,38 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ),
     ("GATEWAY_SHUTDOWN_GRACE", "20", "seconds in-flight requests get to finish on SIGTERM"),
     (
+        "GATEWAY_MAX_CONNECTIONS",
+        "4096",
+        "open client connections; past it a new one closes the oldest connection that has no request "
+        "being answered (idle or still sending its head), or gets 503 if none has; lowered at start-up "
+        "to fit the process's descriptor limit",
+    ),
+    ("GATEWAY_MAX_HEADER_BYTES", "16384", "largest request line plus headers, bytes; more: 431"),
+    ("GATEWAY_MAX_HEADERS", "100", "most header fields in one request; more: 431"),
+    (
+        "GATEWAY_HEADER_TIMEOUT",
+        "10",
+        "seconds from a request's first byte to the end of its headers; later: 408 and closed",
+    ),
+    (
+        "GATEWAY_BODY_TIMEOUT",
+        "15",
+        "seconds a request body may pause between bytes (while the gateway is reading it); "
+        "longer: 408 and closed",
+    ),
+    (
+        "GATEWAY_IDLE_TIMEOUT",
+        "5",
+        "seconds a connection may stay open without a request, before the first one or between two; "
+        "then closed",
+    ),
+    (
+        "GATEWAY_CONNECTION_LOG_INTERVAL",
+        "10",
+        "seconds between log lines that count refused and timed-out connections (one line per interval, "
+        "never one per connection)",
+    ),
+    (
         "GATEWAY_KEEP_FREED_MB",
         "64",
         "freed memory kept for the next requests, MiB per allocator arena (glibc), given back after "
@@ -84,6 +116,19 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ),
     ("GATEWAY_LOG_LEVEL", "info", "uvicorn log level: critical, error, warning, info, debug"),
 )
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one client connection may hold (enforced by gateway.connection_limits)."""
+
+    max_connections: int = 4096
+    max_header_bytes: int = 16384
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    body_timeout: float = 15.0
+    idle_timeout: float = 5.0
+    log_interval: float = 10.0
 
 
 class SettingsError(ValueError):
@@ -113,6 +158,7 @@ class Settings:
     fetch_allow_networks: tuple[IPNetwork, ...] = ()
     grpc_load_balancing: str = "pick_first"
     shutdown_grace: float = 20.0
+    connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     keep_freed_mb: int = 64
     log_level: str = "info"
 
@@ -182,6 +228,15 @@ class Settings:
             fetch_allow_networks=env.networks("GATEWAY_FETCH_ALLOW_NETWORKS"),
             grpc_load_balancing=lb,
             shutdown_grace=env.seconds("GATEWAY_SHUTDOWN_GRACE"),
+            connection_limits=ConnectionLimits(
+                max_connections=env.integer("GATEWAY_MAX_CONNECTIONS", 1, 1_000_000),
+                max_header_bytes=env.integer("GATEWAY_MAX_HEADER_BYTES", 1024, 1 << 20),
+                max_headers=env.integer("GATEWAY_MAX_HEADERS", 1, 10_000),
+                header_timeout=env.seconds("GATEWAY_HEADER_TIMEOUT"),
+                body_timeout=env.seconds("GATEWAY_BODY_TIMEOUT"),
+                idle_timeout=env.seconds("GATEWAY_IDLE_TIMEOUT"),
+                log_interval=env.seconds("GATEWAY_CONNECTION_LOG_INTERVAL"),
+            ),
             keep_freed_mb=env.integer("GATEWAY_KEEP_FREED_MB", 0, 2047),
             log_level=level,
         )

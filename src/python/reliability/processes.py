@@ -33,9 +33,18 @@ def proc_stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def python_module(module: str, *args: str) -> list[str]:
-    """argv running `python -m module args…` with this interpreter."""
-    return [sys.executable, "-m", module, *args]
+def python_module(module: str, *args: str, descriptor_limit: int | None = None) -> list[str]:
+    """argv running `python -m module args…` with this interpreter; with `descriptor_limit`, the
+    process may open at most that many files and sockets (RLIMIT_NOFILE, soft and hard)."""
+    if descriptor_limit is None:
+        return [sys.executable, "-m", module, *args]
+    code = (
+        "import resource, runpy, sys; "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({descriptor_limit}, {descriptor_limit})); "
+        f"sys.argv = [{module!r}, *sys.argv[1:]]; "
+        f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    )
+    return [sys.executable, "-c", code, *args]
 
 
 def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -153,11 +153,13 @@ def start_gateway(
     port: int = 0,
     wait_ready: bool = True,
     timeout: float = 60.0,
+    descriptor_limit: int | None = None,
 ) -> Gateway:
     """The gateway on 127.0.0.1 talking to `tf_serving`; `settings` are GATEWAY_* variables.
 
     Image URLs on loopback are allowed (the tests' image host lives there): the SSRF policy refuses
-    private addresses unless GATEWAY_FETCH_ALLOW_NETWORKS names them.
+    private addresses unless GATEWAY_FETCH_ALLOW_NETWORKS names them. `descriptor_limit` caps the
+    process's open files and sockets (RLIMIT_NOFILE), to reach descriptor exhaustion cheaply.
     """
     port = port or free_port()
     env = {
@@ -169,7 +171,10 @@ def start_gateway(
         **(settings or {}),
     }
     process = RunningProcess(
-        "gateway", python_module("gateway"), child_environment(env), logs / f"gateway-{port}.log"
+        "gateway",
+        python_module("gateway", descriptor_limit=descriptor_limit),
+        child_environment(env),
+        logs / f"gateway-{port}.log",
     )
     gateway = Gateway(process, port, env)
     try:
