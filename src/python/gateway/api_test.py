@@ -165,13 +165,65 @@ def test_bad_images_get_their_status(
     assert (r.status_code, r.json()["error"]["code"]) == (status, code)
 
 
-def test_one_bad_image_in_a_batch_is_named(gateway: RunningGateway, images: ImageHost) -> None:
-    r = httpx.post(
+def test_bad_images_in_a_batch_get_their_own_errors(gateway: RunningGateway, images: ImageHost) -> None:
+    urls = [
+        images.url("/red.jpg"),
+        images.url("/notes.txt"),
+        "http://10.0.0.1/x.jpg",
+        images.url("/missing.jpg"),
+        "ftp://x.test/a.jpg",
+        images.url("/blue.png"),
+    ]
+    r = httpx.post(f"{gateway.url}/v1/classify/batch?top_k=2", json={"urls": urls})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    results = body["results"]
+    assert len(results) == len(urls)
+    assert [set(x) for x in results] == [
+        {"probabilities", "top"},
+        {"error"},
+        {"error"},
+        {"error"},
+        {"error"},
+        {"probabilities", "top"},
+    ]
+    assert [x["error"]["code"] for x in results if "error" in x] == [
+        "not_an_image",
+        "url_not_allowed",
+        "image_host_failed",
+        "url_not_allowed",
+    ]
+    assert all(x["error"]["message"] for x in results if "error" in x)
+    # The good images get the answers they get alone.
+    for i in (0, 5):
+        single = httpx.post(f"{gateway.url}/v1/classify", json={"url": urls[i]}).json()
+        assert results[i]["probabilities"] == pytest.approx(single["probabilities"], rel=1e-5)
+    assert body["model"]["signature"] == "pixels"
+    # Uploads too: a text file among images is named in its slot.
+    uploads = httpx.post(
         f"{gateway.url}/v1/classify/batch",
-        json={"urls": [images.url("/red.jpg"), images.url("/notes.txt")]},
+        files=[
+            ("images", ("n.txt", b"just some text", "text/plain")),
+            ("images", ("r.jpg", RED, "image/jpeg")),
+            ("images", ("t.jpg", _truncated_jpeg(), "image/jpeg")),
+        ],
     )
-    assert r.status_code == 415
-    assert r.json()["error"]["message"].startswith("image 2:")
+    assert uploads.status_code == 200, uploads.text
+    codes = [x.get("error", {}).get("code") for x in uploads.json()["results"]]
+    assert codes == ["not_an_image", None, "unreadable_image"]
+    # Nothing good at all: every slot has its error, and the model is not asked.
+    none = httpx.post(f"{gateway.url}/v1/classify/batch", json={"urls": [urls[1], urls[2]]})
+    assert none.status_code == 200
+    assert [x["error"]["code"] for x in none.json()["results"]] == ["not_an_image", "url_not_allowed"]
+
+
+def test_the_course_call_and_a_single_image_still_fail_whole(
+    gateway: RunningGateway, images: ImageHost
+) -> None:
+    r = httpx.post(f"{gateway.url}/predict", json={"url": images.url("/notes.txt")})
+    assert (r.status_code, r.json()["error"]["code"]) == (415, "not_an_image")
+    r = httpx.post(f"{gateway.url}/v1/classify", json={"url": images.url("/missing.jpg")})
+    assert (r.status_code, r.json()["error"]["code"]) == (502, "image_host_failed")
 
 
 def test_an_unknown_model_is_503(

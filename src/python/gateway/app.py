@@ -76,7 +76,7 @@ def create_app(settings: Settings, *, resolver: Resolver = system_resolver) -> S
             )  # fmt: skip
         else:
             # Not fatal: TF Serving often starts after the gateway; /readyz reports until it is up.
-            log.warning("TF Serving not ready yet: %s", state.reason)
+            log.warning("TF Serving not ready yet: %s", state.detail or state.reason)
         # With no memory kept (GATEWAY_KEEP_FREED_MB=0) glibc gives it back by itself.
         trimmer = None
         if settings.keep_freed_mb:

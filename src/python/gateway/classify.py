@@ -78,12 +78,17 @@ class Timings:
         return {k: round(v * 1000, 3) for k, v in vars(self).items()}
 
 
+# Why one image of a batch has no result; the rest of the batch is answered all the same.
+ImageError = GatewayError | PreprocessingError
+
+
 @dataclass(frozen=True)
 class Classification:
-    results: tuple[ImageResult, ...]
+    # One per image, in order; an ImageError only for a batch classified with `each=True`.
+    results: tuple[ImageResult | ImageError, ...]
     model_name: str
     model_version: int | None
-    signature_name: str
+    signature_name: str | None  # None: no image reached the model
     timings: Timings = field(default_factory=Timings)
 
 
@@ -167,7 +172,13 @@ class Classifier:
         self.slots = WorkSlots(max_active)
         self._deadline = deadline
 
-    async def classify(self, sources: Sequence[ImageSource]) -> Classification:
+    async def classify(self, sources: Sequence[ImageSource], *, each: bool = False) -> Classification:
+        """Scores for every image, or the error that stopped the request.
+
+        With `each`, an image that cannot be fetched or decoded gets its error in its slot of the
+        results and the others are classified all the same; errors of the request as a whole
+        (admission, TF Serving) are still raised.
+        """
         if not sources:
             raise BadRequest("no image given")
         if len(sources) > self._max_batch:
@@ -175,21 +186,26 @@ class Classifier:
         with self.limit:
             self._metrics.in_flight.inc()
             try:
-                return await self._classify(sources)
+                return await self._classify(sources, each)
             finally:
                 self._metrics.in_flight.dec()
 
-    async def _classify(self, sources: Sequence[ImageSource]) -> Classification:
-        if len(sources) > 1:
-            # A batch: refuse a bad URL before fetching the others. A single URL is checked by the
-            # fetch itself, before any traffic, with the same answer.
-            for source in sources:
-                if source.url is not None:
-                    check_url(source.url)
+    async def _classify(self, sources: Sequence[ImageSource], each: bool) -> Classification:
         timings = Timings()
         start = time.perf_counter()
-        images = await self._all_bytes(sources)
+        fetched = await self._all_bytes(sources, each)
         timings.fetch = time.perf_counter() - start if any(s.url for s in sources) else 0.0
+        images = [b for b in fetched if isinstance(b, bytes)]
+        if not images:
+            # Every image of the batch failed: nothing to ask the model, which may be down meanwhile.
+            timings.total = time.perf_counter() - start
+            return Classification(
+                results=tuple(r for r in fetched if not isinstance(r, bytes)),
+                model_name=self._model_name,
+                model_version=None,
+                signature_name=None,
+                timings=timings,
+            )
         info = await self._serving.info()
 
         # One deadline covers the wait for a slot and the Predict call: a queue behind a slow TF
@@ -206,15 +222,19 @@ class Classifier:
         try:
             timings.queue = time.perf_counter() - queued
             loop = asyncio.get_running_loop()
-            call, decode_s, preprocess_s = await loop.run_in_executor(
-                self._pool, _predict_call, images, info, self._serving
+            call, decoded, decode_s, preprocess_s = await loop.run_in_executor(
+                self._pool, _predict_call, images, info, self._serving, each
             )
             timings.decode, timings.preprocess = decode_s, preprocess_s
 
-            t = time.perf_counter()
-            remaining = max(self._deadline - timings.queue, _MIN_PREDICT_TIMEOUT)
-            logits, version = await self._serving.predict(info, call, timeout=remaining)
-            timings.predict = time.perf_counter() - t
+            version = None
+            rows: list[tuple[float, ...]] = []
+            if call is not None:
+                t = time.perf_counter()
+                remaining = max(self._deadline - timings.queue, _MIN_PREDICT_TIMEOUT)
+                logits, version = await self._serving.predict(info, call, timeout=remaining)
+                timings.predict = time.perf_counter() - t
+                rows = [tuple(float(x) for x in row) for row in logits]
         finally:
             self.slots.release()
         timings.total = time.perf_counter() - start
@@ -222,21 +242,39 @@ class Classifier:
         for stage in STAGES:
             if stage != "fetch" or timings.fetch:
                 self._metrics.stage_seconds.labels(stage).observe(getattr(timings, stage))
-        self._metrics.images.inc(len(sources))
-        results = tuple(ImageResult(tuple(float(x) for x in row), info.labels) for row in logits)
+        # The fetched images, each replaced by its result or by why it could not be decoded.
+        outcomes = iter(decoded)
+        scores = iter(rows)
+        results: list[ImageResult | ImageError] = []
+        for item in fetched:
+            if not isinstance(item, bytes):
+                results.append(item)
+            elif (outcome := next(outcomes)) is not None:
+                results.append(outcome)
+            else:
+                results.append(ImageResult(next(scores), info.labels))
+        self._metrics.images.inc(sum(isinstance(r, ImageResult) for r in results))
         return Classification(
-            results=results,
+            results=tuple(results),
             model_name=self._model_name,
             model_version=version,
             signature_name=info.signature.signature_name,
             timings=timings,
         )
 
-    async def _all_bytes(self, sources: Sequence[ImageSource]) -> list[bytes]:
-        """Every image's bytes, URLs fetched concurrently; the first failure cancels the rest."""
-        if len(sources) == 1:
+    async def _all_bytes(self, sources: Sequence[ImageSource], each: bool) -> list[bytes | ImageError]:
+        """Every image's bytes, URLs fetched concurrently. With `each`, a failed fetch is kept in
+        its slot; otherwise the first failure cancels the rest and is raised."""
+        if len(sources) == 1 and not each:
             # The common case needs no task of its own (one less per request on the event loop).
             return [await self._bytes_of(0, sources[0], 1)]
+        if each:
+            return list(await asyncio.gather(*(self._bytes_or_error(s) for s in sources)))
+        # A batch: refuse a bad URL before fetching the others. A single URL is checked by the
+        # fetch itself, before any traffic, with the same answer.
+        for source in sources:
+            if source.url is not None:
+                check_url(source.url)
         tasks = [asyncio.ensure_future(self._bytes_of(i, s, len(sources))) for i, s in enumerate(sources)]
         try:
             return list(await asyncio.gather(*tasks))
@@ -244,6 +282,12 @@ class Classifier:
             for task in tasks:
                 task.cancel()
             raise
+
+    async def _bytes_or_error(self, source: ImageSource) -> bytes | ImageError:
+        try:
+            return await self._bytes_of(0, source, 1)
+        except GatewayError as e:
+            return e
 
     async def _bytes_of(self, index: int, source: ImageSource, count: int) -> bytes:
         if source.data is not None:
@@ -254,14 +298,16 @@ class Classifier:
         except GatewayError as e:
             if count == 1:
                 raise
-            raise type(e)(f"image {index + 1}: {e.message}") from None
+            raise type(e)(f"image {index + 1}: {e.message}", detail=e.detail) from None
 
 
 def _predict_call(
-    images: Sequence[bytes], info: ModelInfo, serving: ServingClient
-) -> tuple[PredictCall, float, float]:
+    images: Sequence[bytes], info: ModelInfo, serving: ServingClient, each: bool
+) -> tuple[PredictCall | None, list[PreprocessingError | None], float, float]:
     """Decode every image into one batch, normalise it unless the model takes pixels, serialise the
-    request (in the thread pool)."""
+    request (in the thread pool). With `each`, an image that cannot be decoded is left out of the
+    batch and its error returned in its place (None for those in the batch); no call if none is
+    left."""
     config = info.preprocessing
     h, w = config.target_size
     t0 = time.perf_counter()
@@ -269,18 +315,29 @@ def _predict_call(
     # batch is then normalised in one pass into a C-ordered float32 one (decode and preprocess are
     # timed apart, so this is not preprocess_batch).
     batch = np.empty((len(images), h, w, 3), dtype=np.uint8)
+    errors: list[PreprocessingError | None] = []
+    n = 0
     for i, data in enumerate(images):
         try:
-            batch[i] = np.asarray(decode_image(data, config))
+            batch[n] = np.asarray(decode_image(data, config))
         except PreprocessingError as e:
+            if each:
+                errors.append(e)
+                continue
             if len(images) == 1:
                 raise
             raise type(e)(f"image {i + 1}: {e}") from None
+        errors.append(None)
+        n += 1
     t1 = time.perf_counter()
+    if n == 0:
+        return None, errors, t1 - t0, 0.0
+    # The first n slots are C-contiguous still: a view, no copy.
+    batch = batch[:n]
     # A pixels signature normalises inside the model; for a float32 one it happens here.
     if info.signature.takes_pixels:
         call = serving.predict_call(info, batch)
     else:
         normalised = normalize_into(batch, np.empty(batch.shape, dtype=np.float32), config.family)
         call = serving.predict_call(info, normalised)
-    return call, t1 - t0, time.perf_counter() - t1
+    return call, errors, t1 - t0, time.perf_counter() - t1

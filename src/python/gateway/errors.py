@@ -33,6 +33,7 @@ from clothing_preproc import (
     InputTooLarge,
     NotAnImage,
     PreprocessingError,
+    TensorCodecError,
     TooManyPixels,
     UnreadableImage,
     UnsupportedImage,
@@ -49,9 +50,12 @@ class GatewayError(Exception):
     # Seconds a client should wait before retrying (sent as Retry-After), if retrying helps.
     retry_after: ClassVar[int | None] = None
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # For the gateway's log only, never the answer: e.g. the address a refused host name
+        # resolves to, which would map internal names for anyone who asks.
+        self.detail = detail
 
 
 class BadRequest(GatewayError):
@@ -101,7 +105,7 @@ class ModelFailed(GatewayError):
 
 
 # clothing_preproc's errors, most specific first.
-_PREPROCESSING: tuple[tuple[type[PreprocessingError], int, str], ...] = (
+PREPROCESSING_CODES: tuple[tuple[type[PreprocessingError], int, str], ...] = (
     (InputTooLarge, 413, "too_large"),
     (TooManyPixels, 413, "too_large"),
     (NotAnImage, 415, "not_an_image"),
@@ -110,12 +114,23 @@ _PREPROCESSING: tuple[tuple[type[PreprocessingError], int, str], ...] = (
 )
 
 
+# The answers `describe` gives besides GatewayError's and PREPROCESSING_CODES' (openapi.py lists
+# every code from these three).
+OTHER_ANSWERS: tuple[BaseException, ...] = (
+    TensorCodecError(""),
+    ClientDisconnect(),
+    HTTPException(404),
+    HTTPException(405),
+    RuntimeError(),
+)
+
+
 def describe(exc: BaseException) -> tuple[int, str, str, int | None]:
     """(status, code, message, retry_after) for any exception: the one mapping of the gateway."""
     if isinstance(exc, GatewayError):
         return exc.status, exc.code, exc.message, exc.retry_after
     if isinstance(exc, PreprocessingError):
-        for kind, status, code in _PREPROCESSING:
+        for kind, status, code in PREPROCESSING_CODES:
             if isinstance(exc, kind):
                 return status, code, str(exc), None
         # TensorCodecError: the model answered a tensor the gateway cannot read.
@@ -131,12 +146,27 @@ def describe(exc: BaseException) -> tuple[int, str, str, int | None]:
 
 
 def error_response(exc: BaseException) -> Response:
-    """The JSON answer for `exc` (logged with its traceback when it is a bug)."""
+    """The JSON answer for `exc` (logged with its traceback when it is a bug, with its detail when
+    it has one)."""
     status, code, message, retry_after = describe(exc)
     if status == 500:
         log.error("unhandled error", exc_info=exc)
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    elif isinstance(exc, GatewayError) and exc.detail:
+        log.warning("%s %s: %s", status, code, exc.detail)
+    headers: dict[str, str] = {}
+    if isinstance(exc, HTTPException) and exc.headers:
+        headers.update(exc.headers)  # e.g. Allow on a 405 (RFC 9110 requires it)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def error_body(exc: BaseException) -> dict[str, dict[str, str]]:
+    """`{"error": {"code", "message"}}` for one image of a batch (the same mapping as an answer)."""
+    status, code, message, _ = describe(exc)
+    if isinstance(exc, GatewayError) and exc.detail:
+        log.warning("%s %s: %s", status, code, exc.detail)
+    return {"error": {"code": code, "message": message}}
 
 
 async def handle_exception(request: Request, exc: Exception) -> Response:

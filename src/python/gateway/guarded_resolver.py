@@ -76,7 +76,12 @@ class GuardedResolver(AbstractResolver):
             if reason is not None:
                 # Refuse the name outright if any of its addresses is internal: picking only the
                 # public ones would still let a hostile name steer some connections inside.
-                raise UrlNotAllowed(f"the image host {host} resolves to {address}, {reason}")
+                # The answer says what was refused, not where the name points: that would map
+                # internal names for anyone who asks. The address goes to the log.
+                raise UrlNotAllowed(
+                    "the image host resolves to a private, loopback or reserved address",
+                    detail=f"the image host {host} resolves to {address}, {reason}",
+                )
             checked.append(address)
         return checked
 

@@ -9,20 +9,41 @@ Accepted forms:
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import AsyncIterator
 from typing import Any
+
+import numpy as np
 
 # Starlette parses multipart forms with python-multipart only if it is installed; importing it here
 # makes a missing install fail at start-up, not on the first upload (and lets Pants see it).
 import python_multipart
 import python_multipart.exceptions
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.classify import ImageSource
 from gateway.errors import BadRequest, PayloadTooLarge
 
+# The query options of the classify routes (routes.py reads them; openapi.py documents them).
+TOP_K_DEFAULT = 3
+TOP_K_MAX = 1000
+LOGITS_VALUES = ("true", "false", "1", "0")
+
 _MAX_JSON_BYTES = 256 * 1024
+# A form's non-file fields, each, and its headers and fields besides the images, in all.
+_MAX_FIELD_BYTES = 64 * 1024
+_FORM_OVERHEAD = 1024 * 1024
+# The requests nest two levels deep and carry no integers; these leave room and stay far below
+# what makes the parser fail (about 1,000 levels; 4,300 digits).
+_MAX_JSON_DEPTH = 32
+_MAX_JSON_INT_DIGITS = 100
+# A string, or an unterminated one up to the end: every quote starts a match that never fails, so
+# the scan stays linear whatever the body (no retries from later quotes).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
 
 
 async def read_sources(request: Request, *, max_images: int, max_image_bytes: int) -> list[ImageSource]:
@@ -61,11 +82,41 @@ async def _read_body(request: Request, limit: int, what: str) -> bytes:
 
 
 async def read_json(request: Request) -> Any:
-    data = await _read_body(request, _MAX_JSON_BYTES, "the JSON body")
+    return parse_json(await _read_body(request, _MAX_JSON_BYTES, "the JSON body"))
+
+
+def parse_json(data: bytes) -> Any:
+    """The JSON document in `data`, refusing (400) nesting and integers the requests never need.
+
+    The standard parser recurses once per level (RecursionError near 1,000 levels) and refuses
+    integers over 4,300 digits with a ValueError: both would otherwise surface as 500s. The depth
+    is checked before parsing; integers are checked as the parser meets them.
+    """
+    depth = _nesting_depth(data)
+    if depth > _MAX_JSON_DEPTH:
+        raise BadRequest(f"the JSON body is nested {depth} levels deep; the limit is {_MAX_JSON_DEPTH}")
     try:
-        return json.loads(data)
+        return json.loads(data, parse_int=_bounded_int)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadRequest(f"the body is not valid JSON: {e}") from None
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_JSON_INT_DIGITS:
+        raise BadRequest(f"the JSON body has an integer over {_MAX_JSON_INT_DIGITS} digits long")
+    return int(text)
+
+
+def _nesting_depth(data: bytes) -> int:
+    """The deepest nesting of arrays and objects in `data`, strings skipped (regex speed, no recursion).
+
+    Invalid JSON may be counted wrongly here; the parser refuses it anyway.
+    """
+    brackets = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", data))
+    if not brackets:
+        return 0
+    steps = np.frombuffer(brackets, dtype=np.uint8)
+    return int(np.cumsum(np.where((steps == ord("[")) | (steps == ord("{")), 1, -1)).max())
 
 
 def url_of(body: Any) -> str:
@@ -90,27 +141,89 @@ def _sources_from_json(body: Any, max_images: int) -> list[ImageSource]:
 
 
 async def _sources_from_form(request: Request, max_images: int, max_image_bytes: int) -> list[ImageSource]:
+    # Headers and the non-file fields the form may carry besides the images.
+    limit = max_images * max_image_bytes + _FORM_OVERHEAD
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the form is {int(declared)} bytes; the limit is {limit}")
+    parser = _BoundedMultiPartParser(
+        request.headers,
+        _limited(request.stream(), limit, "the form"),
+        max_files=max_images,
+        max_fields=8,
+        max_file_bytes=max_image_bytes,
+    )
     try:
-        return await _parse_form(request, max_images, max_image_bytes)
+        form = await parser.parse()
+    except _UploadTooLarge as e:
+        raise PayloadTooLarge(e.message) from None
+    except MultiPartException as e:
+        raise BadRequest(f"the multipart body is malformed: {e.message}") from None
     except python_multipart.exceptions.FormParserError as e:
         # python-multipart's own parse errors (e.g. a body that does not start with the boundary)
-        # are not Starlette's MultiPartException, which Starlette answers 400 itself; unmapped they
-        # were 500s (found by src/python/reliability/fuzz_test.py).
+        # are not Starlette's MultiPartException; unmapped they were 500s (found by
+        # src/python/reliability/fuzz_test.py).
         raise BadRequest(f"the multipart body is malformed: {e}") from None
-
-
-async def _parse_form(request: Request, max_images: int, max_image_bytes: int) -> list[ImageSource]:
-    async with request.form(max_files=max_images, max_fields=max_images + 8) as form:
+    try:
         uploads = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
         if not uploads:
             raise BadRequest("the form has no file; attach the image as a file field")
-        sources = []
-        for upload in uploads:
-            if upload.size is not None and upload.size > max_image_bytes:
-                name = upload.filename or "the upload"
-                raise PayloadTooLarge(f"{name} is {upload.size} bytes; the limit is {max_image_bytes}")
-            sources.append(ImageSource(data=await upload.read()))
-        return sources
+        return [ImageSource(data=await upload.read()) for upload in uploads]
+    finally:
+        await form.close()
+
+
+async def _limited(stream: AsyncIterator[bytes], limit: int, what: str) -> AsyncIterator[bytes]:
+    received = 0
+    async for chunk in stream:
+        received += len(chunk)
+        if received > limit:
+            raise PayloadTooLarge(f"{what} is over the limit of {limit} bytes")
+        yield chunk
+
+
+class _UploadTooLarge(MultiPartException):
+    """An uploaded file past the image byte limit (a MultiPartException, so the parser closes the
+    files it opened before passing it on)."""
+
+
+class _BoundedMultiPartParser(MultiPartParser):
+    """Starlette's multipart parser, stopping at the first file over `max_file_bytes`.
+
+    Starlette bounds the non-file fields only; a file would be spooled to disk whatever its size,
+    and the whole body read, before the gateway could look at its size.
+    """
+
+    def __init__(
+        self,
+        headers: Headers,
+        stream: AsyncIterator[bytes],
+        *,
+        max_files: int,
+        max_fields: int,
+        max_file_bytes: int,
+    ) -> None:
+        super().__init__(
+            headers,
+            stream,  # type: ignore[arg-type]  # iterated with `async for` only
+            max_files=max_files,
+            max_fields=max_fields,
+            max_part_size=_MAX_FIELD_BYTES,
+        )
+        self._max_file_bytes = max_file_bytes
+        self._file_bytes = 0
+
+    def on_part_begin(self) -> None:
+        super().on_part_begin()
+        self._file_bytes = 0
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._current_part.file is not None:
+            self._file_bytes += end - start
+            if self._file_bytes > self._max_file_bytes:
+                name = self._current_part.file.filename or "the upload"
+                raise _UploadTooLarge(f"{name} is over the limit of {self._max_file_bytes} bytes")
+        super().on_part_data(data, start, end)
 
 
 class BodyLimit:

@@ -1,9 +1,15 @@
-"""The OpenAPI 3.1 description of the gateway's HTTP API, served at /openapi.json."""
+"""The OpenAPI 3.1 description of the gateway's HTTP API, served at /openapi.json.
+
+Every bound in it is the constant or setting the code enforces (`gateway/schema_test.py` runs
+schemathesis against a live gateway to keep the two in step).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from gateway import errors
+from gateway.inputs import LOGITS_VALUES, TOP_K_DEFAULT, TOP_K_MAX
 from gateway.metrics import STAGES
 from gateway.settings import Settings
 
@@ -42,28 +48,31 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
         {
             "name": "top_k",
             "in": "query",
-            "schema": {"type": "integer", "minimum": 1, "default": 3},
-            "description": "How many of the most probable classes to list in `top`",
+            "schema": {"type": "integer", "minimum": 1, "maximum": TOP_K_MAX, "default": TOP_K_DEFAULT},
+            "description": "How many of the most probable classes to list in `top` (at most all of them)",
         },
         {
             "name": "logits",
             "in": "query",
-            "schema": {"type": "boolean", "default": False},
-            "description": "Also return the model's raw scores (logits)",
+            "schema": {"type": "string", "enum": list(LOGITS_VALUES), "default": "false"},
+            "description": "Also return the model's raw scores (logits): true or 1",
         },
     ]
+    max_bytes = settings.limits.max_bytes
+    image_file = {
+        "type": "string",
+        "format": "binary",
+        "description": f"An image file of at most {max_bytes} bytes and {settings.limits.max_pixels} pixels",
+    }
     image_body = {
         "required": True,
         "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/UrlRequest"}},
             "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"image": {"type": "string", "format": "binary"}},
-                }
+                "schema": {"type": "object", "required": ["image"], "properties": {"image": image_file}}
             },
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "image/*": {"schema": image_file},
+            "application/octet-stream": {"schema": image_file},
         },
     }
     return {
@@ -123,10 +132,13 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
                             "multipart/form-data": {
                                 "schema": {
                                     "type": "object",
+                                    "required": ["images"],
                                     "properties": {
                                         "images": {
                                             "type": "array",
-                                            "items": {"type": "string", "format": "binary"},
+                                            "items": image_file,
+                                            "minItems": 1,
+                                            "maxItems": settings.max_batch,
                                         }
                                     },
                                 }
@@ -135,7 +147,10 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
                     },
                     "responses": {
                         "200": {
-                            "description": "One result per image, in request order",
+                            "description": (
+                                "One result per image, in request order: its scores, or the error "
+                                "that image met (the others are answered all the same)"
+                            ),
                             "content": {
                                 "application/json": {"schema": {"$ref": "#/components/schemas/Batch"}}
                             },
@@ -212,6 +227,7 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
                         "urls": {
                             "type": "array",
                             "items": {"type": "string", "format": "uri"},
+                            "minItems": 1,
                             "maxItems": settings.max_batch,
                         }
                     },
@@ -221,7 +237,10 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
                     "properties": {
                         "name": {"type": "string"},
                         "version": {"type": ["integer", "null"]},
-                        "signature": {"type": "string"},
+                        "signature": {
+                            "type": ["string", "null"],
+                            "description": "null when no image of a batch reached the model",
+                        },
                     },
                 },
                 "ImageResult": {
@@ -231,6 +250,8 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
                         "probabilities": {**scores, "description": "Softmax probabilities by class"},
                         "top": {
                             "type": "array",
+                            "minItems": 1,
+                            "maxItems": len(labels),
                             "items": {
                                 "type": "object",
                                 "properties": {
@@ -265,7 +286,17 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
                     "type": "object",
                     "properties": {
                         "model": {"$ref": "#/components/schemas/Model"},
-                        "results": {"type": "array", "items": {"$ref": "#/components/schemas/ImageResult"}},
+                        "results": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": settings.max_batch,
+                            "items": {
+                                "oneOf": [
+                                    {"$ref": "#/components/schemas/ImageResult"},
+                                    {"$ref": "#/components/schemas/Error"},
+                                ]
+                            },
+                        },
                         "timings_ms": {"$ref": "#/components/schemas/Timings"},
                     },
                 },
@@ -276,6 +307,7 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
                         "reason": {"type": "string"},
                         "model": {"type": "string"},
                         "versions": {"type": "array", "items": {"type": "integer"}},
+                        "checked_in_ms": {"type": "number"},
                     },
                 },
                 "Error": {
@@ -288,22 +320,7 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
                             "properties": {
                                 "code": {
                                     "type": "string",
-                                    "enum": [
-                                        "bad_request",
-                                        "url_not_allowed",
-                                        "too_large",
-                                        "not_an_image",
-                                        "unreadable_image",
-                                        "overloaded",
-                                        "image_host_failed",
-                                        "image_host_timeout",
-                                        "model_unavailable",
-                                        "deadline_exceeded",
-                                        "model_error",
-                                        "not_found",
-                                        "method_not_allowed",
-                                        "internal",
-                                    ],
+                                    "enum": error_codes(),
                                 },
                                 "message": {"type": "string", "description": "What went wrong, in words"},
                             },
@@ -313,3 +330,15 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
             }
         },
     }
+
+
+def error_codes() -> list[str]:
+    """Every code `errors.describe` can answer, in the order of its tree."""
+
+    def tree(cls: type[errors.GatewayError]) -> list[type[errors.GatewayError]]:
+        return [cls] + [c for sub in cls.__subclasses__() for c in tree(sub)]
+
+    codes = [cls.code for cls in tree(errors.GatewayError)[1:]]
+    codes += [code for _, _, code in errors.PREPROCESSING_CODES]
+    codes += [errors.describe(e)[1] for e in errors.OTHER_ANSWERS]
+    return list(dict.fromkeys(codes))

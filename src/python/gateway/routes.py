@@ -10,9 +10,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.classify import Classification, Classifier, ImageResult, ImageSource
-from gateway.errors import BadRequest
-from gateway.inputs import read_json, read_sources, url_of
+from gateway.classify import Classification, Classifier, ImageError, ImageResult, ImageSource
+from gateway.errors import BadRequest, error_body
+from gateway.inputs import LOGITS_VALUES, TOP_K_DEFAULT, TOP_K_MAX, read_json, read_sources, url_of
 from gateway.metrics import Metrics
 from gateway.serving import ServingClient
 from gateway.settings import Settings
@@ -77,7 +77,7 @@ class Api:
         with self.metrics.request_seconds.labels("/predict").time():
             url = url_of(await read_json(request))
             result = await self._svc.classifier.classify([ImageSource(url=url)])
-            return JSONResponse(result.results[0].scores())
+            return JSONResponse(_only(result).scores())
 
     async def classify(self, request: Request) -> Response:
         with self.metrics.request_seconds.labels("/v1/classify").time():
@@ -88,7 +88,7 @@ class Api:
             if len(sources) != 1:
                 raise BadRequest("send one image here; several go to /v1/classify/batch")
             result = await self._svc.classifier.classify(sources)
-            body = _model(result) | _image(result.results[0], top_k, logits)
+            body = _model(result) | _image(_only(result), top_k, logits)
             body["timings_ms"] = result.timings.as_ms()
             return JSONResponse(body)
 
@@ -98,11 +98,20 @@ class Api:
             sources = await read_sources(
                 request, max_images=self.settings.max_batch, max_image_bytes=self.settings.limits.max_bytes
             )
-            result = await self._svc.classifier.classify(sources)
+            result = await self._svc.classifier.classify(sources, each=True)
             body = _model(result)
-            body["results"] = [_image(r, top_k, logits) for r in result.results]
+            body["results"] = [self._image_or_error(r, top_k, logits) for r in result.results]
             body["timings_ms"] = result.timings.as_ms()
             return JSONResponse(body)
+
+    def _image_or_error(
+        self, result: ImageResult | ImageError, top_k: int, logits: bool
+    ) -> dict[str, object]:
+        if isinstance(result, ImageResult):
+            return _image(result, top_k, logits)
+        body = error_body(result)
+        self.metrics.errors.labels(body["error"]["code"]).inc()
+        return dict(body)
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -115,7 +124,6 @@ class Api:
             "reason": state.reason,
             "model": self.settings.model_name,
             "versions": list(state.versions),
-            "tf_serving": self.settings.tf_serving_host,
             "checked_in_ms": round((time.perf_counter() - start) * 1000, 3),
         }
         return JSONResponse(body, status_code=200 if state.ready else 503)
@@ -128,17 +136,23 @@ class Api:
 
 
 def _options(request: Request) -> tuple[int, bool]:
-    raw_k = request.query_params.get("top_k", "3")
-    try:
-        k = int(raw_k)
-    except ValueError:
-        raise BadRequest(f"top_k={raw_k!r} is not a whole number") from None
-    if not 1 <= k <= 1000:
-        raise BadRequest("top_k must be between 1 and 1000")
-    raw_logits = request.query_params.get("logits", "false").lower()
-    if raw_logits not in ("true", "false", "1", "0"):
+    raw_k = request.query_params.get("top_k", str(TOP_K_DEFAULT))
+    # Plain ASCII digits only: int() would also take " 3", "1_0" and other scripts' digits.
+    if not (raw_k.isascii() and raw_k.isdigit()):
+        raise BadRequest(f"top_k={raw_k[:20]!r} is not a whole number")
+    if len(raw_k) > len(str(TOP_K_MAX)) or not 1 <= int(raw_k) <= TOP_K_MAX:
+        raise BadRequest(f"top_k must be between 1 and {TOP_K_MAX}")
+    raw_logits = request.query_params.get("logits", "false")
+    if raw_logits not in LOGITS_VALUES:
         raise BadRequest("logits must be true or false")
-    return k, raw_logits in ("true", "1")
+    return int(raw_k), raw_logits in ("true", "1")
+
+
+def _only(result: Classification) -> ImageResult:
+    """The one result of a request classified whole (its errors were raised, not kept)."""
+    (only,) = result.results
+    assert isinstance(only, ImageResult)
+    return only
 
 
 def _model(result: Classification) -> dict[str, object]:

@@ -67,8 +67,9 @@ class PredictCall:
 @dataclass(frozen=True)
 class Readiness:
     ready: bool
-    reason: str
+    reason: str  # public: /readyz shows it
     versions: tuple[int, ...] = ()
+    detail: str | None = None  # for the log: TF Serving's address and its own words
 
 
 def channel_options(settings: Settings) -> list[tuple[str, object]]:
@@ -182,7 +183,7 @@ class ServingClient:
             )
         except GatewayError as e:
             self.forget()
-            return Readiness(False, e.message)
+            return Readiness(False, e.message, detail=e.detail)
         available = tuple(
             int(v.version)
             for v in response.model_version_status
@@ -200,7 +201,7 @@ class ServingClient:
         try:
             await self.info()
         except GatewayError as e:
-            return Readiness(False, e.message, available)
+            return Readiness(False, e.message, available, e.detail)
         return Readiness(True, "ready", available)
 
     def predict_call(
@@ -257,14 +258,16 @@ class ServingClient:
 
 
 def _gateway_error(e: grpc.aio.AioRpcError, call: str, settings: Settings) -> GatewayError:
+    # TF Serving's own words carry its address and the graph's node names: the log gets them,
+    # the client gets what failed.
     code = e.code()
-    details = e.details() or ""
+    detail = f"{call} to TF Serving at {settings.tf_serving_host}: {code.name} {e.details() or ''}".rstrip()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return ModelDeadlineExceeded(f"TF Serving did not answer {call} within the deadline")
+        return ModelDeadlineExceeded(f"TF Serving did not answer {call} within the deadline", detail=detail)
     if code == grpc.StatusCode.UNAVAILABLE:
-        return ModelUnavailable(f"TF Serving at {settings.tf_serving_host} is unavailable ({details})")
+        return ModelUnavailable("TF Serving is unavailable", detail=detail)
     if code == grpc.StatusCode.NOT_FOUND:
-        return ModelUnavailable(f"TF Serving has no model {settings.model_name!r} loaded ({details})")
+        return ModelUnavailable(f"TF Serving has no model {settings.model_name!r} loaded", detail=detail)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return ModelUnavailable(f"TF Serving is overloaded ({details})")
-    return ModelFailed(f"TF Serving refused {call}: {code.name} {details}".rstrip())
+        return ModelUnavailable("TF Serving is overloaded", detail=detail)
+    return ModelFailed(f"TF Serving refused {call} ({code.name})", detail=detail)
