@@ -13,10 +13,20 @@ import yaml
 from deploy_testlib import DEPLOY_DIR, run, tool
 from k8s_manifests import Manifest, containers, find, one, render
 
+from gateway.settings import ENVIRONMENT, Settings
+
 # The oldest Kubernetes the manifests must work on (EKS standard support, kind's default node).
 KUBERNETES_VERSION = "1.33.0"
 OVERLAYS = ["base", "kind", "eks"]
 WORKLOADS = ["gateway", "tf-serving"]
+CONNECTION_SETTINGS = (
+    "GATEWAY_MAX_CONNECTIONS",
+    "GATEWAY_MAX_HEADER",
+    "GATEWAY_HEADER_TIMEOUT",
+    "GATEWAY_BODY_TIMEOUT",
+    "GATEWAY_IDLE_TIMEOUT",
+    "GATEWAY_CONNECTION_LOG_INTERVAL",
+)
 REQUIRED_LABELS = ["app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by"]
 
 
@@ -221,6 +231,22 @@ def test_grpc_goes_through_a_headless_service(overlay: tuple[str, list[Manifest]
     assert config["data"]["GATEWAY_GRPC_LOAD_BALANCING"] == "round_robin"
     env_from = _container(manifests, "gateway")["envFrom"]
     assert [e["configMapRef"]["name"] for e in env_from] == [config["metadata"]["name"]]
+
+
+def test_gateway_config_sets_only_real_settings_and_bounds_every_connection(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    _, manifests = overlay
+    data = one(manifests, "ConfigMap", "gateway-config")["data"]
+    known = {name for name, _, _ in ENVIRONMENT}
+    assert set(data) <= known, f"not gateway settings: {sorted(set(data) - known)}"
+    # Every connection bound is explicit in the pod spec, and valid.
+    limits = Settings.from_environ(data).connection_limits
+    for name in known:
+        if name.startswith(CONNECTION_SETTINGS):
+            assert name in data, name
+    assert limits.max_connections <= 4096
+    assert limits.header_timeout < 30
 
 
 # NetworkPolicy semantics for pods of one namespace: a pod selected by no Ingress policy accepts

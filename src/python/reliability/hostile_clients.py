@@ -52,8 +52,9 @@ class HalfOpenFlood:
                 "--host", self.host, "--port", str(self.port), "--connections", str(share),
                 "--first-source", str(2 + (index * 50) % _SOURCES), "--payload", self.payload.hex(),
             )  # fmt: skip
-            child = subprocess.Popen(  # noqa: S603 - argv built here, no shell
-                argv,
+            # argv is built here (no shell); S603 cannot know that.
+            child = subprocess.Popen(
+                argv,  # noqa: S603
                 env=child_environment(),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -71,7 +72,8 @@ class HalfOpenFlood:
 
     def stop(self) -> None:
         for child in self._children:
-            assert child.stdin is not None and child.stdout is not None
+            assert child.stdin is not None
+            assert child.stdout is not None
             child.stdin.close()
             line = child.stdout.readline().split()
             if line[:1] == ["closed"]:

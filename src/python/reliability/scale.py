@@ -19,11 +19,26 @@ class Scale:
     fuzz_examples: int  # hypothesis examples per fuzzed input kind
     mutated_images: int  # corrupted JPEG/PNG files sent
     fault_load_seconds: float  # background load around each fault
+    hostile_connections: int  # half-open connections held against the gateway at once
 
 
-CI = Scale("ci", soak_seconds=40, soak_rate=10, fuzz_examples=60, mutated_images=120, fault_load_seconds=3)
+CI = Scale(
+    "ci",
+    soak_seconds=40,
+    soak_rate=10,
+    fuzz_examples=60,
+    mutated_images=120,
+    fault_load_seconds=3,
+    hostile_connections=3000,
+)
 FULL = Scale(
-    "full", soak_seconds=300, soak_rate=20, fuzz_examples=1000, mutated_images=2000, fault_load_seconds=10
+    "full",
+    soak_seconds=300,
+    soak_rate=20,
+    fuzz_examples=1000,
+    mutated_images=2000,
+    fault_load_seconds=10,
+    hostile_connections=20000,
 )
 
 
