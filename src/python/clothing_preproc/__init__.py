@@ -6,7 +6,9 @@ Public API (everything else is internal):
 - `decode_image`, `image_to_array`, `preprocess_input`, `preprocess_image`, `preprocess_batch`,
   `preprocess_path`: the Keras-exact pipeline and its steps; `open_image` (header and limits
   only), `normalize_into` (uint8 pixels -> normalised float32 slot), `family_mode`.
-- `array_to_tensor_proto`, `tensor_proto_to_array`: numpy <-> TensorProto without TensorFlow.
+- `array_to_tensor_proto`, `tensor_proto_to_array`: numpy <-> TensorProto without TensorFlow;
+  `check_tensor_header` (a peer's tensor checked from its header fields before anything is
+  allocated) and its bounds `DEFAULT_MAX_ELEMENTS`, `DEFAULT_MAX_BYTES`, `DEFAULT_MAX_FILL_BYTES`.
 - `CLOTHING_LABELS`, `load_labels`, `scores_by_label`, `softmax`, `top_k`: labels and scores.
 - `ModelDescription`: the description file export writes beside a model.
 - `image_signature`, `pack_signature_def_map`, `unpack_signature_def_map`: model metadata.
@@ -46,7 +48,12 @@ from clothing_preproc.signature import (
     unpack_signature_def_map,
 )
 from clothing_preproc.tensor import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_ELEMENTS,
+    DEFAULT_MAX_FILL_BYTES,
+    TensorHeader,
     array_to_tensor_proto,
+    check_tensor_header,
     dtype_name,
     numpy_dtype,
     tensor_proto_to_array,
@@ -57,6 +64,9 @@ from clothing_preproc.tensor import (
 __all__ = [
     "CLOTHING_LABELS",
     "AUTO_SIGNATURE",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_ELEMENTS",
+    "DEFAULT_MAX_FILL_BYTES",
     "DEFAULT_SIGNATURE",
     "DESCRIPTION_FILE",
     "FAMILY_MODES",
@@ -73,11 +83,13 @@ __all__ = [
     "PreprocessingError",
     "TensorCodecError",
     "TensorDescription",
+    "TensorHeader",
     "TensorSpec",
     "TooManyPixels",
     "UnreadableImage",
     "UnsupportedImage",
     "array_to_tensor_proto",
+    "check_tensor_header",
     "decode_image",
     "dtype_name",
     "family_mode",

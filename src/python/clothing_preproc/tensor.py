@@ -8,6 +8,7 @@ which is what TF Serving sends by default.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -55,11 +56,24 @@ _VAL_FIELD: dict[int, str] = {
     tensor_pb2.DT_COMPLEX128: "dcomplex_val",
 }
 
-# Refuse to materialise more elements than this from a peer's message (a response declaring a
-# huge shape with no data would otherwise allocate it).
+# Bounds on what a peer's tensor may decode to, all checked from its header fields (dtype, shape,
+# value counts, byte lengths) before anything is allocated. A 67-byte message can declare a shape of
+# any size; these keep what it costs in proportion to what it carries.
+#
+# Elements: 2^26 is 64 float32 images of 512×512×3.
 DEFAULT_MAX_ELEMENTS = 1 << 26
+# Decoded bytes (strings: a pointer per element plus their bytes): what one tensor may occupy.
+DEFAULT_MAX_BYTES = 1 << 30
+# TensorFlow fills a tensor sent with fewer values than its shape holds (none: zeros; some: the last
+# value repeated). Those elements cost memory the sender never sent, so the filled size of such a
+# tensor is bounded separately: 4 MiB holds one 299×299 float32 image and change.
+DEFAULT_MAX_FILL_BYTES = 1 << 22
+# TensorFlow's TensorShape::MaxDimensions().
+MAX_RANK = 254
 # Protobuf cannot serialise a message of 2 GB or more (TensorFlow refuses such tensors too).
 _MAX_MESSAGE_BYTES = 1 << 31
+# Bytes an object array spends per element (a pointer), for string tensors.
+_POINTER_BYTES = np.dtype(object).itemsize
 
 
 def dtype_name(dtype: int) -> str:
@@ -140,52 +154,116 @@ def array_to_tensor_proto(
 
 
 def tensor_shape(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
-    """The concrete shape of a tensor message (every dimension known)."""
+    """The concrete shape of a tensor message (every dimension known, at most `MAX_RANK` of them)."""
     if proto.tensor_shape.unknown_rank:
         raise TensorCodecError("tensor has unknown rank")
+    rank = len(proto.tensor_shape.dim)
+    if rank > MAX_RANK:
+        raise TensorCodecError(f"tensor has {rank} dimensions; at most {MAX_RANK} are allowed")
     shape = tuple(int(d.size) for d in proto.tensor_shape.dim)
     if any(size < 0 for size in shape):
         raise TensorCodecError(f"tensor shape {list(shape)} has an unknown dimension")
     return shape
 
 
-def tensor_proto_to_array(
-    proto: tensor_pb2.TensorProto, max_elements: int = DEFAULT_MAX_ELEMENTS
-) -> npt.NDArray[Any]:
-    """Decode a tensor message from `tensor_content` or the typed `*_val` field.
+@dataclass(frozen=True)
+class TensorHeader:
+    """What a tensor message will decode to, read from its header fields alone."""
 
-    Follows `tf.make_ndarray`: no values means zeros, fewer values than the shape holds repeat the
-    last one. More values than the shape holds, or a content size that does not match, is a
-    `TensorCodecError`, as is a shape of more than `max_elements` elements.
+    dtype: int
+    shape: tuple[int, ...]
+    count: int  # elements the shape holds
+    values: int  # values the message carries (count, or fewer to be filled as TensorFlow does)
+    nbytes: int  # bytes the decoded array will occupy
+
+
+def check_tensor_header(
+    proto: tensor_pb2.TensorProto,
+    *,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_fill_bytes: int = DEFAULT_MAX_FILL_BYTES,
+) -> TensorHeader:
+    """Check that a tensor message's dtype, shape and sizes fit together and within the bounds.
+
+    Reads only lengths (of the shape, `tensor_content` and the typed value field), so a message that
+    declares more than it carries is refused before any array exists. Raises `TensorCodecError`.
     """
     shape = tensor_shape(proto)
+    dtype = int(proto.dtype)
+    np_dtype = numpy_dtype(dtype)  # an unsupported dtype is refused before its size matters
     # Python integers: a hostile shape like [2**40, 2**40] must not wrap around in int64.
     count = math.prod(shape)
     if count > max_elements:
         raise TensorCodecError(f"tensor of shape {list(shape)} has more than {max_elements} elements")
-    np_dtype = numpy_dtype(proto.dtype)
+    name = dtype_name(dtype)
+    if dtype == tensor_pb2.DT_STRING:
+        values = len(proto.string_val)
+        # The strings' own bytes are in the message already; the array adds a pointer per element.
+        nbytes = count * _POINTER_BYTES + sum(len(s) for s in proto.string_val)
+    elif proto.tensor_content:
+        values = count
+        nbytes = count * np_dtype.itemsize
+        if len(proto.tensor_content) != nbytes:
+            raise TensorCodecError(
+                f"tensor_content has {len(proto.tensor_content)} bytes; shape {list(shape)} of "
+                f"{np_dtype.name} needs {nbytes}"
+            )
+    else:
+        field = _VAL_FIELD[dtype]
+        values = len(getattr(proto, field))
+        if dtype in (tensor_pb2.DT_COMPLEX64, tensor_pb2.DT_COMPLEX128):
+            if values % 2:
+                raise TensorCodecError(f"{field} must hold (real, imaginary) pairs")
+            values //= 2
+        nbytes = count * np_dtype.itemsize
+    if values > count:
+        raise TensorCodecError(f"tensor holds {values} values but its shape {list(shape)} has {count}")
+    if nbytes > max_bytes:
+        raise TensorCodecError(
+            f"tensor of shape {list(shape)} of {name} would take {nbytes} bytes; the limit is {max_bytes}"
+        )
+    if values < count and nbytes > max_fill_bytes:
+        raise TensorCodecError(
+            f"tensor of shape {list(shape)} of {name} carries {values} of its {count} values; filling "
+            f"in the rest would take {nbytes} bytes, and the limit for a tensor sent incomplete is "
+            f"{max_fill_bytes} (send every value)"
+        )
+    return TensorHeader(dtype=dtype, shape=shape, count=count, values=values, nbytes=nbytes)
 
-    if proto.dtype == tensor_pb2.DT_STRING:
+
+def tensor_proto_to_array(
+    proto: tensor_pb2.TensorProto,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_fill_bytes: int = DEFAULT_MAX_FILL_BYTES,
+) -> npt.NDArray[Any]:
+    """Decode a tensor message from `tensor_content` or the typed `*_val` field.
+
+    Follows `tf.make_ndarray`: no values means zeros, fewer values than the shape holds repeat the
+    last one. Everything `check_tensor_header` refuses (more values than the shape holds, a content
+    size that does not match, too many elements or bytes, too much to fill in) is a
+    `TensorCodecError`, raised before anything is allocated.
+    """
+    header = check_tensor_header(
+        proto, max_elements=max_elements, max_bytes=max_bytes, max_fill_bytes=max_fill_bytes
+    )
+    shape, count = header.shape, header.count
+    np_dtype = numpy_dtype(header.dtype)
+
+    if header.dtype == tensor_pb2.DT_STRING:
         strings = list(proto.string_val)
         return _fill(np.array(strings, dtype=object), count, shape, np_dtype)
 
     if proto.tensor_content:
-        expected = count * np_dtype.itemsize
-        if len(proto.tensor_content) != expected:
-            raise TensorCodecError(
-                f"tensor_content has {len(proto.tensor_content)} bytes; shape {list(shape)} of "
-                f"{np_dtype.name} needs {expected}"
-            )
         return np.frombuffer(proto.tensor_content, dtype=np_dtype).reshape(shape).copy()
 
-    field = _VAL_FIELD[proto.dtype]
-    raw = getattr(proto, field)
-    if proto.dtype == tensor_pb2.DT_HALF:
+    raw = getattr(proto, _VAL_FIELD[header.dtype])
+    if header.dtype == tensor_pb2.DT_HALF:
         values = np.array(raw, dtype=np.uint16).view(np.float16)
-    elif proto.dtype in (tensor_pb2.DT_COMPLEX64, tensor_pb2.DT_COMPLEX128):
-        pairs = np.array(raw, dtype=np.float32 if proto.dtype == tensor_pb2.DT_COMPLEX64 else np.float64)
-        if pairs.size % 2:
-            raise TensorCodecError(f"{field} must hold (real, imaginary) pairs")
+    elif header.dtype in (tensor_pb2.DT_COMPLEX64, tensor_pb2.DT_COMPLEX128):
+        pairs = np.array(raw, dtype=np.float32 if header.dtype == tensor_pb2.DT_COMPLEX64 else np.float64)
         values = pairs.view(np_dtype)
     else:
         values = np.array(raw, dtype=np_dtype)
@@ -197,8 +275,6 @@ def _fill(
 ) -> npt.NDArray[Any]:
     if values.size == 0:
         return np.zeros(shape, dtype=np_dtype) if np_dtype != object else np.full(shape, b"", dtype=object)
-    if values.size > count:
-        raise TensorCodecError(f"tensor holds {values.size} values but its shape {list(shape)} has {count}")
     if values.size < count:
         values = np.pad(values, (0, count - values.size), mode="edge")
     return values.reshape(shape)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clothing_preproc import TensorCodecError, array_to_tensor_proto, tensor_proto_to_array, tensor_shape
+from clothing_preproc import (
+    TensorCodecError,
+    array_to_tensor_proto,
+    check_tensor_header,
+    tensor_proto_to_array,
+    tensor_shape,
+)
 from clothing_protos import serving_pb2, tensor_pb2
 
 
@@ -128,3 +134,80 @@ def test_float_outputs_land_in_float_val() -> None:
     message = array_to_tensor_proto(np.array([[1.5, -2.0]], dtype=np.float32), as_content=False)
     assert list(message.float_val) == [1.5, -2.0]
     assert [d.size for d in message.tensor_shape.dim] == [1, 2]
+
+
+# Hostile headers: a few bytes declaring a huge tensor. Each must be refused from the header fields,
+# before numpy allocates anything (the model server's process test measures the memory).
+HOSTILE_HEADERS: dict[str, tuple[tensor_pb2.TensorProto, str]] = {
+    "complex128 [2^26], one value (1 GiB if filled)": (
+        proto(tensor_pb2.DT_COMPLEX128, [1 << 26], dcomplex_val=[1.0, 2.0]),
+        "carries 1 of its 67108864 values; filling in the rest would take 1073741824 bytes",
+    ),
+    "string [2^26], one value (512 MiB of pointers)": (
+        proto(tensor_pb2.DT_STRING, [1 << 26], string_val=[b"x"]),
+        "carries 1 of its 67108864 values",
+    ),
+    "string [2^26], no value": (
+        proto(tensor_pb2.DT_STRING, [1 << 26]),
+        "carries 0 of its 67108864 values",
+    ),
+    "float [2^26], no value (zeros)": (
+        proto(tensor_pb2.DT_FLOAT, [1 << 26]),
+        "carries 0 of its 67108864 values",
+    ),
+    "float [16, 299, 299, 3], one value": (
+        proto(tensor_pb2.DT_FLOAT, [16, 299, 299, 3], float_val=[0.5]),
+        "the limit for a tensor sent incomplete is 4194304",
+    ),
+    "complex128 [2^26] in tensor_content of 16 bytes": (
+        proto(tensor_pb2.DT_COMPLEX128, [1 << 26], tensor_content=b"\x00" * 16),
+        "tensor_content has 16 bytes; shape \\[67108864\\] of complex128 needs 1073741824",
+    ),
+    "2^27 elements": (proto(tensor_pb2.DT_UINT8, [1 << 27], int_val=[1]), "more than 67108864 elements"),
+    "300 dimensions of size 1": (proto(tensor_pb2.DT_FLOAT, [1] * 300), "300 dimensions; at most 254"),
+    "bfloat16 (no numpy dtype)": (proto(tensor_pb2.DT_BFLOAT16, [1 << 26]), "unsupported tensor dtype"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_HEADERS))
+def test_hostile_headers_are_refused_before_allocating(case: str) -> None:
+    message, match = HOSTILE_HEADERS[case]
+    with pytest.raises(TensorCodecError, match=match):
+        check_tensor_header(message)
+    with pytest.raises(TensorCodecError, match=match):
+        tensor_proto_to_array(message)
+
+
+def test_the_decoded_size_bound_holds_for_complete_tensors() -> None:
+    message = proto(tensor_pb2.DT_FLOAT, [4, 4], tensor_content=b"\x00" * 64)
+    assert check_tensor_header(message, max_bytes=64).nbytes == 64
+    with pytest.raises(TensorCodecError, match="would take 64 bytes; the limit is 63"):
+        tensor_proto_to_array(message, max_bytes=63)
+    strings = proto(tensor_pb2.DT_STRING, [2], string_val=[b"abc", b"de"])
+    assert check_tensor_header(strings).nbytes == 2 * 8 + 5
+
+
+def test_filling_within_the_bound_is_tensorflows() -> None:
+    header = check_tensor_header(proto(tensor_pb2.DT_INT32, [4], int_val=[7, 8]))
+    assert (header.count, header.values, header.nbytes) == (4, 2, 16)
+    # The fill bound applies to incomplete tensors only: a complete one may be larger.
+    one = proto(tensor_pb2.DT_UINT8, [8], int_val=[1])
+    assert tensor_proto_to_array(one, max_fill_bytes=8).tolist() == [1] * 8
+    with pytest.raises(TensorCodecError, match="send every value"):
+        tensor_proto_to_array(one, max_fill_bytes=7)
+    every = proto(tensor_pb2.DT_UINT8, [8], int_val=list(range(8)))
+    assert tensor_proto_to_array(every, max_fill_bytes=1).size == 8
+
+
+@pytest.mark.parametrize("shape", [[1 << 26], [4096, 4096, 4]], ids=["2^26", "4096x4096x4"])
+def test_decoding_hostile_headers_keeps_memory_flat(shape: list[int]) -> None:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for dtype, field in ((tensor_pb2.DT_COMPLEX128, "dcomplex_val"), (tensor_pb2.DT_STRING, "string_val")):
+        value: list[object] = [1.0, 2.0] if field == "dcomplex_val" else [b"x"]
+        for _ in range(4):
+            with pytest.raises(TensorCodecError):
+                tensor_proto_to_array(proto(dtype, shape, **{field: value}))
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 64 * 1024
