@@ -109,17 +109,22 @@ class ServingCore:
         inputs: Mapping[str, T],
         output_filter: Sequence[str],
         decode: Callable[[str, T], npt.NDArray[Any]],
+        describe: Callable[[str, T], tuple[int, tuple[int, ...]]] | None = None,
     ) -> PredictResult:
         """Check a request against its signature, decode its inputs, run it.
 
         `decode(alias, value)` turns one transported input into an array; it runs only after the
-        input names are checked, so errors come in TF Serving's order.
+        input names are checked, so errors come in TF Serving's order. `describe(alias, value)`,
+        if given, says an input's (dtype, shape) without decoding it: those are checked against
+        the signature first, so nothing is allocated for an input the model would refuse.
         """
         if ref is None:
             raise InvalidArgument("Missing ModelSpec")
         with self._admitted(), self.manager.servable(ref.name, ref.version, ref.label) as servable:
             signature = servable.signature(ref.signature_name)
             fetch = signature.check_names(inputs, output_filter)
+            if describe is not None:
+                signature.check_inputs({alias: describe(alias, value) for alias, value in inputs.items()})
             arrays = {alias: decode(alias, value) for alias, value in inputs.items()}
             signature.check_tensors(arrays)
             outputs = servable.run(signature, arrays, fetch)

@@ -15,7 +15,12 @@ import grpc
 import numpy.typing as npt
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from clothing_preproc import array_to_tensor_proto, pack_signature_def_map, tensor_proto_to_array
+from clothing_preproc import (
+    array_to_tensor_proto,
+    pack_signature_def_map,
+    tensor_proto_to_array,
+    tensor_shape,
+)
 from clothing_preproc.errors import TensorCodecError
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2, tensor_pb2
 from model_server.core import ModelRef, ServingCore
@@ -57,7 +62,17 @@ def _call(context: grpc.ServicerContext, method: str, body: Callable[[], R]) -> 
         raise AssertionError("unreachable: abort raises") from None
 
 
+def _describe(alias: str, proto: tensor_pb2.TensorProto) -> tuple[int, tuple[int, ...]]:
+    """An input's dtype and shape from its header alone, for the signature check before decoding."""
+    try:
+        return int(proto.dtype), tensor_shape(proto)
+    except TensorCodecError as e:
+        raise InvalidArgument(f"tensor parsing error: {alias} ({e})") from e
+
+
 def _decode(alias: str, proto: tensor_pb2.TensorProto) -> npt.NDArray[Any]:
+    # The codec checks the header's sizes against what was sent and its bounds (element count,
+    # decoded bytes, filling) before it allocates anything.
     try:
         return tensor_proto_to_array(proto)
     except TensorCodecError as e:
@@ -75,7 +90,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     ) -> serving_pb2.PredictResponse:
         def body() -> serving_pb2.PredictResponse:
             ref = model_ref(request.model_spec) if request.HasField("model_spec") else None
-            result = self._core.predict(ref, request.inputs, list(request.output_filter), _decode)
+            result = self._core.predict(
+                ref, request.inputs, list(request.output_filter), _decode, _describe
+            )
             response = serving_pb2.PredictResponse()
             response.model_spec.name = result.model_name
             response.model_spec.version.value = result.version

@@ -156,6 +156,25 @@ def _bad_tensor() -> serving_pb2.PredictRequest:
     return request
 
 
+def _header_only(
+    alias: str = "input_8",
+    dtype: int = tensor_pb2.DT_COMPLEX128,
+    shape: tuple[int, ...] = (1 << 26,),
+    **values: Any,
+) -> serving_pb2.PredictRequest:
+    """A few bytes declaring a huge tensor (issue 17: 67 bytes used to cost the server 1 GB)."""
+    request = serving_pb2.PredictRequest()
+    request.model_spec.name = "tiny" if alias == "input_8" else "two"
+    tensor = tensor_pb2.TensorProto(dtype=dtype, **values)  # type: ignore[arg-type]
+    tensor.tensor_shape.dim.extend(tensor_pb2.TensorShapeProto.Dim(size=d) for d in shape)
+    request.inputs[alias].CopyFrom(tensor)
+    if alias != "input_8":
+        request.inputs["b" if alias == "a" else "a"].CopyFrom(
+            array_to_tensor_proto(np.zeros(1, np.int64) if alias == "a" else np.zeros((1, 3), np.float32))
+        )
+    return request
+
+
 # Every row of TF Serving's error table (tfserving-api.md), plus the checks it leaves to chance.
 PREDICT_ERRORS: dict[str, tuple[Callable[[], serving_pb2.PredictRequest], grpc.StatusCode, str]] = {
     "unknown model": (
@@ -212,6 +231,46 @@ PREDICT_ERRORS: dict[str, tuple[Callable[[], serving_pb2.PredictRequest], grpc.S
         "input tensor input_8 has shape [1,150,150,3], but the signature expects [-1,299,299,3] "
         "(-1 = any size)",
     ),
+    "hostile header: complex128 [2^26], one value": (
+        lambda: _header_only(dcomplex_val=[1.0, 2.0]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Expects arg[0] to be float but complex128 is provided",
+    ),
+    "hostile header: string [2^26], one value": (
+        lambda: _header_only(dtype=tensor_pb2.DT_STRING, string_val=[b"x"]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Expects arg[0] to be float but string is provided",
+    ),
+    "hostile header: rank 1 for an image input": (
+        lambda: _header_only(dtype=tensor_pb2.DT_FLOAT, float_val=[1.0]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "input tensor input_8 has shape [67108864], but the signature expects [-1,299,299,3] (-1 = any size)",
+    ),
+    "hostile header: 300 dimensions": (
+        lambda: _header_only(dtype=tensor_pb2.DT_FLOAT, shape=(1,) * 300),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "tensor parsing error: input_8 (tensor has 300 dimensions; at most 254 are allowed)",
+    ),
+    "hostile header: a batch of 64 images in one value": (
+        lambda: _header_only(dtype=tensor_pb2.DT_FLOAT, shape=(64, 299, 299, 3), float_val=[0.5]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "tensor parsing error: input_8 (tensor of shape [64, 299, 299, 3] of float32 carries 1 of its "
+        "17164992 values; filling in the rest would take 68659968 bytes, and the limit for a tensor "
+        "sent incomplete is 4194304 (send every value))",
+    ),
+    "hostile header: int64 [2^26] in one value, dtype and rank right": (
+        lambda: _header_only("b", tensor_pb2.DT_INT64, int64_val=[1]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "tensor parsing error: b (tensor of shape [67108864] of int64 carries 1 of its 67108864 values; "
+        "filling in the rest would take 536870912 bytes, and the limit for a tensor sent incomplete is "
+        "4194304 (send every value))",
+    ),
+    "hostile header: tensor_content shorter than the shape": (
+        lambda: _header_only("a", tensor_pb2.DT_FLOAT, (1 << 24, 3), tensor_content=b"\x00" * 12),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "tensor parsing error: a (tensor_content has 12 bytes; shape [16777216, 3] of float32 "
+        "needs 201326592)",
+    ),
     "undecodable tensor": (
         _bad_tensor,
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -229,6 +288,23 @@ def test_predict_errors_have_tf_servings_code_and_message(
     make, code, message = PREDICT_ERRORS[case]
     request = make()
     assert error_of(client.predict, request) == (code, message)
+
+
+def test_model_run_errors_name_the_cause_not_the_graphs_nodes(
+    served: tuple[ModelServer, Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Batch sizes that pass the signature check (both -1) but do not add up in the graph.
+    _, client = served
+    request = serving_pb2.PredictRequest()
+    request.model_spec.name = "two"
+    request.inputs["a"].CopyFrom(array_to_tensor_proto(np.zeros((2, 3), np.float32)))
+    request.inputs["b"].CopyFrom(array_to_tensor_proto(np.zeros(3, np.int64)))
+    with caplog.at_level("WARNING", logger="model_server.saved_model"):
+        code, message = error_of(client.predict, request)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert message == "Incompatible shapes: [3] vs. [2]"
+    # The detail (which node, where it was built) is in the server's log only.
+    assert any("node" in record.getMessage() for record in caplog.records)
 
 
 def test_a_plain_tf_saved_model_save_export_is_rejected_at_load(served: tuple[ModelServer, Client]) -> None:

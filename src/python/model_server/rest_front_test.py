@@ -260,3 +260,50 @@ def test_rest_errors_have_tf_servings_status_and_message(rest: httpx.Client, cas
     content = body if isinstance(body, str) else None if body is None else json.dumps(body)
     response = rest.request(method, path, content=content)
     assert (response.status_code, response.json()) == (status, {"error": message})
+
+
+# Issue 17: inputs of any size or depth get a 400 with a JSON error, never a 500 or a hang.
+HOSTILE_BODIES: dict[str, tuple[str, str, str]] = {
+    "JSON nested 100,000 deep": (
+        "/v1/models/tiny:predict",
+        '{"instances":' + "[" * 100_000 + "]" * 100_000 + "}",
+        "JSON Parse error: maximum recursion depth exceeded",
+    ),
+    "JSON nested 900 deep (parses; the rank is checked before anything is built)": (
+        "/v1/models/tiny:predict",
+        '{"inputs":' + "[" * 900 + "0" + "]" * 900 + "}",
+        "input tensor input_8 has shape [" + ",".join(["1"] * 900) + "], but the signature expects",
+    ),
+    "an integer of 5,000 digits": (
+        "/v1/models/two:predict",
+        '{"inputs": {"a": [[1, 2, 3]], "b": [' + "9" * 5000 + "]}}",
+        "JSON Parse error: Exceeds the limit (4300 digits) for integer string conversion",
+    ),
+    "an integer beyond int64": (
+        "/v1/models/two:predict",
+        '{"inputs": {"a": [[1, 2, 3]], "b": [' + "9" * 40 + "]}}",
+        "JSON Value: " + "9" * 40 + " Type: Number is not of expected type: int64",
+    ),
+    "a number beyond float32": (
+        "/v1/models/two:predict",
+        '{"inputs": {"a": [[1e300, 2, 3]], "b": [1]}}',
+        "Cannot convert JSON value: 1e+300 to float without loss of precision.",
+    ),
+    "200,000 rows with a string last (was quadratic to find)": (
+        "/v1/models/two:predict",
+        json.dumps({"inputs": {"a": [[0, 0, 0]] * 200_000 + [["x", 0, 0]], "b": [0] * 200_001}}),
+        'JSON Value: "x" Type: String is not of expected type: float',
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_BODIES))
+def test_hostile_bodies_are_400_promptly(rest: httpx.Client, case: str) -> None:
+    import time
+
+    path, body, message = HOSTILE_BODIES[case]
+    started = time.monotonic()
+    response = rest.post(path, content=body)
+    assert time.monotonic() - started < 10
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith(message)

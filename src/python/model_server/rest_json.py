@@ -44,7 +44,10 @@ class ParsedPredict:
 
 
 def _shown(value: Any) -> str:
-    text = json.dumps(value, separators=(",", ":"), default=str)
+    try:
+        text = json.dumps(value, separators=(",", ":"), default=str)
+    except RecursionError:
+        return "(nested too deeply to show)"
     return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "…"
 
 
@@ -75,6 +78,7 @@ def parse_predict_body(body: bytes, signature_for: Callable[[str], Signature]) -
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError) as e:
+        # ValueError includes integers of more than 4,300 digits (Python's conversion limit).
         raise InvalidArgument(f"JSON Parse error: {e}") from None
     if not isinstance(doc, dict):
         raise InvalidArgument(f"JSON Value: {_shown(doc)} Is not object")
@@ -92,10 +96,14 @@ def parse_predict_body(body: bytes, signature_for: Callable[[str], Signature]) -
             f"JSON Value: {_shown(doc)} Not formatted correctly expecting only one of 'inputs' or "
             "'instances' keys to exist "
         )
-    if "instances" in doc:
-        return ParsedPredict(name, Format.ROW, _from_instances(doc, bindings))
-    if "inputs" in doc:
-        return ParsedPredict(name, Format.COLUMNAR, _from_inputs(doc["inputs"], bindings))
+    try:
+        if "instances" in doc:
+            return ParsedPredict(name, Format.ROW, _from_instances(doc, bindings))
+        if "inputs" in doc:
+            return ParsedPredict(name, Format.COLUMNAR, _from_inputs(doc["inputs"], bindings))
+    except RecursionError:
+        # Only inputs of unknown rank are walked without a depth check first (`_check_rank`).
+        raise InvalidArgument("JSON Value is nested too deeply for the signature's inputs") from None
     raise InvalidArgument("Missing 'inputs' or 'instances' key")
 
 
@@ -158,6 +166,7 @@ def _from_inputs(value: Any, bindings: Mapping[str, TensorBinding]) -> dict[str,
 
 
 def _to_array(value: Any, binding: TensorBinding, row_items: bool = False) -> npt.NDArray[Any]:
+    _check_rank(value, binding)
     dtype = binding.dtype
     if dtype == tensor_pb2.DT_STRING:
         return _string_array(value)
@@ -167,6 +176,15 @@ def _to_array(value: Any, binding: TensorBinding, row_items: bool = False) -> np
         raise Unimplemented(
             f"Conversion of JSON Value: {_shown(value)} to type: {tf_type_name(dtype)}"
         ) from None
+    # Every leaf must be a JSON number (true/false for bool) before numpy sees the value: one
+    # string among numbers would make np.asarray build a unicode array as wide as the longest
+    # string for every element (a 1 MB body could ask for gigabytes).
+    bad = _first_misfit(value, lambda v: _json_number_fits(v, target.kind))
+    if bad is not _ALL_FIT:
+        raise InvalidArgument(
+            f"JSON Value: {_shown(bad)} Type: {_json_type(bad)} is not of expected type: "
+            f"{tf_type_name(dtype)}"
+        )
     try:
         array = np.asarray(value)
     except (ValueError, OverflowError, TypeError):
@@ -187,7 +205,7 @@ def _to_array(value: Any, binding: TensorBinding, row_items: bool = False) -> np
         lost = np.isfinite(array) & ~np.isfinite(cast)
         if lost.any():
             raise InvalidArgument(
-                f"Cannot convert JSON value: {array[lost].flat[0]!r} to {tf_type_name(dtype)} "
+                f"Cannot convert JSON value: {float(array[lost].flat[0])!r} to {tf_type_name(dtype)} "
                 "without loss of precision."
             )
         return cast
@@ -201,6 +219,23 @@ def _to_array(value: Any, binding: TensorBinding, row_items: bool = False) -> np
     return array.astype(target)
 
 
+def _check_rank(value: Any, binding: TensorBinding) -> None:
+    """Refuse a value nested deeper or shallower than the signature's rank before building anything.
+
+    The JSON's depth is read along its first items (no recursion, no copy), so a deeply nested
+    document is refused with the shape message the array would have got, not walked or converted.
+    """
+    if binding.shape is None:
+        return
+    shape = _shape(value)
+    if len(shape) != len(binding.shape):
+        got = "[" + ",".join(str(d) for d in shape) + "]"
+        raise InvalidArgument(
+            f"input tensor {binding.alias} has shape {got}, but the signature expects "
+            f"{binding.shape_text()} (-1 = any size)"
+        )
+
+
 def _kind_fits(kind: str, target_kind: str) -> bool:
     if target_kind == "f":
         return kind in "iuf"
@@ -211,21 +246,38 @@ def _kind_fits(kind: str, target_kind: str) -> bool:
     return kind == target_kind
 
 
+def _json_number_fits(value: Any, target_kind: str) -> bool:
+    """A JSON leaf of the kind a numeric input takes (its range is checked once it is an array)."""
+    if target_kind == "b":
+        return isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _leaf_fits(value: Any, target_kind: str) -> bool:
     if isinstance(value, list | dict) or value is None:
         return False
     return _kind_fits(np.asarray(value).dtype.kind, target_kind)
 
 
-def _first_leaf(value: Any, ok: Callable[[Any], bool]) -> Any:
+_ALL_FIT = object()
+
+
+def _first_misfit(value: Any, ok: Callable[[Any], bool]) -> Any:
+    """The first leaf `ok` refuses, in document order, or `_ALL_FIT`."""
+    # A stack popped from its end keeps this linear in the number of values.
     stack = [value]
     while stack:
-        item = stack.pop(0)
+        item = stack.pop()
         if isinstance(item, list):
-            stack[:0] = item
+            stack.extend(reversed(item))
         elif not ok(item):
             return item
-    return value
+    return _ALL_FIT
+
+
+def _first_leaf(value: Any, ok: Callable[[Any], bool]) -> Any:
+    bad = _first_misfit(value, ok)
+    return value if bad is _ALL_FIT else bad
 
 
 def _irregular(value: Any) -> str:

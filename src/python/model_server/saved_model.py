@@ -8,6 +8,8 @@ which is more forgiving — means an export that TF Serving cannot serve fails h
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -20,20 +22,59 @@ from clothing_protos import meta_graph_pb2
 from model_server.errors import Code, ServingError
 from model_server.signatures import Signature, signature_map
 
+log = logging.getLogger(__name__)
+
 SERVE_TAG = "serve"
+
+# What TensorFlow adds to a run-time error's cause: where in the graph it happened. The Python
+# session adds "Detected at node X defined at (most recent call last):", the Python stack that
+# built the node and "Node: 'X'"; the runtime adds "[[{{node X}}]]", "[[X]]" for a function's
+# call site and "{{function_node F}}".
+# None of it helps a client fix its request, and it maps the model's insides for anyone: clients
+# get the cause, the server log gets everything.
+_DETECTED_AT = re.compile(r"^Detected at node .* defined at \(most recent call last\):$")
+_NODE_LINE = re.compile(r"^Node: '.*'$")
+_NODE_ANNOTATION = re.compile(r"\s*\[\[[^\n]*?\]\]")
+_FUNCTION_NODE = re.compile(r"\{\{function_node [^}]*\}\}\s*")
+_NODE_NAME = re.compile(r"\{\{node [^}]*\}\}")
+
+
+def client_message(message: str) -> str:
+    """A TensorFlow error message without the graph's node names and the Python stack."""
+    prefix = "Graph execution error:"
+    if message.startswith(prefix):
+        message = message[len(prefix) :]
+    kept: list[str] = []
+    in_stack = False
+    for line in message.strip().splitlines():
+        if _DETECTED_AT.match(line.strip()):
+            in_stack = True
+            continue
+        if in_stack:
+            # The stack's lines are indented (or "<stack traces unavailable>"); "Node: 'X'" ends it.
+            if line.startswith((" ", "\t")) or line.strip() == "<stack traces unavailable>":
+                continue
+            in_stack = False
+            if _NODE_LINE.match(line.strip()):
+                continue
+        if _NODE_LINE.match(line.strip()):
+            continue
+        kept.append(line)
+    text = "\n".join(kept)
+    text = _NODE_ANNOTATION.sub("", text)
+    text = _FUNCTION_NODE.sub("", text)
+    text = _NODE_NAME.sub("(a model operation)", text)
+    return text.strip() or "The model failed to run this request"
 
 
 def serving_error(error: BaseException) -> ServingError:
-    """A TensorFlow exception as the status TF Serving would answer with."""
+    """A TensorFlow exception as the status TF Serving would answer with, fit for a client."""
     if isinstance(error, ServingError):
         return error
     if isinstance(error, tf.errors.OpError):
-        message = error.message
-        # The Python client prefixes graph errors; TF Serving's C++ status has only the cause.
-        prefix = "Graph execution error:"
-        if message.startswith(prefix):
-            message = message[len(prefix) :].strip()
-        return ServingError(message, code=Code(error.error_code))
+        # The full message (node names, the graph's Python stack) stays in the server log.
+        log.warning("TensorFlow error (%s): %s", Code(error.error_code).name, error.message)
+        return ServingError(client_message(error.message), code=Code(error.error_code))
     if isinstance(error, OSError):
         return ServingError(str(error), code=Code.NOT_FOUND)
     return ServingError(f"{type(error).__name__}: {error}", code=Code.FAILED_PRECONDITION)

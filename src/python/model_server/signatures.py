@@ -136,11 +136,18 @@ class Signature:
         return tuple(fetch) if fetch else tuple(self.outputs)
 
     def check_tensors(self, inputs: Mapping[str, npt.NDArray[Any]]) -> None:
-        """dtype, rank and shape of each input against the signature (names already checked)."""
-        for index, alias in enumerate(sorted(inputs)):
+        """dtype, rank and shape of each input array against the signature (names already checked)."""
+        self.check_inputs({alias: (array_dtype(array), array.shape) for alias, array in inputs.items()})
+
+    def check_inputs(self, described: Mapping[str, tuple[int, tuple[int, ...]]]) -> None:
+        """Each input's (dtype, shape) against the signature (names already checked).
+
+        Takes what a tensor's header says, so the gRPC front checks a request before decoding it:
+        a few bytes declaring a huge tensor of the wrong kind never become an array.
+        """
+        for index, alias in enumerate(sorted(described)):
             binding = self.inputs[alias]
-            array = inputs[alias]
-            sent = array_dtype(array)
+            sent, shape = described[alias]
             if sent != binding.dtype:
                 # TensorFlow's wording for a feed of the wrong type (arg = position in the feed).
                 raise InvalidArgument(
@@ -149,11 +156,11 @@ class Signature:
                 )
             if binding.shape is None:
                 continue
-            fits = len(array.shape) == len(binding.shape) and all(
-                want in (-1, got) for want, got in zip(binding.shape, array.shape, strict=True)
+            fits = len(shape) == len(binding.shape) and all(
+                want in (-1, got) for want, got in zip(binding.shape, shape, strict=True)
             )
             if not fits:
-                got = "[" + ",".join(str(d) for d in array.shape) + "]"
+                got = "[" + ",".join(str(d) for d in shape) + "]"
                 raise InvalidArgument(
                     f"input tensor {alias} has shape {got}, but the signature expects "
                     f"{binding.shape_text()} (-1 = any size)"
