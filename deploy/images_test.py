@@ -28,6 +28,10 @@ def test_hadolint_finds_nothing(dockerfile: Path) -> None:
     run([tool("hadolint"), "--failure-threshold", "style", dockerfile])
 
 
+def test_hadolint_finds_nothing_in_the_builder() -> None:
+    run([tool("hadolint"), "--failure-threshold", "style", DEPLOY_DIR / "builder/Dockerfile"])
+
+
 def test_hadolint_can_fail(tmp_path: Path) -> None:
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM debian\nRUN apt-get install curl\n")

@@ -100,3 +100,63 @@ write_overlay() {
     sed 's/^/#   /' "${dir}/kustomization.yaml"
   fi
 }
+
+# The host's CA bundle, so the builder trusts what the host trusts (a TLS-inspecting proxy too).
+host_ca_bundle() {
+  local candidate
+  for candidate in "${CLOTHING_CA_BUNDLE:-}" "${SSL_CERT_FILE:-}" /etc/ssl/certs/ca-certificates.crt \
+    /etc/pki/tls/certs/ca-bundle.crt /etc/ssl/cert.pem; do
+    if [[ -n "${candidate}" && -f "${candidate}" ]]; then
+      printf '%s\n' "${candidate}"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# in_builder ARGS...: `./pants ARGS` inside the builder container (deploy/builder/Dockerfile),
+# built first if this version of it is not in the daemon yet.
+in_builder() {
+  local image socket ca network=() volume="${CLOTHING_BUILDER_VOLUME:-clothing-builder-cache}"
+  image="clothing-builder:$(cksum <"${DEPLOY_DIR}/builder/Dockerfile" | cut -d' ' -f1)"
+  if [[ -n "${CLOTHING_BUILDER_NETWORK:-}" ]]; then network=(--network "${CLOTHING_BUILDER_NETWORK}"); fi
+  if (( DRY_RUN )) || ! docker image inspect "${image}" >/dev/null 2>&1; then
+    log "building the builder image ${image}"
+    run docker build --platform linux/amd64 "${network[@]}" \
+      ${CLOTHING_BUILDER_BASE:+--build-arg "BASE=${CLOTHING_BUILDER_BASE}"} \
+      -t "${image}" "${DEPLOY_DIR}/builder"
+  fi
+  socket=/var/run/docker.sock
+  if [[ "${DOCKER_HOST:-}" == unix://* ]]; then socket="${DOCKER_HOST#unix://}"; fi
+  local args=(--rm --platform linux/amd64 "${network[@]}"
+    -v "${REPO_ROOT}:/src" -v "${volume}:/cache" -v "${socket}:/var/run/docker.sock"
+    -e DOCKER_HOST=unix:///var/run/docker.sock -e IMAGE_TAG -e BASE_IMAGE)
+  if ca="$(host_ca_bundle)"; then
+    args+=(-v "${ca}:/etc/clothing-host-ca.pem:ro" -e CLOTHING_CA_BUNDLE=/etc/clothing-host-ca.pem)
+  fi
+  # The workdir stays in the volume: the host's own Pants (if any) keeps .pants.d to itself.
+  run docker run "${args[@]}" "${image}" ./pants --no-pantsd --pants-workdir=/cache/pants.d "$@"
+}
+
+# use_builder: true when the images are built in the builder rather than on this host, which
+# builds linux/amd64 images itself only on Linux x86_64. CLOTHING_BUILDER=always|never overrides.
+use_builder() {
+  case "${CLOTHING_BUILDER:-auto}" in
+    always) return 0 ;;
+    never) return 1 ;;
+    auto) [[ "$(uname -s)/$(uname -m)" != Linux/x86_64 ]] ;;
+    *) die "CLOTHING_BUILDER must be auto, always or never, not ${CLOTHING_BUILDER}" ;;
+  esac
+}
+
+# pants_for_images ARGS...: `./pants ARGS` for building the images (tagged $IMAGE_TAG), on this
+# host or in the builder (use_builder).
+pants_for_images() {
+  if use_builder; then
+    log "building in the builder container (deploy/builder; CLOTHING_BUILDER=never builds on this host)"
+    in_builder "$@"
+  else
+    # The scripts run from the repository's root (Pants takes paths relative to it).
+    run env IMAGE_TAG="${IMAGE_TAG:-dev}" ./pants "$@"
+  fi
+}

@@ -176,3 +176,34 @@ def test_the_pants_registry_option_is_a_python_literal(tmp_path: Path) -> None:
     (publish,) = (c for c in _commands(result.stdout) if " publish " in c)
     assert "True" in publish
     assert "true" not in publish
+
+
+def test_images_are_built_in_the_builder_where_the_host_cannot(tmp_path: Path) -> None:
+    # As on a macOS host: the builder image is built for linux/amd64, then ./pants runs in it with
+    # the checkout, the cache volume and the host's Docker socket mounted.
+    env = {**_env([], tmp_path), "CLOTHING_BUILDER": "always", "DOCKER_HOST": "unix:///run/test/docker.sock"}
+    result = run(["bash", WORKFLOWS["kind"], "--dry-run", "--tag", "abc123", "up"], env=env)
+    commands = _commands(result.stdout)
+    build = next(c for c in commands if c.startswith("docker build"))
+    assert "--platform linux/amd64" in build
+    assert re.search(r"-t clothing-builder:\d+ \S+/deploy/builder$", build), build
+    (inside,) = (c for c in commands if c.startswith("docker run"))
+    assert re.search(r"-v \S+:/src -v clothing-builder-cache:/cache -v /run/test/docker.sock:/var/run/docker.sock", inside)
+    assert "-e IMAGE_TAG" in inside
+    assert inside.endswith("./pants --no-pantsd --pants-workdir=/cache/pants.d package deploy/images/gateway deploy/images/model")
+    assert not any(re.match(r"env IMAGE_TAG=\S+ \./pants", c) for c in commands)
+
+    # EKS: built in the builder, pushed from the host (which holds the registry login).
+    result = run(["bash", WORKFLOWS["eks"], "--dry-run", "--tag", "abc123", "up"], env=env)
+    commands = _commands(result.stdout)
+    (inside,) = (c for c in commands if c.startswith("docker run"))
+    assert "docker-registries" in inside and inside.endswith("package deploy/images/gateway deploy/images/model")
+    pushes = [c for c in commands if c.startswith("docker push")]
+    assert [p.rsplit("/", 1)[1] for p in pushes] == ["clothing-gateway:abc123", "clothing-model:abc123"]
+
+
+def test_an_unknown_builder_choice_is_refused(tmp_path: Path) -> None:
+    env = {**_env([], tmp_path), "CLOTHING_BUILDER": "sometimes"}
+    result = run(["bash", WORKFLOWS["kind"], "--dry-run", "--tag", "t", "up"], env=env, check=False)
+    assert result.returncode != 0
+    assert "CLOTHING_BUILDER must be auto, always or never, not sometimes" in result.stderr

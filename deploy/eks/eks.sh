@@ -23,6 +23,8 @@ usage: ${PROG} [--dry-run] [--region REGION] [--tag TAG] COMMAND
   --tag TAG        image tag (default: the git revision, "-dirty" if there are uncommitted changes)
 
 Prerequisites: aws (CLI v2, logged in), eksctl, kubectl, docker.
+Images are built on this host on Linux x86_64, elsewhere (macOS, Windows, arm64) in the builder
+container, deploy/builder (CLOTHING_BUILDER=always|never forces the choice).
 USAGE
 }
 
@@ -102,10 +104,17 @@ case "${command}" in
     run_sh "aws ecr get-login-password --region ${region} | docker login --username AWS --password-stdin ${registry}"
 
     log "[4/6] building and pushing clothing-gateway:${tag} and clothing-model:${tag}"
-    # Pants tags the images for the registry given here and pushes them (`publish`).
-    run env IMAGE_TAG="${tag}" ./pants \
-      "--docker-registries={'ecr': {'address': '${registry}', 'default': True}}" \
-      publish deploy/images/gateway deploy/images/model
+    # Pants tags the images for the registry given here and pushes them (`publish`). The builder
+    # container has no registry login of the host's (it may live in a credential helper), so
+    # there the images are built in it and pushed from the host.
+    export IMAGE_TAG="${tag}"
+    registries="--docker-registries={'ecr': {'address': '${registry}', 'default': True}}"
+    if use_builder; then
+      pants_for_images "${registries}" package deploy/images/gateway deploy/images/model
+      for image in "${IMAGES[@]}"; do run docker push "${registry}/${image}:${tag}"; done
+    else
+      pants_for_images "${registries}" publish deploy/images/gateway deploy/images/model
+    fi
 
     log "[5/6] applying deploy/eks"
     write_overlay "${overlay}" eks "${registry}" "${tag}" "${PLACEHOLDER}"

@@ -22,6 +22,8 @@ usage: ${PROG} [--dry-run] [--tag TAG] COMMAND
   --tag TAG   image tag (default: the git revision, "-dirty" if there are uncommitted changes)
 
 Prerequisites: docker, kind, kubectl, curl. Then: deploy/loadtest.py --url ${URL} drives the HPA.
+Images are built on this host on Linux x86_64, elsewhere (macOS, Windows, arm64) in the builder
+container, deploy/builder (CLOTHING_BUILDER=always|never forces the choice).
 USAGE
 }
 
@@ -55,7 +57,8 @@ case "${command}" in
             kubectl "https://kubernetes.io/docs/tasks/tools/" \
             curl "your distribution's curl package"
     log "[1/6] building clothing-gateway:${tag} and clothing-model:${tag}"
-    run env IMAGE_TAG="${tag}" ./pants package deploy/images/gateway deploy/images/model
+    export IMAGE_TAG="${tag}"
+    pants_for_images package deploy/images/gateway deploy/images/model
 
     log "[2/6] cluster ${CLUSTER}"
     if (( DRY_RUN )) || ! kind get clusters 2>/dev/null | grep -qx "${CLUSTER}"; then
