@@ -39,9 +39,10 @@ def test_hostile_half_open_connections_leave_healthz_and_predict_answering_withi
         {"GATEWAY_HEADER_TIMEOUT": "120", "GATEWAY_IDLE_TIMEOUT": "120"},
         descriptor_limit=1024 if SCALE.name == "ci" else None,
     )
-    url = image_host.url("photo.jpg")
+    url = image_host.url("/image/photo.jpg")
     with httpx.Client(base_url=gateway.url, timeout=10) as client:
-        assert _timed(client, "POST", "/predict", json={"url": url})[0] == 200  # warm
+        warm = client.post("/predict", json={"url": url})
+        assert warm.status_code == 200, warm.text
         rss_before = gateway.process.rss()
         with HalfOpenFlood(gateway.port, SCALE.hostile_connections) as flood:
             health = [_timed(client, "GET", "/healthz") for _ in range(10)]
