@@ -200,7 +200,8 @@ def test_without_apt_bootstraps_and_generates_the_protos(tmp_path: Path) -> None
     assert first.stdout.strip() == "2.17.1"
     assert "[bootstrap] ready" in first.stderr
     assert "Debian" not in first.stderr
-    rc = (root / ".pants.rc").read_text()
+    rc = (cache / "pants.rc").read_text()
+    assert not (root / ".pants.rc").exists()
     assert f"file://{cache}/tools/protoc-{{version}}.tar.gz" in rc
     assert f"file://{cache}/tools/grpc_python_plugin-{{version}}" in rc
 
