@@ -169,3 +169,34 @@ def test_an_upload_far_over_the_limit_is_refused_while_it_arrives(run_gateway: R
     assert b'"too_large"' in answer
     # The kernel's socket buffers hold a few MB on loopback; the rest was never sent.
     assert sent < 10 * limit, f"{sent / 2**20:.0f} MiB sent before the 413"
+
+
+def test_the_schema_states_the_bounds_the_server_enforces(run_gateway: RunGateway) -> None:
+    # Each bound the schema documents: the server refuses one past it and takes the bound itself
+    # (it then goes on to the next step, which fails here for other reasons: no model server).
+    gw = run_gateway(settings(max_batch=4))
+    schema = httpx.get(f"{gw.url}/openapi.json").json()
+    top_k = next(p for p in schema["paths"]["/v1/classify"]["post"]["parameters"] if p["name"] == "top_k")
+    urls = schema["components"]["schemas"]["BatchRequest"]["properties"]["urls"]
+    assert (top_k["schema"]["minimum"], top_k["schema"]["maximum"]) == (1, 1000)
+    assert (urls["minItems"], urls["maxItems"]) == (1, 4)
+
+    def code(path: str, **kwargs: object) -> str:
+        return str(httpx.post(f"{gw.url}{path}", **kwargs).json()["error"]["code"])  # type: ignore[arg-type]
+
+    image = {"content": b"\x89PNG", "headers": {"content-type": "image/png"}}
+    assert code("/v1/classify?top_k=0", **image) == "bad_request"
+    assert code("/v1/classify?top_k=1001", **image) == "bad_request"
+    assert code("/v1/classify?top_k=1000", **image) == "model_unavailable"
+    assert code("/v1/classify?top_k=1", **image) == "model_unavailable"
+    assert code("/v1/classify/batch", json={"urls": []}) == "bad_request"
+    assert code("/v1/classify/batch", json={"urls": ["ftp://x.test/a"] * 5}) == "bad_request"
+    r = httpx.post(f"{gw.url}/v1/classify/batch", json={"urls": ["ftp://x.test/a"] * 4})
+    assert r.status_code == 200
+    assert [x["error"]["code"] for x in r.json()["results"]] == ["url_not_allowed"] * 4
+    # Every error code the gateway can answer is in the schema's list, and nothing else.
+    from gateway.openapi import error_codes
+
+    listed = schema["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]
+    assert listed == error_codes()
+    assert {"client_disconnected", "method_not_allowed", "internal"} <= set(listed)

@@ -25,7 +25,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.classify import ImageSource
-from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.errors import BadRequest, PayloadTooLarge, UrlNotAllowed
+from gateway.fetch import check_url
 
 # The query options of the classify routes (routes.py reads them; openapi.py documents them).
 TOP_K_DEFAULT = 3
@@ -44,6 +45,8 @@ _MAX_JSON_INT_DIGITS = 100
 # the scan stays linear whatever the body (no retries from later quotes).
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 _NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+# RFC 3986: a scheme, then ':'.
+_ABSOLUTE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 async def read_sources(request: Request, *, max_images: int, max_image_bytes: int) -> list[ImageSource]:
@@ -136,6 +139,17 @@ def _sources_from_json(body: Any, max_images: int) -> list[ImageSource]:
             raise BadRequest('"urls" must be a list of strings')
         if len(urls) > max_images:
             raise BadRequest(f"{len(urls)} images in one request; the limit is {max_images}")
+        for i, u in enumerate(urls):
+            # What is not a URL at all makes the request malformed; a URL that is refused or fails
+            # is answered in its own slot of a batch.
+            try:
+                check_url(u)
+            except UrlNotAllowed:
+                pass
+            except BadRequest as e:
+                raise BadRequest(f'"urls" item {i + 1}: {e.message}') from None
+            if not _ABSOLUTE_URL.match(u.strip()):
+                raise BadRequest(f'"urls" item {i + 1} is not an absolute URL (scheme://host/…)')
         return [ImageSource(url=u) for u in urls]
     return [ImageSource(url=url_of(body))]
 

@@ -217,7 +217,12 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
                     "type": "object",
                     "required": ["url"],
                     "properties": {
-                        "url": {"type": "string", "format": "uri", "description": "http(s) image URL"}
+                        "url": {
+                            "type": "string",
+                            "format": "uri",
+                            "minLength": 1,
+                            "description": "http(s) image URL",
+                        }
                     },
                 },
                 "BatchRequest": {
@@ -226,7 +231,7 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
                     "properties": {
                         "urls": {
                             "type": "array",
-                            "items": {"type": "string", "format": "uri"},
+                            "items": {"type": "string", "format": "uri", "minLength": 1},
                             "minItems": 1,
                             "maxItems": settings.max_batch,
                         }
