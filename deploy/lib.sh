@@ -135,7 +135,10 @@ in_builder() {
     args+=(-v "${ca}:/etc/clothing-host-ca.pem:ro" -e CLOTHING_CA_BUNDLE=/etc/clothing-host-ca.pem)
   fi
   # The workdir stays in the volume: the host's own Pants (if any) keeps .pants.d to itself.
-  run docker run "${args[@]}" "${image}" ./pants --no-pantsd --pants-workdir=/cache/pants.d "$@"
+  # One builder run at a time per volume: Pants' LMDB store cannot be shared between containers
+  # (each has its own PID namespace), so a second run waits on the volume's lock.
+  run docker run "${args[@]}" "${image}" \
+    flock /cache/builder.lock ./pants --no-pantsd --pants-workdir=/cache/pants.d "$@"
 }
 
 # use_builder: true when the images are built in the builder rather than on this host, which

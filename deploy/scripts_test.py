@@ -190,7 +190,10 @@ def test_images_are_built_in_the_builder_where_the_host_cannot(tmp_path: Path) -
     (inside,) = (c for c in commands if c.startswith("docker run"))
     assert re.search(r"-v \S+:/src -v clothing-builder-cache:/cache -v /run/test/docker.sock:/var/run/docker.sock", inside)
     assert "-e IMAGE_TAG" in inside
-    assert inside.endswith("./pants --no-pantsd --pants-workdir=/cache/pants.d package deploy/images/gateway deploy/images/model")
+    assert inside.endswith(
+        "flock /cache/builder.lock ./pants --no-pantsd --pants-workdir=/cache/pants.d "
+        "package deploy/images/gateway deploy/images/model"
+    )
     assert not any(re.match(r"env IMAGE_TAG=\S+ \./pants", c) for c in commands)
 
     # EKS: built in the builder, pushed from the host (which holds the registry login).

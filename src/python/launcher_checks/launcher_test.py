@@ -12,6 +12,7 @@ import pwd
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -250,3 +251,19 @@ def test_generator_pins_are_within_the_locked_runtimes() -> None:
         assert _locked_version(path, "grpcio") >= tuple(int(p) for p in tools.group(1).split("."))
         # protobuf 7.X.Y runs code from protoc X.Y and older.
         assert _locked_version(path, "protobuf")[1:] >= tuple(int(p) for p in protoc.group(1).split("."))
+
+
+def test_every_alias_names_a_target_that_exists() -> None:
+    """`./pants stack` and friends expand to addresses: a renamed target must not leave one dangling."""
+    root = _source_root()
+    aliases = tomllib.loads((root / "pants.toml").read_text())["cli"]["alias"]
+    assert {"stack", "export-model", "images"} <= aliases.keys()
+    for name, expansion in aliases.items():
+        goal, *addresses = expansion.split()
+        assert goal in {"run", "package"}, name
+        for address in addresses:
+            path, _, target = address.partition(":")
+            assert (root / path).exists(), f"alias {name}: {path} does not exist"
+            if (root / path).is_dir():
+                build = (root / path / "BUILD").read_text()
+                assert f'name="{target or Path(path).name}"' in build, f"alias {name}: no target {address}"
