@@ -20,10 +20,11 @@ from clothing_preproc import PreprocessingError
 from gateway.classify import Classifier
 from gateway.errors import GatewayError, describe, error_response
 from gateway.fetch import Fetcher, FetchPolicy
-from gateway.guarded_resolver import Resolver, system_resolver
+from gateway.guarded_resolver import Resolver
 from gateway.idle_memory import give_back_when_idle
 from gateway.inputs import BodyLimit
 from gateway.metrics import Metrics
+from gateway.name_lookup import BoundedResolver
 from gateway.openapi import openapi_schema
 from gateway.routes import Api, Services
 from gateway.serving import ServingClient
@@ -34,14 +35,20 @@ log = logging.getLogger("gateway")
 _JSON_OVERHEAD = 1024 * 1024
 
 
-def create_app(settings: Settings, *, resolver: Resolver = system_resolver) -> Starlette:
-    """The gateway app. `resolver` resolves image URL host names (tests pass their own)."""
+def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starlette:
+    """The gateway app. `resolver` resolves image URL host names (default: the operating system's,
+    within `settings.lookup_limits`; tests pass their own)."""
     metrics = Metrics()
     api = Api(settings, metrics, openapi_schema(settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         serving = ServingClient(settings)
+        lookups = None
+        names = resolver
+        if names is None:
+            # Its own bounded threads: a hung DNS answer costs only the requests that need it.
+            names = lookups = BoundedResolver(settings.lookup_limits)
         fetcher = Fetcher(
             FetchPolicy(
                 max_bytes=settings.limits.max_bytes,
@@ -51,7 +58,7 @@ def create_app(settings: Settings, *, resolver: Resolver = system_resolver) -> S
                 max_redirects=settings.fetch_max_redirects,
                 allow_networks=settings.fetch_allow_networks,
             ),
-            resolver,
+            names,
         )
         pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="preprocess")
         classifier = Classifier(
@@ -88,6 +95,8 @@ def create_app(settings: Settings, *, resolver: Resolver = system_resolver) -> S
                 trimmer.cancel()
             api.services = None
             await fetcher.aclose()
+            if lookups is not None:
+                lookups.close()
             await serving.close()
             pool.shutdown(wait=True, cancel_futures=True)
 

@@ -20,6 +20,7 @@ from clothing_preproc import (
     PreprocessConfig,
     load_labels,
 )
+from gateway.name_lookup import LookupLimits
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -65,6 +66,24 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("GATEWAY_FETCH_READ_TIMEOUT", "10", "image URL timeout between received bytes, seconds"),
     ("GATEWAY_FETCH_TOTAL_TIMEOUT", "15", "image URL total time including redirects, seconds"),
     ("GATEWAY_FETCH_MAX_REDIRECTS", "3", "redirects followed per image URL (each one re-checked)"),
+    (
+        "GATEWAY_DNS_THREADS",
+        "32",
+        "threads resolving image URL host names, used for nothing else (the OS resolver blocks one "
+        "per lookup)",
+    ),
+    (
+        "GATEWAY_DNS_TIMEOUT",
+        "3",
+        "longest wait for one host name lookup, seconds, queueing included (then 504); at most "
+        "GATEWAY_FETCH_CONNECT_TIMEOUT",
+    ),
+    (
+        "GATEWAY_DNS_MAX_PER_DOMAIN",
+        "2",
+        "lookups running at once for names under one domain, counting those whose request already gave "
+        "up; more wait their turn: a domain whose DNS never answers holds at most this many threads",
+    ),
     (
         "GATEWAY_FETCH_ALLOW_NETWORKS",
         "",
@@ -156,6 +175,9 @@ class Settings:
     fetch_total_timeout: float = 15.0
     fetch_max_redirects: int = 3
     fetch_allow_networks: tuple[IPNetwork, ...] = ()
+    dns_threads: int = 32
+    dns_timeout: float = 3.0
+    dns_max_per_domain: int = 2
     grpc_load_balancing: str = "pick_first"
     shutdown_grace: float = 20.0
     connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
@@ -169,6 +191,15 @@ class Settings:
     @property
     def threads(self) -> int:
         return self.preprocess_threads or (os.cpu_count() or 1)
+
+    @property
+    def lookup_limits(self) -> LookupLimits:
+        """Host name lookups for image URLs; a lookup never outlasts the fetch's connect timeout."""
+        return LookupLimits(
+            threads=self.dns_threads,
+            timeout=min(self.dns_timeout, self.fetch_connect_timeout),
+            per_domain=self.dns_max_per_domain,
+        )
 
     @property
     def active(self) -> int:
@@ -226,6 +257,9 @@ class Settings:
             fetch_total_timeout=env.seconds("GATEWAY_FETCH_TOTAL_TIMEOUT"),
             fetch_max_redirects=env.integer("GATEWAY_FETCH_MAX_REDIRECTS", 0, 20),
             fetch_allow_networks=env.networks("GATEWAY_FETCH_ALLOW_NETWORKS"),
+            dns_threads=env.integer("GATEWAY_DNS_THREADS", 1, 1024),
+            dns_timeout=env.seconds("GATEWAY_DNS_TIMEOUT"),
+            dns_max_per_domain=env.integer("GATEWAY_DNS_MAX_PER_DOMAIN", 1, 1024),
             grpc_load_balancing=lb,
             shutdown_grace=env.seconds("GATEWAY_SHUTDOWN_GRACE"),
             connection_limits=ConnectionLimits(
