@@ -7,7 +7,9 @@ test checks what a client sees (status, JSON error, the connection closed) and w
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import socket
 import threading
 import time
@@ -18,6 +20,8 @@ import httpx
 import pytest
 
 from gateway.conftest import closed_port_address
+from gateway.connection_limits import ConnectionGuard
+from gateway.settings import ConnectionLimits
 from reliability.hostile_clients import HalfOpenFlood
 from reliability.stack import Gateway, start_gateway
 
@@ -243,3 +247,26 @@ def test_with_the_descriptors_taken_by_hostile_connections_healthz_answers_withi
         assert flood.closed_by_server > 1000
     finally:
         g.process.stop()
+
+
+def test_asyncio_accept_failures_are_counted_into_one_log_line_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # What asyncio reports for every accept() that fails for want of descriptors (up to the
+    # backlog's count per wake-up, each with a traceback); 1.19 million lines in the run.
+    guard = ConnectionGuard(ConnectionLimits(log_interval=30))
+    context = {
+        "message": "socket.accept() out of system resource",
+        "exception": OSError(24, "Too many open files"),
+    }
+
+    async def flood() -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(10_000):
+            guard.loop_exception_handler(loop, dict(context))
+
+    with caplog.at_level(logging.WARNING, logger="uvicorn.error"):
+        asyncio.run(flood())
+    lines = [r for r in caplog.records if "connection limits:" in r.getMessage()]
+    assert len(lines) == 1
+    assert not any(r.exc_info for r in caplog.records)
