@@ -17,7 +17,9 @@ Errors from `clothing_preproc` (bad images) keep their own tree and are mapped h
 too many pixels → 413, not an image → 415, unreadable or unsupported image → 422. Anything else is
 a bug: it is logged with its traceback and answered 500 with a generic message.
 
-Every error answer has the same JSON shape: `{"error": {"code": …, "message": …}}`.
+Every error answer has the same JSON shape: `{"error": {"code": …, "message": …}}`; so has each
+failed image in a batch's results (`error_body`). A GatewayError's `detail` (an internal address,
+TF Serving's own words) goes to the log, never into the answer.
 """
 
 from __future__ import annotations
