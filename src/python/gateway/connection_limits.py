@@ -164,9 +164,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.timeout_keep_alive = limits.idle_timeout  # type: ignore[assignment]
         self._phase = _IDLE
         self._head_room = limits.max_header_bytes
+        self._heads = 0  # heads parsed on this connection
         self._head_started = 0.0
         self._body_seen = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
         self._counted = False
         self._close_when_body_ends = False
         self._linger_until = 0.0
@@ -207,6 +209,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
 
     def _evict(self) -> None:
         self.guard.note("closed for a newer connection at the cap")
@@ -235,11 +240,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 # Only the bytes that may still belong to the head go to the parser; if the head
                 # has not ended within them, it is too large. This keeps a huge header from
                 # ever being held (httptools would concatenate it in memory).
+                heads = self._heads
                 if not self._feed(data[:room]):
                     return
-                if self._phase == _HEAD:
+                if self._phase == _HEAD and self._heads == heads:
                     self._refuse("header_bytes")
                     return
+                # A head ended within them (pipelined requests): the rest is parsed as usual,
+                # and the next head's share of this read is not counted (at most one read).
                 data = data[room:]
             else:
                 self._head_room = room - len(data)
@@ -307,6 +315,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if len(self.headers) > self.guard.limits.max_headers:
             raise _Refusal("header_count")
         self._phase = _BODY
+        self._heads += 1
         self.guard.waiting.pop(self, None)
         if self._timer is not None:
             self._timer.cancel()
@@ -339,6 +348,28 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.guard.waiting[self] = None
         elif self._phase == _HEAD:
             self.guard.waiting[self] = None
+
+    # --- bytes out --------------------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        # The client is not reading what the gateway sends: the response's task waits for it,
+        # holding its connection (which the cap cannot take back) and its request slot.
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.guard.limits.body_timeout, self._on_write_stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _on_write_stalled(self) -> None:
+        self._write_timer = None
+        if not self.transport.is_closing():
+            self.guard.note("closed: the client stopped reading its answer")
+            # The buffer will never drain, so there is nothing left to send: drop it.
+            self.transport.abort()
 
     # --- timers -----------------------------------------------------------------------------
 

@@ -270,3 +270,32 @@ def test_asyncio_accept_failures_are_counted_into_one_log_line_per_interval(
     lines = [r for r in caplog.records if "connection limits:" in r.getMessage()]
     assert len(lines) == 1
     assert not any(r.exc_info for r in caplog.records)
+
+
+def test_a_client_that_stops_reading_its_answers_is_disconnected_after_the_body_timeout(
+    gateway: Gateway,
+) -> None:
+    # Thousands of pipelined requests whose answers are never read: the gateway's send buffer
+    # fills and the answer's task would wait for the client forever, holding its connection.
+    asked = 3000
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", gateway.port))
+        s.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * asked)
+        time.sleep(BODY + SLACK)
+        received, took = read_until_closed(s, 10)
+    answered = received.count(b"HTTP/1.1 200 ")
+    # Cut off: the answers already in the socket buffers arrive, then the connection ends.
+    assert 0 < answered < asked, (answered, len(received))
+    assert took < 10
+
+
+def test_pipelined_requests_larger_together_than_the_header_limit_are_all_answered(gateway: Gateway) -> None:
+    # 500 small heads in one write (about 20 KiB, over the 16 KiB head limit together).
+    asked = 500
+    with connect(gateway) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * (asked - 1))
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        received, _ = read_until_closed(s, 10)
+    assert received.count(b"HTTP/1.1 200 ") == asked

@@ -112,8 +112,8 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     (
         "GATEWAY_BODY_TIMEOUT",
         "15",
-        "seconds a request body may pause between bytes (while the gateway is reading it); "
-        "longer: 408 and closed",
+        "seconds a request body may pause between bytes (while the gateway is reading it), and an "
+        "answer may wait for the client to read it; longer: 408 and closed, or closed",
     ),
     (
         "GATEWAY_IDLE_TIMEOUT",
