@@ -25,10 +25,12 @@ an attacker's own zone starts, without a public-suffix list.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import queue
 import socket
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from gateway.errors import ImageHostTimeout
@@ -63,6 +65,66 @@ class LookupLimits:
             raise ValueError(f"unusable lookup limits: {self}")
 
 
+_Job = tuple[Callable[[], Sequence[str]], "asyncio.Future[Sequence[str]]"]
+
+
+class _LookupThreads:
+    """A fixed set of daemon threads running blocking lookups for one event loop.
+
+    Not a ThreadPoolExecutor: Python joins those threads at exit, so one lookup that never ends
+    would hold up the process's shutdown. These are abandoned instead.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._closed = False
+        for index in range(count):
+            threading.Thread(target=self._work, name=f"dns-{index}", daemon=True).start()
+        self._count = count
+
+    def submit(self, call: Callable[[], Sequence[str]]) -> asyncio.Future[Sequence[str]]:
+        future: asyncio.Future[Sequence[str]] = asyncio.get_running_loop().create_future()
+        self._jobs.put((call, future))
+        return future
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            call, future = job
+            if self._closed:
+                continue
+            loop = future.get_loop()
+            try:
+                result = call()
+            except Exception as e:  # the lookup's own error goes to whoever waits for it
+                _settle(loop, future, None, e)
+            else:
+                _settle(loop, future, result, None)
+
+    def close(self) -> None:
+        self._closed = True
+        for _ in range(self._count):
+            self._jobs.put(None)
+
+
+def _settle(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[Sequence[str]],
+    result: Sequence[str] | None,
+    error: Exception | None,
+) -> None:
+    def settle() -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result or [])
+
+    # A closed loop (RuntimeError) has nobody waiting any more.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(settle)
+
+
 class _Places:
     """The places one domain holds in the pool, and the lookups waiting for one, first come first."""
 
@@ -75,13 +137,13 @@ class BoundedResolver:
     """A `guarded_resolver.Resolver`: `await resolver(host, port)` -> addresses, within the limits.
 
     Create it in the running event loop's lifespan; `close()` it at shutdown (threads still blocked
-    in a lookup are abandoned, not waited for).
+    in a lookup are abandoned, not waited for, and never hold up the process's exit).
     """
 
     def __init__(self, limits: LookupLimits, lookup: BlockingLookup = getaddrinfo_addresses) -> None:
         self._limits = limits
         self._lookup = lookup
-        self._pool = ThreadPoolExecutor(max_workers=limits.threads, thread_name_prefix="dns")
+        self._threads = _LookupThreads(limits.threads)
         self._domains: dict[str, _Places] = {}
         self._running: dict[tuple[str, int], asyncio.Future[Sequence[str]]] = {}
 
@@ -116,8 +178,8 @@ class BoundedResolver:
         if running is not None:
             self._give_back(domain)
             return running
-        loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(self._pool, self._lookup, host, port)
+        lookup = self._lookup
+        work = self._threads.submit(lambda: lookup(host, port))
         self._running[(host, port)] = work
 
         def finished(done: asyncio.Future[Sequence[str]]) -> None:
@@ -163,4 +225,4 @@ class BoundedResolver:
             del self._domains[domain]
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._threads.close()
