@@ -30,18 +30,52 @@ run_sh() {
   fi
 }
 
-# require TOOL HINT...: every missing tool is named with how to get it, then the script stops
-# before touching anything. With --dry-run a missing tool is only reported.
-require() {
-  local missing=0 tool hint
-  while (( $# )); do
-    tool="$1" hint="$2"; shift 2
-    if ! command -v "${tool}" >/dev/null 2>&1; then
-      log "missing prerequisite: ${tool} (${hint})"
-      missing=1
-    fi
+# Prerequisites, all checked before a script's first step: `prereq` and `prereq_version` record
+# what is missing or too old (one line each, with how to get it), `prereqs_checked` then stops the
+# script (exit 2) if anything was. With --dry-run the problems are only reported.
+PREREQ_PROBLEMS=0
+
+# prereq TOOL HINT
+prereq() {
+  if ! command -v "$1" >/dev/null 2>&1; then
+    log "missing prerequisite: $1 ($2)"
+    PREREQ_PROBLEMS=1
+    return 1
+  fi
+}
+
+# version_at_least VERSION MINIMUM: dotted numeric versions, a leading "v" ignored.
+version_at_least() {
+  local IFS=. i
+  local -a have want
+  read -r -a have <<<"${1#v}"
+  read -r -a want <<<"${2#v}"
+  for (( i = 0; i < ${#want[@]}; i++ )); do
+    if (( 10#${have[i]:-0} > 10#${want[i]} )); then return 0; fi
+    if (( 10#${have[i]:-0} < 10#${want[i]} )); then return 1; fi
   done
-  if (( missing )); then
+  return 0
+}
+
+# prereq_version TOOL MINIMUM HINT COMMAND...: TOOL present and COMMAND's output (its first
+# dotted version number) at least MINIMUM.
+prereq_version() {
+  local tool="$1" minimum="$2" hint="$3" output version
+  shift 3
+  prereq "${tool}" "${hint}" || return 0
+  output="$("$@" 2>&1)" || true
+  version="$(grep -Eo '[0-9]+\.[0-9]+(\.[0-9]+)?' <<<"${output}" | head -n 1)" || true
+  if [[ -z "${version}" ]]; then
+    log "prerequisite ${tool}: cannot tell its version from \`$*\` (need >= ${minimum}; ${hint})"
+    PREREQ_PROBLEMS=1
+  elif ! version_at_least "${version}" "${minimum}"; then
+    log "prerequisite ${tool} ${version} is too old: need >= ${minimum} (${hint})"
+    PREREQ_PROBLEMS=1
+  fi
+}
+
+prereqs_checked() {
+  if (( PREREQ_PROBLEMS )); then
     if (( DRY_RUN )); then
       log "continuing the dry run without them"
     else
@@ -50,12 +84,47 @@ require() {
   fi
 }
 
-# The images' tag: the git revision (with -dirty for uncommitted changes), else "dev".
+# require TOOL HINT...: prereq for each, then prereqs_checked.
+require() {
+  while (( $# )); do
+    prereq "$1" "$2" || true
+    shift 2
+  done
+  prereqs_checked
+}
+
+KUBECTL_MINIMUM=1.34   # kubectl within one minor version of the clusters' Kubernetes 1.35
+
+# What building the images needs: Docker, and when they are built on this host (not in the
+# builder) a Python 3.10+ for the ./pants launcher's bootstrap (docs/bootstrap.md; the launcher
+# finds the rest itself, or says what is missing).
+prereq_builds() {
+  prereq docker "a Docker engine: https://docs.docker.com/engine/install/" || true
+  if ! use_builder && [[ -z "${CLOTHING_TOOLS_PYTHON:-}" ]]; then
+    prereq_version python3 3.10 "for ./pants: Python 3.11 from https://www.python.org/downloads/, or CLOTHING_BUILDER=always" \
+      python3 --version
+  fi
+}
+
+# The images' tag: the git revision, and for a tree with uncommitted changes "-dirty-" and a hash
+# of those changes (tracked diffs and untracked files), so every different build gets its own tag
+# and a re-apply rolls the pods (IfNotPresent would keep an old image under a reused tag).
+# "dev" outside a git checkout.
 default_tag() {
-  local rev
+  local rev changes
   if rev="$(git -C "${REPO_ROOT}" rev-parse --short=12 HEAD 2>/dev/null)"; then
     if [[ -n "$(git -C "${REPO_ROOT}" status --porcelain 2>/dev/null)" ]]; then
-      rev="${rev}-dirty"
+      changes="$(
+        cd "${REPO_ROOT}" || exit 1
+        {
+          git diff HEAD --binary --no-color --no-ext-diff
+          git ls-files --others --exclude-standard -z |
+            while IFS= read -r -d '' file; do
+              printf '%s %s\n' "$(git hash-object -- "${file}")" "${file}"
+            done
+        } | git hash-object --stdin
+      )"
+      rev="${rev}-dirty-${changes:0:12}"
     fi
     printf '%s\n' "${rev}"
   else

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """A bounded load test for the gateway (the course's HPA exercise), standard library only.
 
     python3 deploy/loadtest.py --url http://127.0.0.1:8080 --image-url https://example.com/pants.jpg

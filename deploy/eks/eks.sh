@@ -6,6 +6,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 CLUSTER=clothing   # metadata.name in deploy/eks/cluster.yaml
 PLACEHOLDER='<account>.dkr.ecr.<region>.amazonaws.com'   # the registry deploy/eks names
+# The first eksctl that knows Kubernetes 1.35 (metadata.version in deploy/eks/cluster.yaml).
+EKSCTL_MINIMUM=0.222.0
 
 usage() {
   cat <<USAGE
@@ -20,9 +22,13 @@ usage: ${PROG} [--dry-run] [--region REGION] [--tag TAG] COMMAND
 
   --dry-run        print the commands instead of running them (prerequisites are only reported)
   --region REGION  AWS region (default: \$AWS_REGION, else eu-west-1)
-  --tag TAG        image tag (default: the git revision, "-dirty" if there are uncommitted changes)
+  --tag TAG        image tag (default: the git revision; with uncommitted changes
+                   <revision>-dirty-<hash of the changes>)
 
-Prerequisites: aws (CLI v2, logged in), eksctl, kubectl, docker.
+Prerequisites (checked first): aws (CLI v2, logged in), eksctl >= ${EKSCTL_MINIMUM},
+kubectl >= ${KUBECTL_MINIMUM}; for up also docker, and for building on this host python3 >= 3.10.
+kubectl commands use the context eks-${CLUSTER}-<region>, which every command (re)writes
+into the kubeconfig with aws eks update-kubeconfig --alias.
 Images are built on this host on Linux x86_64, elsewhere (macOS, Windows, arm64) in the builder
 container, deploy/builder (CLOTHING_BUILDER=always|never forces the choice).
 USAGE
@@ -46,10 +52,15 @@ done
 tag="${tag:-$(default_tag)}"
 # Pants takes paths relative to the repository.
 cd "${REPO_ROOT}"
+# Every kubectl command names this context: never whatever the kubeconfig's current one is.
+CONTEXT="eks-${CLUSTER}-${region}"
 
-require aws "AWS CLI v2: https://docs.aws.amazon.com/cli/latest/userguide/getting-started-install.html" \
-        eksctl "https://eksctl.io/installation/" \
-        kubectl "https://kubernetes.io/docs/tasks/tools/"
+prereq_version aws 2.0 "AWS CLI v2: https://docs.aws.amazon.com/cli/latest/userguide/getting-started-install.html" \
+  aws --version
+prereq_version eksctl "${EKSCTL_MINIMUM}" "https://eksctl.io/installation/" eksctl version
+prereq_version kubectl "${KUBECTL_MINIMUM}" "https://kubernetes.io/docs/tasks/tools/" kubectl version --client
+if [[ "${command}" == up ]]; then prereq_builds; fi
+prereqs_checked
 
 # cluster.yaml with the chosen region (the checked-in file names a default one).
 cluster_config="$(mktemp)"
@@ -66,33 +77,42 @@ registry() {
   printf '%s.dkr.ecr.%s.amazonaws.com\n' "${account}" "${region}"
 }
 
+# The cluster's credentials under the context name this script uses (idempotent).
+# Its message goes to stderr: `url` prints only the URL on stdout.
+kubeconfig() {
+  if (( DRY_RUN )); then
+    run aws eks update-kubeconfig --name "${CLUSTER}" --region "${region}" --alias "${CONTEXT}"
+  else
+    run aws eks update-kubeconfig --name "${CLUSTER}" --region "${region}" --alias "${CONTEXT}" >&2
+  fi
+}
+
 url() {
   local host="" attempt
   for attempt in $(seq 1 60); do
     if (( DRY_RUN )); then
-      run kubectl -n clothing get service gateway -o 'jsonpath={.status.loadBalancer.ingress[0].hostname}'
+      run kubectl --context "${CONTEXT}" -n clothing get service gateway -o 'jsonpath={.status.loadBalancer.ingress[0].hostname}'
       host="<load balancer hostname>"
       break
     fi
-    host="$(kubectl -n clothing get service gateway -o 'jsonpath={.status.loadBalancer.ingress[0].hostname}')"
+    host="$(kubectl --context "${CONTEXT}" -n clothing get service gateway -o 'jsonpath={.status.loadBalancer.ingress[0].hostname}')"
     [[ -n "${host}" ]] && break
     log "waiting for the load balancer (${attempt}/60)"
     sleep 10
   done
-  [[ -n "${host}" ]] || die "the gateway Service got no load balancer within 10 minutes (kubectl -n clothing describe service gateway)"
+  [[ -n "${host}" ]] || die "the gateway Service got no load balancer within 10 minutes (kubectl --context ${CONTEXT} -n clothing describe service gateway)"
   printf 'http://%s\n' "${host}"
 }
 
 case "${command}" in
   up)
-    require docker "a Docker engine: https://docs.docker.com/engine/install/"
     log "[1/6] cluster ${CLUSTER} in ${region} (eksctl takes about 15 minutes for a new one)"
     if (( DRY_RUN )) || ! eksctl get cluster --name "${CLUSTER}" --region "${region}" >/dev/null 2>&1; then
       run eksctl create cluster -f "${cluster_config}"
     else
       log "cluster ${CLUSTER} exists"
     fi
-    run aws eks update-kubeconfig --name "${CLUSTER}" --region "${region}"
+    kubeconfig
 
     registry="$(registry)"
     log "[2/6] ECR repositories in ${registry}"
@@ -118,21 +138,23 @@ case "${command}" in
 
     log "[5/6] applying deploy/eks"
     write_overlay "${overlay}" eks "${registry}" "${tag}" "${PLACEHOLDER}"
-    run kubectl apply -k "${overlay}"
-    run kubectl -n clothing rollout status deployment/tf-serving --timeout=600s
-    run kubectl -n clothing rollout status deployment/gateway --timeout=300s
+    run kubectl --context "${CONTEXT}" apply -k "${overlay}"
+    run kubectl --context "${CONTEXT}" -n clothing rollout status deployment/tf-serving --timeout=600s
+    run kubectl --context "${CONTEXT}" -n clothing rollout status deployment/gateway --timeout=300s
 
     log "[6/6] the gateway's public URL (DNS may take a few more minutes to resolve)"
     url
     ;;
   url)
+    kubeconfig
     url
     ;;
   down)
     # The Service's load balancer is deleted with the Service; eksctl would otherwise leave it
     # (and the VPC it lives in) behind.
+    kubeconfig
     write_overlay "${overlay}" eks "$(registry)" "${tag}" "${PLACEHOLDER}"
-    run kubectl delete -k "${overlay}" --ignore-not-found --wait=true
+    run kubectl --context "${CONTEXT}" delete -k "${overlay}" --ignore-not-found --wait=true
     run eksctl delete cluster -f "${cluster_config}" --wait
     log "kept: the ECR repositories clothing-gateway and clothing-model (aws ecr delete-repository --force ... to remove them)"
     ;;

@@ -5,8 +5,13 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 CLUSTER=clothing
+CONTEXT="kind-${CLUSTER}"   # the kube context kind creates; every kubectl command names it
+# NetworkPolicy is enforced from kind v0.24.0; deploy/kind/cluster.yaml pins the node image
+# kind v0.33.0 was released with.
+KIND_MINIMUM=0.33.0
 URL=http://127.0.0.1:8080   # deploy/kind/cluster.yaml maps the gateway's NodePort here
 METRICS_SERVER=https://github.com/kubernetes-sigs/metrics-server/releases/download/v0.7.2/components.yaml
+METRICS_SERVER_ARGS_PATCH='[{"op":"replace","path":"/spec/template/spec/containers/0/args","value":["--cert-dir=/tmp","--secure-port=10250","--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname","--kubelet-use-node-status-port","--metric-resolution=15s","--kubelet-insecure-tls"]}]'
 
 usage() {
   cat <<USAGE
@@ -19,9 +24,12 @@ usage: ${PROG} [--dry-run] [--tag TAG] COMMAND
   down    delete the cluster
 
   --dry-run   print the commands instead of running them (prerequisites are only reported)
-  --tag TAG   image tag (default: the git revision, "-dirty" if there are uncommitted changes)
+  --tag TAG   image tag (default: the git revision; with uncommitted changes
+              <revision>-dirty-<hash of the changes>)
 
-Prerequisites: docker, kind, kubectl, curl. Then: deploy/loadtest.py --url ${URL} drives the HPA.
+Prerequisites (checked first): docker, kind >= v${KIND_MINIMUM}, kubectl >= ${KUBECTL_MINIMUM}, curl,
+and for building on this host python3 >= 3.10. kubectl commands use the context ${CONTEXT}.
+Then: deploy/loadtest.py --url ${URL} drives the HPA.
 Images are built on this host on Linux x86_64, elsewhere (macOS, Windows, arm64) in the builder
 container, deploy/builder (CLOTHING_BUILDER=always|never forces the choice).
 USAGE
@@ -52,10 +60,11 @@ smoke() {
 
 case "${command}" in
   up)
-    require docker "a Docker engine: https://docs.docker.com/engine/install/" \
-            kind "https://kind.sigs.k8s.io/docs/user/quick-start/#installation" \
-            kubectl "https://kubernetes.io/docs/tasks/tools/" \
-            curl "your distribution's curl package"
+    prereq_builds
+    prereq_version kind "${KIND_MINIMUM}" "https://kind.sigs.k8s.io/docs/user/quick-start/#installation" kind version
+    prereq_version kubectl "${KUBECTL_MINIMUM}" "https://kubernetes.io/docs/tasks/tools/" kubectl version --client
+    prereq curl "your distribution's curl package" || true
+    prereqs_checked
     log "[1/6] building clothing-gateway:${tag} and clothing-model:${tag}"
     export IMAGE_TAG="${tag}"
     pants_for_images package deploy/images/gateway deploy/images/model
@@ -66,29 +75,29 @@ case "${command}" in
     else
       log "cluster ${CLUSTER} exists"
     fi
-    run kubectl config use-context "kind-${CLUSTER}"
 
     log "[3/6] loading the images into the nodes"
     run kind load docker-image --name "${CLUSTER}" "clothing-gateway:${tag}" "clothing-model:${tag}"
 
     log "[4/6] metrics-server (the HPAs read CPU usage from it)"
-    run kubectl apply -f "${METRICS_SERVER}"
-    # kind's kubelets serve self-signed certificates.
-    run kubectl -n kube-system patch deployment metrics-server --type=json \
-      -p '[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--kubelet-insecure-tls"}]'
+    run kubectl --context "${CONTEXT}" apply -f "${METRICS_SERVER}"
+    # kind's kubelets serve self-signed certificates. The whole argument list (v0.7.2's own plus
+    # --kubelet-insecure-tls) is replaced, not appended to, so a second `up` changes nothing.
+    run kubectl --context "${CONTEXT}" -n kube-system patch deployment metrics-server --type=json \
+      -p "${METRICS_SERVER_ARGS_PATCH}"
 
     log "[5/6] applying deploy/kind"
     overlay="$(mktemp -d)"
     # A dry run keeps it, to be looked at or applied by hand.
     (( DRY_RUN )) || trap 'rm -rf "${overlay}"' EXIT
     write_overlay "${overlay}" kind "" "${tag}"
-    run kubectl apply -k "${overlay}"
-    run kubectl -n clothing rollout status deployment/tf-serving --timeout=300s
-    run kubectl -n clothing rollout status deployment/gateway --timeout=180s
+    run kubectl --context "${CONTEXT}" apply -k "${overlay}"
+    run kubectl --context "${CONTEXT}" -n clothing rollout status deployment/tf-serving --timeout=300s
+    run kubectl --context "${CONTEXT}" -n clothing rollout status deployment/gateway --timeout=180s
 
     log "[6/6] smoke test"
     smoke
-    log "up: ${URL} (deploy/loadtest.py --url ${URL} to watch the HPA: kubectl -n clothing get hpa -w)"
+    log "up: ${URL} (deploy/loadtest.py --url ${URL} to watch the HPA: kubectl --context ${CONTEXT} -n clothing get hpa -w)"
     ;;
   smoke)
     require curl "your distribution's curl package"
