@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 from deploy_testlib import DEPLOY_DIR, apt_install, run
+from k8s_manifests import containers, one, render
 
 COMPOSE_FILE = DEPLOY_DIR / "compose/compose.yaml"
 
@@ -59,4 +60,47 @@ def test_containers_are_locked_down_as_in_kubernetes(resolved: dict[str, Any]) -
         assert "no-new-privileges:true" in service["security_opt"], name
         # PID 1 reaps children and forwards signals.
         assert service["init"] is True, name
-        assert "/tmp" in service["tmpfs"], name
+        assert any(t.split(":")[0] == "/tmp" for t in service["tmpfs"]), name
+
+
+@pytest.fixture(scope="module")
+def kubernetes() -> list[dict[str, Any]]:
+    return render("base")
+
+
+def test_gateway_runs_with_the_kubernetes_settings(resolved: dict[str, Any], kubernetes: list[dict[str, Any]]) -> None:
+    # The same limits and bounds as the pods: what is measured and documented for one holds for
+    # the other. Only the model's address differs (compose's service name).
+    config = one(kubernetes, "ConfigMap", "gateway-config")["data"]
+    environment = {k: str(v) for k, v in resolved["services"]["gateway"]["environment"].items()}
+    assert environment.pop("TF_SERVING_HOST") == "tf-serving:8500"
+    config = {k: v for k, v in config.items() if k != "TF_SERVING_HOST"}
+    assert environment == config
+
+
+def _mib(quantity: Any) -> int:
+    text = str(quantity)
+    for suffix, factor in (("Mi", 1), ("Gi", 1024), ("m", 1), ("g", 1024)):
+        if text.endswith(suffix):
+            return int(text[: -len(suffix)]) * factor
+    return int(text) // 2**20  # docker-compose resolves mem_limit to bytes
+
+
+def test_memory_and_tmp_are_the_pods_measured_sizes(
+    resolved: dict[str, Any], kubernetes: list[dict[str, Any]]
+) -> None:
+    services = resolved["services"]
+
+    def pod(name: str) -> dict[str, Any]:
+        return one(kubernetes, "Deployment", name)
+
+    tf_limit = next(iter(containers(pod("tf-serving"))))["resources"]["limits"]["memory"]
+    assert _mib(services["tf-serving"]["mem_limit"]) == _mib(tf_limit)
+    # The gateway's /tmp is a tmpfs here, memory counted in mem_limit: the pod's memory limit plus
+    # its /tmp emptyDir's size.
+    gateway_limit = _mib(next(iter(containers(pod("gateway"))))["resources"]["limits"]["memory"])
+    (tmp,) = (v for v in pod("gateway")["spec"]["template"]["spec"]["volumes"] if v["name"] == "tmp")
+    tmp_mib = _mib(tmp["emptyDir"]["sizeLimit"])
+    (tmpfs,) = services["gateway"]["tmpfs"]
+    assert tmpfs == f"/tmp:size={tmp_mib}m"
+    assert _mib(services["gateway"]["mem_limit"]) == gateway_limit + tmp_mib

@@ -4,7 +4,10 @@ autoscaling, disruption budgets, labels)."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import re
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -310,7 +313,6 @@ def test_namespace_enforces_the_restricted_pod_security_standard(overlay: tuple[
 def test_base_and_eks_run_several_gateways_for_availability() -> None:
     for name in ("base", "eks"):
         manifests = render(name)
-        assert _deployment(manifests, "gateway")["spec"]["replicas"] >= 2
         assert one(manifests, "HorizontalPodAutoscaler", "gateway")["spec"]["minReplicas"] >= 2
         assert one(manifests, "HorizontalPodAutoscaler", "tf-serving")["spec"]["minReplicas"] >= 2
 
@@ -368,3 +370,206 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 def _bytes(quantity: Any) -> int:
     number, unit = re.fullmatch(r"(\d+)([KMG]i)?", str(quantity)).groups()  # type: ignore[union-attr]
     return int(number) * {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}[unit]
+
+
+def test_deployments_under_an_autoscaler_leave_the_replica_count_to_it(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    # A `replicas` in the manifest resets the HPA's count on every `kubectl apply`.
+    _, manifests = overlay
+    scaled = {hpa["spec"]["scaleTargetRef"]["name"] for hpa in find(manifests, "HorizontalPodAutoscaler")}
+    assert scaled == set(WORKLOADS)
+    for name in scaled:
+        assert "replicas" not in _deployment(manifests, name)["spec"], name
+
+
+def test_gateway_disk_holds_every_upload_its_limits_allow(overlay: tuple[str, list[Manifest]]) -> None:
+    # Starlette spools a multipart file part over 1 MiB to /tmp, whole: the worst case is every
+    # admitted request carrying a full batch of files just under the image limit.
+    _, manifests = overlay
+    data = one(manifests, "ConfigMap", "gateway-config")["data"]
+    settings = Settings.from_environ(data)
+    for name in ("GATEWAY_MAX_CONCURRENCY", "GATEWAY_MAX_BATCH", "GATEWAY_MAX_IMAGE_BYTES"):
+        assert name in data, f"{name} sizes the gateway's disk: write it out in gateway-config"
+    uploads = settings.max_concurrency * settings.max_batch * settings.limits.max_bytes
+    pod = _deployment(manifests, "gateway")["spec"]["template"]["spec"]
+    (tmp,) = (v for v in pod["volumes"] if v["name"] == "tmp")
+    size_limit = _bytes(tmp["emptyDir"]["sizeLimit"])
+    assert size_limit >= uploads + 128 * 2**20, (size_limit, uploads)
+    resources = _container(manifests, "gateway")["resources"]
+    # The emptyDir counts against the pod's ephemeral storage: the limit holds it and the logs.
+    assert _bytes(resources["limits"]["ephemeral-storage"]) >= size_limit + 256 * 2**20
+    assert 0 < _bytes(resources["requests"]["ephemeral-storage"]) <= _bytes(resources["limits"]["ephemeral-storage"])
+
+
+def _egress_allowed(policies: list[Manifest], address: str, pod_in_cluster: bool = False) -> bool:
+    """Egress from any pod of the namespace to an address (outside the cluster unless stated)."""
+    egress = [p for p in policies if "Egress" in p["spec"].get("policyTypes", [])]
+    if not egress:
+        return True
+    ip = ipaddress.ip_address(address)
+    for policy in egress:
+        for rule in policy["spec"].get("egress", []):
+            for peer in rule.get("to", []):
+                if "ipBlock" in peer:
+                    block = peer["ipBlock"]
+                    network = ipaddress.ip_network(block["cidr"])
+                    if ip.version == network.version and ip in network and not any(
+                        ip in ipaddress.ip_network(e) for e in block.get("except", []) if ipaddress.ip_network(e).version == ip.version
+                    ):
+                        return True
+                elif pod_in_cluster and peer.get("namespaceSelector") == {} and "podSelector" not in peer:
+                    return True
+    return False
+
+
+def test_no_pod_reaches_the_instance_metadata_endpoint(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    policies = find(manifests, "NetworkPolicy")
+    (deny,) = (p for p in policies if "Egress" in p["spec"].get("policyTypes", []))
+    assert deny["spec"]["podSelector"] == {}  # every pod of the namespace
+    assert not _egress_allowed(policies, "169.254.169.254")
+    assert not _egress_allowed(policies, "fd00:ec2::254")
+    # Everything else stays reachable: image hosts, DNS, TF Serving's pods.
+    for address in ("93.184.215.14", "10.100.0.10", "2606:4700::1111", "169.254.169.253"):
+        assert _egress_allowed(policies, address), address
+    assert _egress_allowed(policies, "192.168.3.7", pod_in_cluster=True)
+
+
+def test_prometheus_may_scrape_tf_serving_metrics_and_nothing_else(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    policies = find(manifests, "NetworkPolicy")
+    tf_serving = _deployment(manifests, "tf-serving")["spec"]["template"]["metadata"]["labels"]
+    prometheus = {"app.kubernetes.io/name": "prometheus"}
+
+    def admitted(namespace: str, labels: dict[str, str], port: int) -> bool:
+        for policy in policies:
+            if "Ingress" not in policy["spec"].get("policyTypes", []):
+                continue
+            if not _selects(policy["spec"]["podSelector"].get("matchLabels", {}), tf_serving):
+                continue
+            for rule in policy["spec"].get("ingress", []):
+                if not any(p.get("port") == port for p in rule.get("ports", [])):
+                    continue
+                for peer in rule.get("from", []):
+                    ns = peer.get("namespaceSelector")
+                    ns_ok = (
+                        namespace == "clothing"
+                        if ns is None
+                        else _selects(ns.get("matchLabels", {}), {"kubernetes.io/metadata.name": namespace})
+                    )
+                    if ns_ok and _selects(peer.get("podSelector", {}).get("matchLabels", {}), labels):
+                        return True
+        return False
+
+    # The monitoring port: TF Serving's REST port serves /monitoring/prometheus/metrics.
+    monitoring = (DEPLOY_DIR / "images/model/monitoring.config").read_text()
+    assert "/monitoring/prometheus/metrics" in monitoring
+    assert admitted("monitoring", prometheus, 8501)
+    assert not admitted("monitoring", prometheus, 8500)
+    assert not admitted("monitoring", {"app.kubernetes.io/name": "grafana"}, 8501)
+    assert not admitted("default", prometheus, 8501)
+
+
+# eksctl's rules for the ClusterConfig fields deploy/eks/cluster.yaml uses. eksctl publishes its
+# JSON schema only inside its Go module (nothing on PyPI), so the structure is checked here.
+EKS_STANDARD_SUPPORT_ENDS = {
+    # AWS's "Amazon EKS Kubernetes release calendar" (checked 2026-12-06).
+    "1.34": date(2026, 12, 2),
+    "1.35": date(2027, 3, 27),
+}
+_NAME = re.compile(r"[a-zA-Z][-a-zA-Z0-9]*")
+_CLUSTER_FIELDS = {"apiVersion", "kind", "metadata", "iam", "addons", "managedNodeGroups"}
+_NODE_GROUP_FIELDS = {
+    "name": str,
+    "instanceType": str,
+    "minSize": int,
+    "desiredCapacity": int,
+    "maxSize": int,
+    "volumeSize": int,
+    "privateNetworking": bool,
+    "labels": dict,
+}
+
+
+def _eksctl_problems(cluster: dict[str, Any]) -> list[str]:
+    problems = []
+    if cluster.get("apiVersion") != "eksctl.io/v1alpha5" or cluster.get("kind") != "ClusterConfig":
+        problems.append("not an eksctl.io/v1alpha5 ClusterConfig")
+    problems += [f"unknown field {f}" for f in set(cluster) - _CLUSTER_FIELDS]
+    meta = cluster.get("metadata", {})
+    if set(meta) - {"name", "region", "version", "tags"}:
+        problems.append(f"unknown metadata fields {set(meta) - {'name', 'region', 'version', 'tags'}}")
+    if not (isinstance(meta.get("name"), str) and _NAME.fullmatch(meta["name"]) and len(meta["name"]) <= 100):
+        problems.append("metadata.name must match [a-zA-Z][-a-zA-Z0-9]*")
+    if not re.fullmatch(r"[a-z]{2}(-gov)?-[a-z]+-\d", str(meta.get("region", ""))):
+        problems.append("metadata.region is not an AWS region")
+    if not (isinstance(meta.get("version"), str) and re.fullmatch(r"1\.\d+", meta["version"])):
+        problems.append('metadata.version must be a string "1.N"')
+    if not isinstance(cluster.get("iam", {}).get("withOIDC", False), bool):
+        problems.append("iam.withOIDC must be a boolean")
+    for addon in cluster.get("addons", []):
+        if set(addon) - {"name", "version", "configurationValues"} or not isinstance(addon.get("name"), str):
+            problems.append(f"addon {addon}: only name, version, configurationValues")
+        if "configurationValues" in addon:
+            try:
+                json.loads(addon["configurationValues"])
+            except (TypeError, ValueError):
+                problems.append(f"addon {addon['name']}: configurationValues is not JSON")
+    for group in cluster.get("managedNodeGroups", []):
+        for field, value in group.items():
+            expected = _NODE_GROUP_FIELDS.get(field)
+            if expected is None:
+                problems.append(f"node group field {field} is not checked here")
+            elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                problems.append(f"node group {field} must be {expected.__name__}")
+        if not _NAME.fullmatch(str(group.get("name", ""))):
+            problems.append("node group name must match [a-zA-Z][-a-zA-Z0-9]*")
+        if not group.get("minSize", 0) <= group.get("desiredCapacity", 0) <= group.get("maxSize", 0):
+            problems.append("node group sizes must satisfy minSize <= desiredCapacity <= maxSize")
+        for key in group.get("labels", {}):
+            # eksctl (validation.go, managed node groups) and the kubelet refuse node labels in
+            # the kubernetes.io and k8s.io domains and their subdomains.
+            domain = key.rpartition("/")[0]
+            if domain in ("kubernetes.io", "k8s.io") or domain.endswith((".kubernetes.io", ".k8s.io")):
+                problems.append(f"node label {key}: kubernetes.io and k8s.io domains are reserved")
+    return problems
+
+
+def test_eksctl_accepts_the_cluster_config() -> None:
+    cluster = yaml.safe_load((DEPLOY_DIR / "eks/cluster.yaml").read_text())
+    assert _eksctl_problems(cluster) == []
+
+
+def test_the_eksctl_check_refuses_what_eksctl_refuses() -> None:
+    cluster = yaml.safe_load((DEPLOY_DIR / "eks/cluster.yaml").read_text())
+    group = cluster["managedNodeGroups"][0]
+    for label in ("app.kubernetes.io/part-of", "kubernetes.io/role", "node.k8s.io/pool"):
+        group["labels"] = {label: "x"}
+        assert any("reserved" in p for p in _eksctl_problems(cluster)), label
+    group["labels"] = {}
+    group["maxSize"] = 1
+    cluster["metadata"]["version"] = 1.35
+    problems = _eksctl_problems(cluster)
+    assert any("minSize <= desiredCapacity" in p for p in problems)
+    assert any("metadata.version" in p for p in problems)
+
+
+def test_eks_runs_a_kubernetes_version_in_standard_support() -> None:
+    # Past the end of standard support a cluster pays extended-support pricing.
+    version = yaml.safe_load((DEPLOY_DIR / "eks/cluster.yaml").read_text())["metadata"]["version"]
+    assert version in EKS_STANDARD_SUPPORT_ENDS, f"add {version}'s dates from the EKS release calendar"
+    assert EKS_STANDARD_SUPPORT_ENDS[version] > date.today(), f"EKS {version} is out of standard support"
+    # eks.sh requires an eksctl that knows it; the docs state the same minimum.
+    script = (DEPLOY_DIR / "eks/eks.sh").read_text()
+    minimum = re.search(r"^EKSCTL_MINIMUM=(\S+)", script, flags=re.MULTILINE).group(1)  # type: ignore[union-attr]
+    assert f"eksctl >= {minimum}" in (DEPLOY_DIR.parent / "docs/deploy.md").read_text()
+
+
+def test_kind_pins_a_node_image_new_enough_for_the_manifests() -> None:
+    cluster = yaml.safe_load((DEPLOY_DIR / "kind/cluster.yaml").read_text())
+    for node in cluster["nodes"]:
+        # The digest: a kindest/node tag can point at builds for other kind releases.
+        match = re.fullmatch(r"kindest/node:v1\.(\d+)\.\d+@sha256:[0-9a-f]{64}", node["image"])
+        assert match, node["image"]
+        assert int(match.group(1)) >= 30  # preStop.sleep

@@ -93,6 +93,7 @@ require() {
   prereqs_checked
 }
 
+# shellcheck disable=SC2034  # used by kind.sh and eks.sh
 KUBECTL_MINIMUM=1.34   # kubectl within one minor version of the clusters' Kubernetes 1.35
 
 # What building the images needs: Docker, and when they are built on this host (not in the

@@ -3,13 +3,14 @@ and a clear stop before doing anything when a prerequisite is missing."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
 from pathlib import Path
 
 import pytest
-from deploy_testlib import DEPLOY_DIR, run, tool
+from deploy_testlib import DEPLOY_DIR, REPO_ROOT, run, tool
 from k8s_manifests import Manifest, load_documents, one
 
 SCRIPTS = sorted(DEPLOY_DIR.glob("**/*.sh"))
@@ -64,6 +65,12 @@ def test_bad_usage_exits_2(name: str) -> None:
     assert "usage:" in result.stderr
 
 
+def _only_version_queries(tmp_path: Path) -> None:
+    # Asking a tool its version is all a script may do before its prerequisites are met.
+    calls = (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
+    assert all(re.fullmatch(r"\S+ (version( --client)?|--version)", c) for c in calls), calls
+
+
 def test_kind_up_stops_before_doing_anything_when_kind_is_missing(tmp_path: Path) -> None:
     # Everything but kind is there (and records its calls): nothing may run.
     bin_dir = _fake_tools(tmp_path, ["docker", "kubectl", "curl"])
@@ -71,7 +78,7 @@ def test_kind_up_stops_before_doing_anything_when_kind_is_missing(tmp_path: Path
     assert result.returncode == 2
     assert "missing prerequisite: kind" in result.stderr
     assert "kind.sigs.k8s.io" in result.stderr  # where to get it
-    assert not (tmp_path / "calls").exists()
+    _only_version_queries(tmp_path)
 
 
 def test_eks_up_names_every_missing_tool(tmp_path: Path) -> None:
@@ -80,7 +87,7 @@ def test_eks_up_names_every_missing_tool(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "missing prerequisite: aws" in result.stderr
     assert "missing prerequisite: eksctl" in result.stderr
-    assert not (tmp_path / "calls").exists()
+    _only_version_queries(tmp_path)
 
 
 def _commands(stdout: str) -> list[str]:
@@ -106,10 +113,11 @@ def test_kind_dry_run_prints_the_whole_workflow(tmp_path: Path) -> None:
         r"env IMAGE_TAG=abc123 \./pants package deploy/images/gateway deploy/images/model",
         r"kind create cluster --name clothing --config \S+/deploy/kind/cluster\.yaml",
         r"kind load docker-image --name clothing clothing-gateway:abc123 clothing-model:abc123",
-        r"kubectl apply -f \S+metrics-server\S+",
-        r"kubectl apply -k \S+",
-        r"kubectl -n clothing rollout status deployment/tf-serving",
-        r"kubectl -n clothing rollout status deployment/gateway",
+        r"kubectl --context kind-clothing apply -f \S+metrics-server\S+",
+        r"kubectl --context kind-clothing -n kube-system patch deployment metrics-server",
+        r"kubectl --context kind-clothing apply -k \S+",
+        r"kubectl --context kind-clothing -n clothing rollout status deployment/tf-serving",
+        r"kubectl --context kind-clothing -n clothing rollout status deployment/gateway",
         r"curl .*http://127\.0\.0\.1:8080/readyz",
     ]
     positions = [next(i for i, c in enumerate(commands) if re.match(p, c)) for p in expected]
@@ -137,7 +145,7 @@ def test_eks_dry_run_prints_the_whole_workflow(tmp_path: Path) -> None:
     registry = "<account>.dkr.ecr.us-east-2.amazonaws.com"
     expected = [
         r"eksctl create cluster -f \S+",
-        r"aws eks update-kubeconfig --name clothing --region us-east-2",
+        r"aws eks update-kubeconfig --name clothing --region us-east-2 --alias eks-clothing-us-east-2",
         r"aws ecr describe-repositories .*clothing-gateway .*\|\| "
         r"aws ecr create-repository .*clothing-gateway",
         r"aws ecr describe-repositories .*clothing-model .*\|\| aws ecr create-repository .*clothing-model",
@@ -145,9 +153,9 @@ def test_eks_dry_run_prints_the_whole_workflow(tmp_path: Path) -> None:
         + re.escape(registry),
         r"env IMAGE_TAG=abc123 \./pants .*docker-registries.* "
         r"publish deploy/images/gateway deploy/images/model",
-        r"kubectl apply -k \S+",
-        r"kubectl -n clothing rollout status deployment/tf-serving",
-        r"kubectl -n clothing get service gateway",
+        r"kubectl --context eks-clothing-us-east-2 apply -k \S+",
+        r"kubectl --context eks-clothing-us-east-2 -n clothing rollout status deployment/tf-serving",
+        r"kubectl --context eks-clothing-us-east-2 -n clothing get service gateway",
     ]
     positions = [next(i for i, c in enumerate(commands) if re.match(p, c)) for p in expected]
     assert positions == sorted(positions), commands
@@ -165,7 +173,7 @@ def test_eks_dry_run_prints_the_whole_workflow(tmp_path: Path) -> None:
 def test_eks_down_releases_the_load_balancer_before_deleting_the_cluster(tmp_path: Path) -> None:
     result = run(["bash", WORKFLOWS["eks"], "--dry-run", "--tag", "t", "down"], env=_env([], tmp_path))
     commands = _commands(result.stdout)
-    delete_workloads = next(i for i, c in enumerate(commands) if c.startswith("kubectl delete -k"))
+    delete_workloads = next(i for i, c in enumerate(commands) if c.startswith("kubectl --context eks-clothing-eu-west-1 delete -k"))
     delete_cluster = next(i for i, c in enumerate(commands) if c.startswith("eksctl delete cluster"))
     assert delete_workloads < delete_cluster
 
@@ -210,3 +218,135 @@ def test_an_unknown_builder_choice_is_refused(tmp_path: Path) -> None:
     result = run(["bash", WORKFLOWS["kind"], "--dry-run", "--tag", "t", "up"], env=env, check=False)
     assert result.returncode != 0
     assert "CLOTHING_BUILDER must be auto, always or never, not sometimes" in result.stderr
+
+
+def _fake_versions(tmp_path: Path, versions: dict[str, str]) -> Path:
+    """Tools that answer their version query with the given text and record every call."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in versions.items():
+        script = bin_dir / name
+        script.write_text(f'#!/bin/sh\necho "{name} $*" >> "{tmp_path}/calls"\necho "{text}"\n')
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return bin_dir
+
+
+CURRENT = {
+    "docker": "Docker version 27.3.1, build ce12230",
+    "kind": "kind v0.33.0 go1.25.4 linux/amd64",
+    "kubectl": "Client Version: v1.35.0",
+    "curl": "curl 8.5.0",
+    "aws": "aws-cli/2.22.0 Python/3.12.6 Linux/6.1 exe/x86_64",
+    "eksctl": "0.230.0",
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "tool", "old", "message"),
+    [
+        ("kind", "kind", "kind v0.23.0 go1.22.2 linux/amd64", "kind 0.23.0 is too old: need >= 0.33.0"),
+        ("kind", "kubectl", "Client Version: v1.30.2", "kubectl 1.30.2 is too old: need >= 1.34"),
+        ("eks", "eksctl", "0.210.0", "eksctl 0.210.0 is too old: need >= 0.222.0"),
+        ("eks", "aws", "aws-cli/1.36.4 Python/3.11", "aws 1.36.4 is too old: need >= 2.0"),
+    ],
+)
+def test_a_too_old_tool_stops_the_script_before_anything_runs(
+    tmp_path: Path, name: str, tool: str, old: str, message: str
+) -> None:
+    bin_dir = _fake_versions(tmp_path, {**CURRENT, tool: old})
+    env = {**_env([bin_dir], tmp_path), "CLOTHING_BUILDER": "always"}
+    result = run(["bash", WORKFLOWS[name], "--tag", "t", "up"], env=env, check=False)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    _only_version_queries(tmp_path)
+
+
+def test_current_tools_pass_the_checks(tmp_path: Path) -> None:
+    bin_dir = _fake_versions(tmp_path, CURRENT)
+    env = {**_env([bin_dir], tmp_path), "CLOTHING_BUILDER": "always"}
+    for name in WORKFLOWS:
+        result = run(["bash", WORKFLOWS[name], "--dry-run", "--tag", "t", "up"], env=env)
+        assert "prerequisite" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "command"), [("kind", "up"), ("eks", "up"), ("eks", "url"), ("eks", "down")]
+)
+def test_every_kubectl_command_names_its_context(tmp_path: Path, name: str, command: str) -> None:
+    # Never the kubeconfig's current context: after kind.sh that would be kind's cluster.
+    result = run(
+        ["bash", WORKFLOWS[name], "--dry-run", "--region", "us-east-2", "--tag", "t", command]
+        if name == "eks"
+        else ["bash", WORKFLOWS[name], "--dry-run", "--tag", "t", command],
+        env=_env([], tmp_path),
+    )
+    context = "kind-clothing" if name == "kind" else "eks-clothing-us-east-2"
+    kubectl = [c for c in _commands(result.stdout) if c.startswith("kubectl")]
+    assert kubectl
+    for c in kubectl:
+        assert c.startswith(f"kubectl --context {context} "), c
+    assert not any("use-context" in c for c in _commands(result.stdout))
+    if name == "eks":
+        # The context exists under that name before it is used.
+        commands = _commands(result.stdout)
+        alias = next(i for i, c in enumerate(commands) if f"--alias {context}" in c)
+        assert alias < commands.index(kubectl[0])
+
+
+def test_the_metrics_server_patch_can_be_applied_again(tmp_path: Path) -> None:
+    # An "add" to the argument list appends a duplicate on every `up`; a "replace" is idempotent.
+    result = run(["bash", WORKFLOWS["kind"], "--dry-run", "--tag", "t", "up"], env=_env([], tmp_path))
+    (patch,) = (c for c in _commands(result.stdout) if "patch deployment metrics-server" in c)
+    script = (DEPLOY_DIR / "kind/kind.sh").read_text()
+    value = re.search(r"^METRICS_SERVER_ARGS_PATCH='(.+)'$", script, flags=re.MULTILINE).group(1)  # type: ignore[union-attr]
+    ops = json.loads(value)
+    assert [op["op"] for op in ops] == ["replace"]
+    args = ops[0]["value"]
+    assert "--kubelet-insecure-tls" in args
+    assert len(args) == len(set(args))
+    # metrics-server v0.7.2's own arguments are kept.
+    assert "--secure-port=10250" in args and "--cert-dir=/tmp" in args
+    assert "v0.7.2" in script
+    assert '\\"replace\\"' in patch
+
+
+def _tag_in(repo: Path) -> str:
+    return run(["bash", "-c", 'source deploy/lib.sh && default_tag'], cwd=repo, env=_env([])).stdout.strip()
+
+
+def test_every_dirty_tree_gets_a_tag_of_its_own(tmp_path: Path) -> None:
+    # A reused tag is not pulled again (IfNotPresent) and `kubectl apply` sees no change.
+    repo = tmp_path / "repo"
+    (repo / "deploy").mkdir(parents=True)
+    (repo / "deploy/lib.sh").write_text((DEPLOY_DIR / "lib.sh").read_text())
+    (repo / "model.txt").write_text("one\n")
+    git = ["git", "-C", repo, "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    run([*git, "init", "-q"])
+    run([*git, "add", "."])
+    run([*git, "commit", "-q", "-m", "first"])
+    clean = _tag_in(repo)
+    assert re.fullmatch(r"[0-9a-f]{12}", clean)
+
+    (repo / "model.txt").write_text("two\n")
+    first = _tag_in(repo)
+    assert re.fullmatch(rf"{clean}-dirty-[0-9a-f]{{12}}", first)
+    assert _tag_in(repo) == first  # the same content, the same tag
+    (repo / "model.txt").write_text("three\n")
+    second = _tag_in(repo)
+    assert second not in (clean, first)
+    (repo / "new.txt").write_text("untracked\n")
+    third = _tag_in(repo)
+    assert third not in (clean, first, second)
+    (repo / "new.txt").write_text("untracked, edited\n")
+    assert _tag_in(repo) not in (clean, first, second, third)
+    (repo / "new.txt").unlink()
+    (repo / "model.txt").write_text("one\n")
+    assert _tag_in(repo) == clean
+
+
+def test_the_load_test_runs_as_the_docs_show_it() -> None:
+    # docs/deploy.md runs `deploy/loadtest.py --url ...` directly.
+    loadtest = DEPLOY_DIR / "loadtest.py"
+    assert loadtest.read_text().startswith("#!/usr/bin/env python3\n")
+    assert loadtest.stat().st_mode & stat.S_IXUSR
+    assert "deploy/loadtest.py --url" in (REPO_ROOT / "docs/deploy.md").read_text()
