@@ -68,7 +68,9 @@ def kubernetes() -> list[dict[str, Any]]:
     return render("base")
 
 
-def test_gateway_runs_with_the_kubernetes_settings(resolved: dict[str, Any], kubernetes: list[dict[str, Any]]) -> None:
+def test_gateway_runs_with_the_kubernetes_settings(
+    resolved: dict[str, Any], kubernetes: list[dict[str, Any]]
+) -> None:
     # The same limits and bounds as the pods: what is measured and documented for one holds for
     # the other. Only the model's address differs (compose's service name).
     config = one(kubernetes, "ConfigMap", "gateway-config")["data"]

@@ -399,7 +399,13 @@ def test_gateway_disk_holds_every_upload_its_limits_allow(overlay: tuple[str, li
     resources = _container(manifests, "gateway")["resources"]
     # The emptyDir counts against the pod's ephemeral storage: the limit holds it and the logs.
     assert _bytes(resources["limits"]["ephemeral-storage"]) >= size_limit + 256 * 2**20
-    assert 0 < _bytes(resources["requests"]["ephemeral-storage"]) <= _bytes(resources["limits"]["ephemeral-storage"])
+    request = _bytes(resources["requests"]["ephemeral-storage"])
+    assert 0 < request <= _bytes(resources["limits"]["ephemeral-storage"])
+
+
+def _in(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, cidr: str) -> bool:
+    network = ipaddress.ip_network(cidr)
+    return ip.version == network.version and ip in network
 
 
 def _egress_allowed(policies: list[Manifest], address: str, pod_in_cluster: bool = False) -> bool:
@@ -413,10 +419,7 @@ def _egress_allowed(policies: list[Manifest], address: str, pod_in_cluster: bool
             for peer in rule.get("to", []):
                 if "ipBlock" in peer:
                     block = peer["ipBlock"]
-                    network = ipaddress.ip_network(block["cidr"])
-                    if ip.version == network.version and ip in network and not any(
-                        ip in ipaddress.ip_network(e) for e in block.get("except", []) if ipaddress.ip_network(e).version == ip.version
-                    ):
+                    if _in(ip, block["cidr"]) and not any(_in(ip, e) for e in block.get("except", [])):
                         return True
                 elif pod_in_cluster and peer.get("namespaceSelector") == {} and "podSelector" not in peer:
                     return True
@@ -436,7 +439,9 @@ def test_no_pod_reaches_the_instance_metadata_endpoint(overlay: tuple[str, list[
     assert _egress_allowed(policies, "192.168.3.7", pod_in_cluster=True)
 
 
-def test_prometheus_may_scrape_tf_serving_metrics_and_nothing_else(overlay: tuple[str, list[Manifest]]) -> None:
+def test_prometheus_may_scrape_tf_serving_metrics_and_nothing_else(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
     _, manifests = overlay
     policies = find(manifests, "NetworkPolicy")
     tf_serving = _deployment(manifests, "tf-serving")["spec"]["template"]["metadata"]["labels"]

@@ -173,7 +173,8 @@ def test_eks_dry_run_prints_the_whole_workflow(tmp_path: Path) -> None:
 def test_eks_down_releases_the_load_balancer_before_deleting_the_cluster(tmp_path: Path) -> None:
     result = run(["bash", WORKFLOWS["eks"], "--dry-run", "--tag", "t", "down"], env=_env([], tmp_path))
     commands = _commands(result.stdout)
-    delete_workloads = next(i for i, c in enumerate(commands) if c.startswith("kubectl --context eks-clothing-eu-west-1 delete -k"))
+    delete = "kubectl --context eks-clothing-eu-west-1 delete -k"
+    delete_workloads = next(i for i, c in enumerate(commands) if c.startswith(delete))
     delete_cluster = next(i for i, c in enumerate(commands) if c.startswith("eksctl delete cluster"))
     assert delete_workloads < delete_cluster
 
@@ -196,7 +197,9 @@ def test_images_are_built_in_the_builder_where_the_host_cannot(tmp_path: Path) -
     assert "--platform linux/amd64" in build
     assert re.search(r"-t clothing-builder:\d+ \S+/deploy/builder$", build), build
     (inside,) = (c for c in commands if c.startswith("docker run"))
-    assert re.search(r"-v \S+:/src -v clothing-builder-cache:/cache -v /run/test/docker.sock:/var/run/docker.sock", inside)
+    assert re.search(
+        r"-v \S+:/src -v clothing-builder-cache:/cache -v /run/test/docker.sock:/var/run/docker.sock", inside
+    )
     assert "-e IMAGE_TAG" in inside
     assert inside.endswith(
         "flock /cache/builder.lock ./pants --no-pantsd --pants-workdir=/cache/pants.d "
@@ -208,7 +211,8 @@ def test_images_are_built_in_the_builder_where_the_host_cannot(tmp_path: Path) -
     result = run(["bash", WORKFLOWS["eks"], "--dry-run", "--tag", "abc123", "up"], env=env)
     commands = _commands(result.stdout)
     (inside,) = (c for c in commands if c.startswith("docker run"))
-    assert "docker-registries" in inside and inside.endswith("package deploy/images/gateway deploy/images/model")
+    assert "docker-registries" in inside
+    assert inside.endswith("package deploy/images/gateway deploy/images/model")
     pushes = [c for c in commands if c.startswith("docker push")]
     assert [p.rsplit("/", 1)[1] for p in pushes] == ["clothing-gateway:abc123", "clothing-model:abc123"]
 
@@ -305,7 +309,8 @@ def test_the_metrics_server_patch_can_be_applied_again(tmp_path: Path) -> None:
     assert "--kubelet-insecure-tls" in args
     assert len(args) == len(set(args))
     # metrics-server v0.7.2's own arguments are kept.
-    assert "--secure-port=10250" in args and "--cert-dir=/tmp" in args
+    assert "--secure-port=10250" in args
+    assert "--cert-dir=/tmp" in args
     assert "v0.7.2" in script
     assert '\\"replace\\"' in patch
 
@@ -320,7 +325,8 @@ def test_every_dirty_tree_gets_a_tag_of_its_own(tmp_path: Path) -> None:
     (repo / "deploy").mkdir(parents=True)
     (repo / "deploy/lib.sh").write_text((DEPLOY_DIR / "lib.sh").read_text())
     (repo / "model.txt").write_text("one\n")
-    git = ["git", "-C", repo, "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    git: list[str | Path] = ["git", "-C", repo, "-c", "user.name=t", "-c", "user.email=t@t"]
+    git += ["-c", "commit.gpgsign=false"]
     run([*git, "init", "-q"])
     run([*git, "add", "."])
     run([*git, "commit", "-q", "-m", "first"])
