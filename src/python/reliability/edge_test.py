@@ -157,7 +157,8 @@ def _raw_answer(gateway: Gateway, head: bytes, body_chunks: int, chunk: bytes) -
                 time.sleep(0.001)
             except (BrokenPipeError, ConnectionResetError):
                 break
-        sock.setblocking(True)
+        # Bounded: a gateway still waiting for the rest of the body must not hang the test.
+        sock.settimeout(10)
         try:
             while b'"error"' not in answer and (more := sock.recv(65536)):
                 answer += more
