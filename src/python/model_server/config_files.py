@@ -1,10 +1,13 @@
-"""TF Serving's two text-format config files: `--model_config_file` and `--batching_parameters_file`.
+"""TF Serving's text-format config files: `--model_config_file`, `--batching_parameters_file` and
+`--monitoring_config_file`.
 
 The model config is parsed with TF Serving's own message (`tensorflow_serving.config`, which is
 light: no TensorFlow import, and declares no service, so it lives beside this project's stubs).
-`BatchingParameters` is not shipped in tensorflow-serving-api, so its schema is declared here with
-TF Serving's field names and numbers; protobuf's text parser then reads exactly what TF Serving
-reads (wrappers as `max_batch_size { value: 32 }`, comments, field order free).
+`BatchingParameters` and `MonitoringConfig` are not shipped in tensorflow-serving-api, so their
+schemas are declared here with TF Serving's field names and numbers; protobuf's text parser then
+reads exactly what TF Serving reads (wrappers as `max_batch_size { value: 32 }`, comments, field
+order free). A file that does not parse is reported as TF Serving reports it:
+`Error parsing text-format tensorflow.serving.ModelServerConfig: LINE:COLUMN: …`.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def load_model_config_file(path: Path) -> tuple[ModelConfig, ...]:
     from tensorflow_serving.config import model_server_config_pb2
 
     message = model_server_config_pb2.ModelServerConfig()
-    _parse_text(path, message)
+    _parse_text(path, message, "tensorflow.serving.ModelServerConfig")
     if message.WhichOneof("config") != "model_config_list":
         raise ConfigError(f"{path}: expected a model_config_list")
     models: list[ModelConfig] = []
@@ -113,8 +116,8 @@ def _policy(policy: Any, path: Path, name: str) -> VersionPolicy:
 
 def load_batching_parameters(path: Path) -> BatchingParameters:
     """The parameters of a `BatchingParameters` text file, defaults for the fields it omits."""
-    message = _batching_parameters_class()()
-    _parse_text(path, message)
+    message = _message_class("BatchingParameters")()
+    _parse_text(path, message, "tensorflow.serving.BatchingParameters")
     values: dict[str, Any] = {}
     for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"):
         if message.HasField(name):
@@ -124,15 +127,41 @@ def load_batching_parameters(path: Path) -> BatchingParameters:
     return BatchingParameters(**values)
 
 
-def _parse_text(path: Path, message: Any) -> None:
+# TF Serving's default Prometheus path (prometheus_exporter.h), used when the config names none.
+DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+
+
+def load_monitoring_config(path: Path) -> str | None:
+    """The REST path of Prometheus metrics a `MonitoringConfig` file asks for; None if disabled."""
+    message = _message_class("MonitoringConfig")()
+    _parse_text(path, message, "tensorflow.serving.MonitoringConfig")
+    prometheus = message.prometheus_config
+    if not prometheus.enable:
+        return None
+    route = prometheus.path or DEFAULT_PROMETHEUS_PATH
+    if not route.startswith("/"):
+        raise ConfigError(f"{path}: prometheus_config path must start with '/', got {route!r}")
+    return str(route)
+
+
+def _parse_text(path: Path, message: Any, full_name: str) -> None:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: Error parsing text-format {full_name}: not UTF-8 text") from None
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        # Protobuf C++'s wording, which TF Serving prints and its tests look for.
+        line, column = e.GetLine(), e.GetColumn()
+        detail = str(e)
+        if line is not None:
+            location = f"{line}:{column}" if column is not None else f"{line}"
+            detail = detail.removeprefix(f"{location} : ")
+            detail = f"{location}: {detail}"
+        raise ConfigError(f"{path}: Error parsing text-format {full_name}: {detail}") from None
 
 
 _BATCHING_FIELDS: tuple[tuple[str, int, str | None], ...] = (
@@ -150,15 +179,26 @@ _BATCHING_FIELDS: tuple[tuple[str, int, str | None], ...] = (
 
 
 @functools.cache  # built once: a descriptor pool refuses the same file twice
-def _batching_parameters_class() -> Any:
+def _config_pool() -> descriptor_pool.DescriptorPool:
     pool = descriptor_pool.DescriptorPool()
     pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
     proto = descriptor_pb2.FileDescriptorProto(
-        name="model_server/batching_parameters.proto",
+        name="model_server/config_files.proto",
         package="model_server.config",
         syntax="proto3",
         dependency=["google/protobuf/wrappers.proto"],
     )
+    # monitoring_config.proto: MonitoringConfig { PrometheusConfig prometheus_config = 1; }.
+    prometheus = proto.message_type.add(name="PrometheusConfig")
+    prometheus.field.add(name="enable", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_BOOL,
+                         label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
+    prometheus.field.add(name="path", number=2, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+                         label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
+    monitoring = proto.message_type.add(name="MonitoringConfig")
+    monitoring.field.add(name="prometheus_config", number=1,
+                         type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+                         type_name=".model_server.config.PrometheusConfig",
+                         label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
     msg = proto.message_type.add(name="BatchingParameters")
     for name, number, type_name in _BATCHING_FIELDS:
         f = msg.field.add(name=name, number=number)
@@ -173,5 +213,9 @@ def _batching_parameters_class() -> Any:
             f.type_name = type_name
             f.label = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
     pool.Add(proto)
-    descriptor = pool.FindMessageTypeByName("model_server.config.BatchingParameters")
+    return pool
+
+
+def _message_class(name: str) -> Any:
+    descriptor = _config_pool().FindMessageTypeByName(f"model_server.config.{name}")
     return message_factory.GetMessageClass(descriptor)

@@ -8,6 +8,7 @@ fronts share one bound on the Predict calls in flight and one drain on shutdown.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,8 +17,9 @@ from typing import Any, TypeVar
 import numpy.typing as npt
 
 from clothing_protos import serving_pb2
-from model_server.errors import InvalidArgument, ResourceExhausted, Unavailable
+from model_server.errors import Code, InvalidArgument, ResourceExhausted, ServingError, Unavailable
 from model_server.model_manager import ModelManager, VersionStatus
+from model_server.monitoring import RequestMetrics
 from model_server.signatures import Signature
 
 T = TypeVar("T")
@@ -51,8 +53,11 @@ class ModelMetadata:
 
 
 class ServingCore:
-    def __init__(self, manager: ModelManager, max_concurrent_requests: int) -> None:
+    def __init__(
+        self, manager: ModelManager, max_concurrent_requests: int, metrics: RequestMetrics | None = None
+    ) -> None:
         self.manager = manager
+        self.metrics = metrics
         self._limit = max_concurrent_requests
         self._in_flight = 0
         self._draining = False
@@ -110,6 +115,7 @@ class ServingCore:
         output_filter: Sequence[str],
         decode: Callable[[str, T], npt.NDArray[Any]],
         describe: Callable[[str, T], tuple[int, tuple[int, ...]]] | None = None,
+        entrypoint: str = "GRPC",
     ) -> PredictResult:
         """Check a request against its signature, decode its inputs, run it.
 
@@ -118,6 +124,30 @@ class ServingCore:
         if given, says an input's (dtype, shape) without decoding it: those are checked against
         the signature first, so nothing is allocated for an input the model would refuse.
         """
+        if self.metrics is None:
+            return self._predict(ref, inputs, output_filter, decode, describe)
+        started = time.monotonic()
+        status = Code.OK.name
+        try:
+            return self._predict(ref, inputs, output_filter, decode, describe)
+        except ServingError as e:
+            status = e.code.name
+            raise
+        except Exception:
+            status = Code.INTERNAL.name
+            raise
+        finally:
+            name = ref.name if ref is not None else ""
+            self.metrics.record(name, "Predict", entrypoint, status, time.monotonic() - started)
+
+    def _predict(
+        self,
+        ref: ModelRef | None,
+        inputs: Mapping[str, T],
+        output_filter: Sequence[str],
+        decode: Callable[[str, T], npt.NDArray[Any]],
+        describe: Callable[[str, T], tuple[int, tuple[int, ...]]] | None,
+    ) -> PredictResult:
         if ref is None:
             raise InvalidArgument("Missing ModelSpec")
         with self._admitted(), self.manager.servable(ref.name, ref.version, ref.label) as servable:

@@ -7,7 +7,7 @@ and the project's TF-free stubs both work. `ServingError`s become gRPC statuses 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any, TypeVar
 
@@ -151,19 +151,26 @@ class GrpcFront:
         max_request_bytes: int,
         max_concurrent_requests: int,
         tensor_content: bool,
+        socket_path: str | None = None,
+        channel_arguments: Sequence[tuple[str, int | str]] = (),
+        health_service: bool = True,
     ) -> None:
         self._core = core
         # Threads: every admitted Predict, plus room for status, metadata and health calls, which
         # must keep answering while Predict is saturated. gRPC refuses beyond that with
         # RESOURCE_EXHAUSTED instead of queueing.
         workers = max_concurrent_requests + 8
+        options: dict[str, int | str] = {
+            "grpc.max_receive_message_length": max_request_bytes,
+            "grpc.max_send_message_length": -1,
+            "grpc.so_reuseport": 0,
+        }
+        # --grpc_channel_arguments, as TF Serving passes them to its ServerBuilder: after the
+        # server's own, so the same key given there wins.
+        options.update(dict(channel_arguments))
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-            options=[
-                ("grpc.max_receive_message_length", max_request_bytes),
-                ("grpc.max_send_message_length", -1),
-                ("grpc.so_reuseport", 0),
-            ],
+            options=list(options.items()),
             maximum_concurrent_rpcs=workers,
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
@@ -171,7 +178,8 @@ class GrpcFront:
         )
         prediction_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(core), self.server)
         self.health = health.HealthServicer(experimental_non_blocking=True)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        if health_service:
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.update_health()
         target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         try:
@@ -180,6 +188,15 @@ class GrpcFront:
             raise OSError(f"cannot listen on {target} (gRPC): {e}") from None
         if self.port == 0:
             raise OSError(f"cannot listen on {target} (gRPC): address in use or not available")
+        self.socket_path = socket_path
+        if socket_path:
+            # gRPC replaces a socket file left at that path, as TF Serving's server does.
+            try:
+                bound = self.server.add_insecure_port(f"unix:{socket_path}")
+            except RuntimeError as e:
+                raise OSError(f"cannot listen on unix:{socket_path} (gRPC): {e}") from None
+            if not bound:
+                raise OSError(f"cannot listen on unix:{socket_path} (gRPC): path not usable")
 
     def start(self) -> None:
         self.server.start()

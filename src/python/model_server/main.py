@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from malloc_tuning import keep_freed_memory
 from model_server.errors import ConfigError
-from model_server.settings import parse_settings
+from model_server.settings import describe_ignored, parse_settings
 
 log = logging.getLogger("model_server")
 
@@ -36,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"model_server: error: {e}", file=sys.stderr)
         return 2
     _configure_logging()
+    if settings.ignored_flags:
+        log.warning("%s", describe_ignored(settings.ignored_flags))
     # Each request's input tensor (1 MB per 299×299 image) is allocated and freed several times
     # over; kept memory is reused instead of faulted in again (about 250 page faults per request).
     keep_freed_memory()

@@ -2,12 +2,15 @@
 
 Like TF Serving's file-system source + availability-preserving manager:
 
-- a model's versions are the numeric folders under its base path; its version policy (latest N by
-  default) picks the ones to serve;
+- a model's versions are the numeric folders under its base path (`00000123` is version 123, loaded
+  from that folder); its version policy (latest N by default) picks the ones to serve;
 - a new version loads while the old one keeps answering; the old one is unloaded only after a new
   one is AVAILABLE (or when no version is wanted any more), and only after its requests finish;
 - a failed load leaves the version in END with the error, visible in GetModelStatus; it is retried
-  only when the folder's files change (an export still being written, then completed).
+  only when the folder's files change (an export still being written, then completed);
+- `reconfigure` applies a re-read model config: added models load, removed ones unload, policies
+  and labels change in place. As in TF Serving, a version already loaded stays loaded when only
+  the base path changes (versions are known by name and number).
 """
 
 from __future__ import annotations
@@ -58,6 +61,12 @@ class _Version:
     refs: int = 0
 
 
+@dataclass(frozen=True)
+class _OnDisk:
+    folder: Path  # the folder's own name: `00000123` for version 123
+    fingerprint: tuple[object, ...]
+
+
 @dataclass
 class _Model:
     config: ModelConfig
@@ -79,12 +88,46 @@ class ModelManager:
         self._poll_lock = threading.Lock()
         self._closed = False
 
+    # --- configuration -----------------------------------------------------------------------
+
+    def configs(self) -> tuple[ModelConfig, ...]:
+        with self._cv:
+            return tuple(m.config for m in self._models.values())
+
+    def reconfigure(self, models: Sequence[ModelConfig]) -> None:
+        """Serve exactly `models` from now on: load added ones, unload removed ones, and take the
+        others' new policies and labels (applied by the poll that follows, run here)."""
+        with self._poll_lock:
+            if self._closed:
+                return
+            wanted = {m.name: m for m in models}
+            with self._cv:
+                removed = [m for name, m in self._models.items() if name not in wanted]
+                kept: dict[str, _Model] = {}
+                for name, config in wanted.items():
+                    model = self._models.get(name)
+                    if model is None:
+                        model = _Model(config)
+                    else:
+                        model.config = config
+                    kept[name] = model
+                # Requests for a removed model get NOT_FOUND at once; its calls in flight finish.
+                self._models = kept
+            self._notify()
+            for model in removed:
+                log.info("model %s: removed from the model config", model.config.name)
+                for version in list(model.versions.values()):
+                    self._unload(model, version)
+        self.poll()
+
     # --- polling -----------------------------------------------------------------------------
 
     def poll(self) -> None:
         """One look at every model's base path: load wanted versions, unload unwanted ones."""
         with self._poll_lock:
-            for model in self._models.values():
+            with self._cv:
+                models = list(self._models.values())
+            for model in models:
                 if self._closed:
                     return
                 self._poll_model(model)
@@ -107,14 +150,14 @@ class ModelManager:
         model.last_warning = warning
         wanted = model.config.policy.choose(set(on_disk))
         for number in sorted(wanted, reverse=True):
+            found = on_disk[number]
             with self._cv:
                 current = model.versions.get(number)
-                fingerprint = on_disk[number]
-                if current is not None and not _should_load_again(current, fingerprint):
+                if current is not None and not _should_load_again(current, found.fingerprint):
                     continue
-                model.versions[number] = _Version(number, State.LOADING, fingerprint=fingerprint)
+                model.versions[number] = _Version(number, State.LOADING, fingerprint=found.fingerprint)
             self._notify()
-            self._load_version(model, number, fingerprint)
+            self._load_version(model, number, found)
         with self._cv:
             available_wanted = any(
                 v.state == State.AVAILABLE for n, v in model.versions.items() if n in wanted
@@ -127,9 +170,9 @@ class ModelManager:
         for version in doomed:
             self._unload(model, version)
 
-    def _load_version(self, model: _Model, number: int, fingerprint: tuple[object, ...]) -> None:
+    def _load_version(self, model: _Model, number: int, found: _OnDisk) -> None:
         name = model.config.name
-        path = model.config.base_path / str(number)
+        path, fingerprint = found.folder, found.fingerprint
         log.info("model %s version %d: loading from %s", name, number, path)
         try:
             servable = self._load(name, number, path)
@@ -280,7 +323,11 @@ def _should_load_again(version: _Version, fingerprint: tuple[object, ...]) -> bo
     return version.error is None or version.fingerprint != fingerprint
 
 
-def _versions_on_disk(base_path: Path) -> tuple[dict[int, tuple[object, ...]], str]:
+# TF Serving parses version folder names as int64.
+_MAX_VERSION = 2**63 - 1
+
+
+def _versions_on_disk(base_path: Path) -> tuple[dict[int, _OnDisk], str]:
     """Numeric version folders under `base_path` with a fingerprint of their files, and a warning."""
     try:
         entries = list(base_path.iterdir())
@@ -288,11 +335,23 @@ def _versions_on_disk(base_path: Path) -> tuple[dict[int, tuple[object, ...]], s
         return {}, f"base path {base_path} does not exist"
     except OSError as e:
         return {}, f"cannot list base path {base_path}: {e.strerror}"
-    found: dict[int, tuple[object, ...]] = {}
-    for entry in entries:
-        if entry.name.isdigit() and entry.is_dir():
-            found[int(entry.name)] = _fingerprint(entry)
-    return found, "" if found else f"no versions found under base path {base_path}"
+    found: dict[int, _OnDisk] = {}
+    duplicates: list[str] = []
+    # Sorted, so that of two folders for one version (`123` and `00000123`) the choice is stable.
+    for entry in sorted(entries):
+        # ASCII digits only: str.isdigit() also takes other scripts' digits, TF Serving does not.
+        if not (entry.name.isascii() and entry.name.isdigit()) or not entry.is_dir():
+            continue
+        number = int(entry.name)
+        if number > _MAX_VERSION:
+            continue
+        if number in found:
+            duplicates.append(f"{entry.name} (version {number} is served from {found[number].folder.name})")
+            continue
+        found[number] = _OnDisk(entry, _fingerprint(entry))
+    if not found:
+        return found, f"no versions found under base path {base_path}"
+    return found, f"ignoring version folders {', '.join(duplicates)}" if duplicates else ""
 
 
 def _fingerprint(folder: Path) -> tuple[object, ...]:

@@ -164,3 +164,42 @@ def test_removing_the_newest_version_rolls_back_to_the_previous_one(
     _wait_for(lambda: _states(server) == {1: State.AVAILABLE, 2: State.END})
     with server.manager.servable("m") as servable:
         assert servable.version == 1
+
+
+def test_a_re_read_model_config_changes_policy_and_labels_in_place(
+    start_server: Callable[..., ModelServer], model_copy: Copy, tmp_path: Path
+) -> None:
+    base = model_copy("tiny", 1, 1).parent
+    model_copy("tiny", 2, 2)
+    config = tmp_path / "models.config"
+
+    def write(version: int) -> None:
+        staging = tmp_path / "models.tmp"
+        staging.write_text(
+            f"model_config_list {{ config {{ name: 'm' base_path: '{base}' "
+            f"model_version_policy {{ specific {{ versions: {version} }} }} "
+            f"version_labels {{ key: 'stable' value: {version} }} }} }}\n"
+        )
+        staging.replace(config)
+
+    write(1)
+    server = start_server(
+        "--model_config_file", str(config), "--model_config_file_poll_wait_seconds", "0.2"
+    )
+    assert _states(server) == {1: State.AVAILABLE}
+    with server.manager.servable("m", label="stable") as servable:
+        assert servable.version == 1
+    write(2)
+    _wait_for(lambda: _states(server) == {1: State.END, 2: State.AVAILABLE})
+    with server.manager.servable("m", label="stable") as servable:
+        assert servable.version == 2
+
+
+def test_a_zero_padded_version_folder_loads_from_its_own_name(
+    start_server: Callable[..., ModelServer], model_store: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(model_store / "tiny" / "1", tmp_path / "m" / "00000123")
+    server = start_server("--model_name", "m", "--model_base_path", str(tmp_path / "m"))
+    assert _states(server) == {123: State.AVAILABLE}
+    with server.manager.servable("m", 123) as servable:
+        assert servable.version == 123

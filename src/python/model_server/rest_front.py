@@ -85,9 +85,15 @@ def _error(error: ServingError) -> Response:
 
 
 def create_app(
-    core: ServingCore, executor: Executor, *, max_request_bytes: int, timeout_ms: int
+    core: ServingCore,
+    executor: Executor,
+    *,
+    max_request_bytes: int,
+    timeout_ms: int,
+    prometheus_path: str | None = None,
 ) -> Starlette:
-    """The REST app; every request goes through `core`, its work runs on `executor`'s threads."""
+    """The REST app; every request goes through `core`, its work runs on `executor`'s threads.
+    With `prometheus_path`, GET there answers the core's request metrics (Prometheus text)."""
     timeout = timeout_ms / 1000 if timeout_ms > 0 else None
 
     async def in_thread(work: Callable[[], Response]) -> Response:
@@ -123,7 +129,16 @@ def create_app(
             log.exception("REST %s %s failed", method, path)
             return _json({"error": "Internal error in the model server"}, 500)
 
-    return Starlette(routes=[Route("/{path:path}", dispatch, methods=["GET", "POST"])])
+    routes = []
+    metrics = core.metrics
+    if prometheus_path is not None and metrics is not None:
+
+        async def prometheus(_request: Request) -> Response:
+            return Response(metrics.exposition(), media_type=metrics.content_type)
+
+        routes.append(Route(prometheus_path, prometheus, methods=["GET"]))
+    routes.append(Route("/{path:path}", dispatch, methods=["GET", "POST"]))
+    return Starlette(routes=routes)
 
 
 def _ref(name: str, version: str | None, label: str | None) -> ModelRef:
@@ -158,7 +173,7 @@ def _predict(core: ServingCore, ref: ModelRef, body: bytes) -> Response:
     try:
         parsed = parse_predict_body(body, signature_for)
         named = replace(ref, signature_name=parsed.signature_name)
-        result = core.predict(named, parsed.inputs, (), lambda _alias, array: array)
+        result = core.predict(named, parsed.inputs, (), lambda _alias, array: array, entrypoint="REST")
         return Response(predict_response_json(result.outputs, parsed.format), media_type="application/json")
     except ServingError as e:
         return _error(e)

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import uvicorn
 
+from model_server.config_files import load_model_config_file
 from model_server.core import ServingCore
+from model_server.errors import ConfigError
 from model_server.grpc_front import GrpcFront
 from model_server.model_manager import ModelManager
+from model_server.monitoring import RequestMetrics
 from model_server.rest_front import create_app
 from model_server.servable import LoadOptions, Servable, load_servable
 from model_server.settings import ServerSettings
@@ -56,7 +59,8 @@ class ModelServer:
         self._ready = threading.Event()
         self._grpc: GrpcFront | None = None
         self.manager = ModelManager(settings.models, load, on_change=self._models_changed)
-        self.core = ServingCore(self.manager, settings.max_concurrent_requests)
+        metrics = RequestMetrics() if settings.prometheus_path is not None else None
+        self.core = ServingCore(self.manager, settings.max_concurrent_requests, metrics)
         self._grpc = GrpcFront(
             self.core,
             settings.bind_address,
@@ -64,6 +68,9 @@ class ModelServer:
             max_request_bytes=settings.max_request_bytes,
             max_concurrent_requests=settings.max_concurrent_requests,
             tensor_content=settings.tensor_content_responses,
+            socket_path=settings.grpc_socket_path,
+            channel_arguments=settings.grpc_channel_arguments,
+            health_service=settings.health_service,
         )
         self.grpc_port = self._grpc.port
         self._rest_socket: socket.socket | None = None
@@ -87,7 +94,10 @@ class ModelServer:
 
     def describe(self) -> str:
         rest = f"{self.settings.bind_address}:{self.rest_port}" if self.rest_port else "off"
-        return f"grpc={self.settings.bind_address}:{self.grpc_port} rest={rest}"
+        text = f"grpc={self.settings.bind_address}:{self.grpc_port} rest={rest}"
+        if self.settings.grpc_socket_path:
+            text += f" grpc_socket={self.settings.grpc_socket_path}"
+        return text
 
     def start(self) -> None:
         assert self._grpc is not None
@@ -98,6 +108,7 @@ class ModelServer:
                 self._rest_executor,
                 max_request_bytes=self.settings.max_request_bytes,
                 timeout_ms=self.settings.rest_api_timeout_ms,
+                prometheus_path=self.settings.prometheus_path,
             )
             config = uvicorn.Config(
                 app,
@@ -112,13 +123,39 @@ class ModelServer:
             self._spawn("rest", self._rest.run, [self._rest_socket])
         log.info("model_server listening: %s (loading %s)", self.describe(),
                  ", ".join(m.name for m in self.settings.models))
+        if self.settings.prometheus_path is not None and self._rest_socket is None:
+            log.warning("--monitoring_config_file: no REST port (--rest_api_port is 0), so no metrics path")
         self._spawn("poller", self.manager.run_polling, self.settings.file_system_poll_wait_seconds,
                     self._stop_polling)
+        if self.settings.model_config_file is not None and self.settings.model_config_poll_seconds > 0:
+            self._spawn("config-poller", self._poll_model_config, self.settings.model_config_file,
+                        self.settings.model_config_poll_seconds)
 
     def _spawn(self, name: str, target: object, *args: object) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)  # type: ignore[arg-type]
         thread.start()
         self._threads.append(thread)
+
+    def _poll_model_config(self, path: Path, interval: float) -> None:
+        """--model_config_file_poll_wait_seconds: re-read the model config, apply what changed.
+        A file that does not parse is reported once and the models served stay as they are."""
+        last_error = ""
+        while not self._stop_polling.wait(interval):
+            try:
+                models = load_model_config_file(path)
+            except ConfigError as e:
+                if str(e) != last_error:
+                    log.error("model config not reloaded, serving the previous one: %s", e)
+                last_error = str(e)
+                continue
+            last_error = ""
+            if models == self.manager.configs():
+                continue
+            log.info("model config %s changed: now serving %s", path, ", ".join(m.name for m in models))
+            try:
+                self.manager.reconfigure(models)
+            except Exception:  # a poller that dies silently would freeze the configuration
+                log.exception("applying the model config failed")
 
     def _models_changed(self) -> None:
         if self._grpc is not None:

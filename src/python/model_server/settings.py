@@ -8,17 +8,26 @@ additions (bounds, bind address, drain time) are named so they cannot be mistake
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
+import importlib.metadata
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from model_server.config_files import (
     BatchingParameters,
     ModelConfig,
     load_batching_parameters,
     load_model_config_file,
+    load_monitoring_config,
 )
 from model_server.errors import ConfigError
+
+# The TF Serving release whose `tensorflow_model_server --help` this command line follows: the
+# one deploy/images/model/Dockerfile pins.
+TF_SERVING_VERSION = "2.21.0"
+
+ChannelArgument = tuple[str, int | str]
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,48 @@ class ServerSettings:
     intra_op_parallelism: int  # 0: TensorFlow chooses
     inter_op_parallelism: int
     drain_seconds: float
+    grpc_socket_path: str | None = None  # gRPC also on this unix socket
+    grpc_channel_arguments: tuple[ChannelArgument, ...] = ()
+    prometheus_path: str | None = None  # Prometheus metrics at this REST path
+    model_config_file: Path | None = None  # re-read every model_config_poll_seconds
+    model_config_poll_seconds: float = 0.0  # 0: the config file is read once, at start
+    health_service: bool = True
+    ignored_flags: tuple[str, ...] = ()  # TF Serving flags given that have no effect here
+
+
+# Every other flag of `tensorflow_model_server --help` (main.cc of the pinned release): its TF
+# Serving type, and why it has no effect here. They are accepted, so a command line written for
+# TF Serving starts this server, and announced once at start.
+IGNORED_FLAGS: dict[str, tuple[str, str]] = {
+    "rest_api_num_threads": ("int", "REST threads follow --max_concurrent_requests"),
+    "rest_api_enable_cors_support": ("bool", "no CORS headers are sent"),
+    "grpc_max_threads": ("int", "gRPC threads follow --max_concurrent_requests"),
+    "allow_version_labels_for_unavailable_models": ("bool", "labels are taken from the config as written"),
+    "enable_per_model_batching_parameters": ("bool", "batching follows --batching_parameters_file only"),
+    "num_load_threads": ("int", "versions load one at a time"),
+    "num_unload_threads": ("int", "versions unload one at a time"),
+    "max_num_load_retries": ("int", "a failed version is retried when its files change"),
+    "load_retry_interval_micros": ("int", "a failed version is retried when its files change"),
+    "flush_filesystem_caches": ("bool", "no file-system caches to flush"),
+    "tensorflow_session_config_file": ("str", "sessions take only the parallelism flags"),
+    "use_alts_credentials": ("bool", "gRPC is plaintext only"),
+    "ssl_config_file": ("str", "gRPC is plaintext only"),
+    "platform_config_file": ("str", "the TensorFlow platform only"),
+    "per_process_gpu_memory_fraction": ("float", "CPU only"),
+    "saved_model_tags": ("str", "the serve MetaGraph only"),
+    "num_request_iterations_for_warmup": ("int", "each warmup record runs once"),
+    "remove_unused_fields_from_bundle_metagraph": ("bool", "a memory saving of the C++ loader"),
+    "prefer_tflite_model": ("bool", "no TensorFlow Lite"),
+    "num_tflite_pools": ("int", "no TensorFlow Lite"),
+    "num_tflite_interpreters_per_pool": ("int", "no TensorFlow Lite"),
+    "enable_signature_method_name_check": ("bool", "no Classify or Regress"),
+    "xla_cpu_compilation_enabled": ("bool", "TensorFlow's own XLA default"),
+    "xla_gpu_compilation_enabled": ("bool", "CPU only"),
+    "enable_profiler": ("bool", "no profiler service"),
+    "thread_pool_factory_config_file": ("str", "TensorFlow's own thread pools"),
+    "mixed_precision": ("str", "models run as exported"),
+    "skip_initialize_tpu": ("bool", "no TPU"),
+}
 
 
 def _flag_bool(text: str) -> bool:
@@ -78,6 +129,40 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def parse_channel_arguments(text: str) -> tuple[ChannelArgument, ...]:
+    """TF Serving's `--grpc_channel_arguments`: `key=value,key=value`, a value that parses as a
+    32-bit integer passed as one, any other as a string."""
+    out: list[ChannelArgument] = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise argparse.ArgumentTypeError(f"expected key=value, got {item!r}")
+        key, value = key.strip(), value.strip()
+        try:
+            number = int(value)
+        except ValueError:
+            out.append((key, value))
+            continue
+        out.append((key, number) if -(2**31) <= number < 2**31 else (key, value))
+    return tuple(out)
+
+
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -86,6 +171,22 @@ def _non_negative_float(text: str) -> float:
     if not value >= 0:  # also refuses NaN
         raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
     return value
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: what TF Serving prints (its release, then TensorFlow's), then exit 0."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        if values is not None and not _flag_bool(str(values)):
+            return
+        try:
+            tensorflow = importlib.metadata.version("tensorflow")
+        except importlib.metadata.PackageNotFoundError:
+            tensorflow = "not installed"
+        print(f"TensorFlow ModelServer: local model_server (flags of TF Serving {TF_SERVING_VERSION})\n"
+              f"TensorFlow Library: {tensorflow}")
+        parser.exit(0)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,6 +198,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="model_server",
+        allow_abbrev=False,  # TF Serving takes flags by their full names only
         description=(
             "A local TF-Serving-compatible model server: serves SavedModels from "
             "<base_path>/<version>/ over gRPC (PredictionService, ModelService, grpc.health.v1) "
@@ -105,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Environment (as the tensorflow/serving image uses it): MODEL_NAME is the default of "
             "--model_name; with MODEL_BASE_PATH set, --model_base_path defaults to "
-            "$MODEL_BASE_PATH/$MODEL_NAME."
+            "$MODEL_BASE_PATH/$MODEL_NAME. Every other flag of tensorflow_model_server "
+            f"{TF_SERVING_VERSION} is accepted and has no effect here; the server says which at start."
         ),
     )
     boolean = {"type": _flag_bool, "nargs": "?", "const": True, "metavar": "BOOL"}
@@ -152,6 +255,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "RESOURCE_EXHAUSTED / 429 instead of queueing without bound")
     p.add_argument("--drain_seconds", type=_non_negative_float, default=10.0,
                    help="on SIGTERM, how long requests in flight may take to finish (default 10)")
+    p.add_argument("--grpc_socket_path", default=None,
+                   help="also serve gRPC on this unix socket (a relative or absolute path)")
+    p.add_argument("--grpc_channel_arguments", type=parse_channel_arguments, default=(),
+                   help="gRPC server arguments, comma-separated key=value "
+                        "(e.g. grpc.max_connection_age_ms=2000)")
+    p.add_argument("--monitoring_config_file", type=Path, default=None,
+                   help="MonitoringConfig text file; prometheus_config { enable: true path: ... } "
+                        "serves Prometheus metrics at that path on the REST port")
+    p.add_argument("--model_config_file_poll_wait_seconds", type=_non_negative_float, default=0.0,
+                   help="re-read --model_config_file this often and apply added and removed models, "
+                        "version policies and labels (default 0: read once, at start)")
+    p.add_argument("--tensorflow_session_parallelism", type=_non_negative_int, default=0,
+                   help="threads for both TensorFlow pools where the two flags above are 0 "
+                        "(default 0: TensorFlow chooses)")
+    p.add_argument("--enable_grpc_healthcheck_service", default=True, **boolean,  # type: ignore[arg-type]
+                   help="offer grpc.health.v1 (default true here: the local stack relies on it)")
+    p.add_argument("--version", action=_VersionAction, nargs="?", metavar="BOOL",
+                   help="print the version and exit")
+    types: dict[str, Callable[[str], object]] = {"int": _int, "float": _float, "bool": _flag_bool, "str": str}
+    for name, (kind, reason) in IGNORED_FLAGS.items():
+        extra: dict[str, Any] = {"nargs": "?", "const": True, "metavar": "BOOL"} if kind == "bool" else {}
+        p.add_argument(f"--{name}", type=types[kind], default=None,
+                       help=f"TF Serving's flag, accepted without effect: {reason}", **extra)
     return p
 
 
@@ -166,6 +292,13 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> ServerSet
         batching = BatchingParameters()
     if args.port != 0 and args.port == args.rest_api_port:
         raise ConfigError(f"--port and --rest_api_port are both {args.port}")
+    prometheus_path: str | None = None
+    if args.monitoring_config_file is not None:
+        prometheus_path = load_monitoring_config(args.monitoring_config_file)
+    ignored = tuple(name for name in IGNORED_FLAGS if getattr(args, name) is not None)
+    # TF Serving: the session-wide flag sets both pools; each pool's own flag wins over it.
+    intra = args.tensorflow_intra_op_parallelism or args.tensorflow_session_parallelism
+    inter = args.tensorflow_inter_op_parallelism or args.tensorflow_session_parallelism
     return ServerSettings(
         grpc_port=args.port,
         rest_api_port=args.rest_api_port,
@@ -178,9 +311,25 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> ServerSet
         max_request_bytes=args.max_request_bytes,
         max_concurrent_requests=args.max_concurrent_requests,
         rest_api_timeout_ms=args.rest_api_timeout_in_ms,
-        intra_op_parallelism=args.tensorflow_intra_op_parallelism,
-        inter_op_parallelism=args.tensorflow_inter_op_parallelism,
+        intra_op_parallelism=intra,
+        inter_op_parallelism=inter,
         drain_seconds=args.drain_seconds,
+        grpc_socket_path=args.grpc_socket_path or None,
+        grpc_channel_arguments=args.grpc_channel_arguments,
+        prometheus_path=prometheus_path,
+        model_config_file=args.model_config_file,
+        model_config_poll_seconds=(
+            args.model_config_file_poll_wait_seconds if args.model_config_file is not None else 0.0
+        ),
+        health_service=args.enable_grpc_healthcheck_service,
+        ignored_flags=ignored,
+    )
+
+
+def describe_ignored(names: Sequence[str]) -> str:
+    """The one start-up line naming the TF Serving flags given that have no effect here."""
+    return "TF Serving flags accepted without effect here: " + "; ".join(
+        f"--{name} ({IGNORED_FLAGS[name][1]})" for name in names
     )
 
 

@@ -114,7 +114,8 @@ def test_batching_parameters_file(tmp_path: Path) -> None:
         (
             ["--model_config_file", "{c}"],
             {"c": "model_config_list { config { nme: 'x' } }"},
-            '{c}: 1:30 : Message type "tensorflow.serving.ModelConfig" has no field named "nme".',
+            "{c}: Error parsing text-format tensorflow.serving.ModelServerConfig: "
+            '1:30: Message type "tensorflow.serving.ModelConfig" has no field named "nme".',
         ),
         (["--model_config_file", "{c}"], {}, "cannot read {c}: No such file or directory"),
         (
