@@ -18,8 +18,8 @@ from k8s_manifests import Manifest, containers, find, one, render
 
 from gateway.settings import ENVIRONMENT, Settings
 
-# The oldest Kubernetes the manifests must work on (EKS standard support, kind's default node).
-KUBERNETES_VERSION = "1.33.0"
+# The Kubernetes both clusters run (deploy/eks/cluster.yaml, deploy/kind/cluster.yaml's node image).
+KUBERNETES_VERSION = "1.35.0"
 OVERLAYS = ["base", "kind", "eks"]
 WORKLOADS = ["gateway", "tf-serving"]
 CONNECTION_SETTINGS = (
@@ -578,3 +578,10 @@ def test_kind_pins_a_node_image_new_enough_for_the_manifests() -> None:
         match = re.fullmatch(r"kindest/node:v1\.(\d+)\.\d+@sha256:[0-9a-f]{64}", node["image"])
         assert match, node["image"]
         assert int(match.group(1)) >= 30  # preStop.sleep
+
+
+def test_the_schemas_are_those_of_the_clusters_kubernetes() -> None:
+    minor = ".".join(KUBERNETES_VERSION.split(".")[:2])
+    assert yaml.safe_load((DEPLOY_DIR / "eks/cluster.yaml").read_text())["metadata"]["version"] == minor
+    for node in yaml.safe_load((DEPLOY_DIR / "kind/cluster.yaml").read_text())["nodes"]:
+        assert node["image"].startswith(f"kindest/node:v{minor}."), node["image"]

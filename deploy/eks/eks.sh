@@ -6,7 +6,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 CLUSTER=clothing   # metadata.name in deploy/eks/cluster.yaml
 PLACEHOLDER='<account>.dkr.ecr.<region>.amazonaws.com'   # the registry deploy/eks names
-# The first eksctl that knows Kubernetes 1.35 (metadata.version in deploy/eks/cluster.yaml).
+# eksctl refuses Kubernetes versions newer than it knows: 0.222.0 (2026-02-06) is the first release
+# after EKS added 1.35 (2026-01-27), the version deploy/eks/cluster.yaml asks for.
 EKSCTL_MINIMUM=0.222.0
 
 usage() {
