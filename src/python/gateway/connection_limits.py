@@ -230,7 +230,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         phase = self._phase
         if phase == _REFUSED:
             return
-        self._unset_keepalive_if_required()
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
         if phase != _BODY:
             if phase == _IDLE:
                 self._phase = _HEAD
@@ -251,8 +253,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 data = data[room:]
             else:
                 self._head_room = room - len(data)
-        if not self._feed(data):
-            return
+        try:
+            self.parser.feed_data(data)
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError) as e:
+            if not self._parse_failed(e):
+                return
         phase = self._phase
         if phase == _HEAD:
             if self._timer is None:
@@ -268,14 +273,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """Parse `data`; False if the connection was refused on the way."""
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # No WebSocket here (ws="none"): the request is answered as a plain one.
-            pass
-        except httptools.HttpParserError as e:
-            refusal = e.__context__
-            self._refuse(refusal.kind if isinstance(refusal, _Refusal) else "malformed")
-            return False
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError) as e:
+            return self._parse_failed(e)
         return True
+
+    def _parse_failed(self, e: Exception) -> bool:
+        """Handle what the parser raised; False if the connection was refused for it."""
+        if isinstance(e, httptools.HttpParserUpgrade):
+            # No WebSocket here (ws="none"): the request is answered as a plain one.
+            return True
+        refusal = e.__context__
+        self._refuse(refusal.kind if isinstance(refusal, _Refusal) else "malformed")
+        return False
 
     def _refuse(self, kind: str) -> None:
         """Answer `guard.answers[kind]`, then close once the client has had a moment to read it.
@@ -305,10 +314,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         if self._phase != _HEAD:
+            # A pipelined request begins while an earlier one is answered (an idle connection's
+            # first byte already made it _HEAD, and it is already among the waiting).
             self._phase = _HEAD
             self._head_started = self.loop.time()
-        if self.cycle is None or self.cycle.response_complete:
-            self.guard.waiting[self] = None
+            if self.cycle is None or self.cycle.response_complete:
+                self.guard.waiting[self] = None
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
