@@ -472,3 +472,17 @@ def test_oversized_messages_are_resource_exhausted(
     code, message = error_of(Client(server.grpc_port).predict, image_request())
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "larger than max" in message
+
+
+def test_the_health_service_is_off_with_tf_servings_flag_false(
+    start_server: Callable[..., ModelServer], model_store: Path
+) -> None:
+    server = start_server(
+        "--model_name", "tiny", "--model_base_path", str(model_store / "tiny"),
+        "--enable_grpc_healthcheck_service=false",
+    )
+    client = Client(server.grpc_port)
+    with pytest.raises(grpc.RpcError) as caught:
+        client.health(health_pb2.HealthCheckRequest(), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert client.predict(image_request(), timeout=60).model_spec.version.value == 2

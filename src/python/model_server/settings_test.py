@@ -135,3 +135,98 @@ def test_bad_settings_say_what_is_wrong(
     with pytest.raises(ConfigError) as caught:
         parse_settings(argv, {})
     assert str(caught.value) == message.replace("{c}", str(path))
+
+
+# Every flag of `tensorflow_model_server --help` in TF Serving 2.21 (main.cc), each with a value
+# TF Serving takes; none may stop the server from starting.
+TF_SERVING_FLAGS = {
+    "port": "8500", "grpc_socket_path": "/tmp/s.sock", "rest_api_port": "8501",
+    "rest_api_num_threads": "8", "rest_api_timeout_in_ms": "5000", "rest_api_enable_cors_support": "true",
+    "enable_batching": "true", "allow_version_labels_for_unavailable_models": "true",
+    "batching_parameters_file": None, "enable_per_model_batching_parameters": "false",
+    "model_config_file": None, "model_config_file_poll_wait_seconds": "1", "model_name": None,
+    "model_base_path": None, "num_load_threads": "2", "num_unload_threads": "2",
+    "max_num_load_retries": "5", "load_retry_interval_micros": "60000000",
+    "file_system_poll_wait_seconds": "1", "flush_filesystem_caches": "true",
+    "tensorflow_session_parallelism": "2", "tensorflow_session_config_file": "/tmp/session.config",
+    "tensorflow_intra_op_parallelism": "2", "tensorflow_inter_op_parallelism": "2",
+    "use_alts_credentials": "false", "ssl_config_file": "/tmp/ssl.config",
+    "platform_config_file": "/tmp/platform.config", "per_process_gpu_memory_fraction": "0.5",
+    "saved_model_tags": "serve", "grpc_channel_arguments": "grpc.max_connection_age_ms=2000",
+    "grpc_max_threads": "16", "enable_model_warmup": "true", "num_request_iterations_for_warmup": "2",
+    "version": None, "monitoring_config_file": None, "remove_unused_fields_from_bundle_metagraph": "true",
+    "prefer_tflite_model": "true", "num_tflite_pools": "2", "num_tflite_interpreters_per_pool": "1",
+    "enable_signature_method_name_check": "false", "xla_cpu_compilation_enabled": "false",
+    "xla_gpu_compilation_enabled": "false", "enable_profiler": "true",
+    "thread_pool_factory_config_file": "/tmp/pool.config", "mixed_precision": "bfloat16",
+    "skip_initialize_tpu": "true", "enable_grpc_healthcheck_service": "true",
+    "enable_serialization_as_tensor_content": "true",
+}
+
+
+def test_every_tf_serving_flag_is_accepted(tmp_path: Path) -> None:
+    from model_server.settings import IGNORED_FLAGS
+
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text("prometheus_config { enable: true }\n")
+    argv = [f"--{name}={value}" for name, value in TF_SERVING_FLAGS.items() if value is not None]
+    argv += ["--model_base_path=/m", f"--monitoring_config_file={monitoring}"]
+    s = parse_settings(argv, {})
+    assert set(s.ignored_flags) == set(IGNORED_FLAGS)
+    assert set(IGNORED_FLAGS) < set(TF_SERVING_FLAGS)
+    assert s.prometheus_path == "/monitoring/prometheus/metrics"  # TF Serving's default path
+    assert s.grpc_channel_arguments == (("grpc.max_connection_age_ms", 2000),)
+    assert s.grpc_socket_path == "/tmp/s.sock"
+    # Not given: nothing announced.
+    assert parse_settings(["--model_base_path=/m"], {}).ignored_flags == ()
+
+
+def test_channel_arguments_in_tf_servings_form() -> None:
+    from model_server.settings import parse_channel_arguments
+
+    assert parse_channel_arguments("grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb") == (
+        ("grpc.max_connection_age_ms", 2000),
+        ("grpc.lb_policy_name", "grpclb"),
+    )
+    # Beyond 32 bits TF Serving passes the value as a string.
+    assert parse_channel_arguments("a=4294967296,") == (("a", "4294967296"),)
+    assert parse_channel_arguments("") == ()
+
+
+def test_session_parallelism_sets_both_pools_unless_they_are_given() -> None:
+    s = parse_settings(["--model_base_path=/m", "--tensorflow_session_parallelism=3"], {})
+    assert (s.intra_op_parallelism, s.inter_op_parallelism) == (3, 3)
+    s = parse_settings(
+        [
+            "--model_base_path=/m",
+            "--tensorflow_session_parallelism=3",
+            "--tensorflow_inter_op_parallelism=1",
+        ],
+        {},
+    )
+    assert (s.intra_op_parallelism, s.inter_op_parallelism) == (3, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        ('prometheus_config: { enable: true, path: "/metrics/here" }', "/metrics/here"),
+        ("prometheus_config { enable: false }", None),
+        ("", None),
+    ],
+)
+def test_monitoring_config(tmp_path: Path, text: str, path: str | None) -> None:
+    config = tmp_path / "monitoring.config"
+    config.write_text(text)
+    s = parse_settings(["--model_base_path=/m", f"--monitoring_config_file={config}"], {})
+    assert s.prometheus_path == path
+
+
+def test_a_bad_monitoring_config_is_reported_in_tf_servings_words(tmp_path: Path) -> None:
+    config = tmp_path / "monitoring.config"
+    config.write_text("prometheus_config { enabled: true }")
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(["--model_base_path=/m", f"--monitoring_config_file={config}"], {})
+    assert str(caught.value).startswith(
+        f"{config}: Error parsing text-format tensorflow.serving.MonitoringConfig: 1:"
+    )
