@@ -469,7 +469,9 @@ def test_prometheus_may_scrape_tf_serving_metrics_and_nothing_else(
 
     # The monitoring port: TF Serving's REST port serves /monitoring/prometheus/metrics.
     monitoring = (DEPLOY_DIR / "images/model/monitoring.config").read_text()
-    assert "/monitoring/prometheus/metrics" in monitoring
+    annotations = _deployment(manifests, "tf-serving")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "8501"
+    assert f'path: "{annotations["prometheus.io/path"]}"' in monitoring
     assert admitted("monitoring", prometheus, 8501)
     assert not admitted("monitoring", prometheus, 8500)
     assert not admitted("monitoring", {"app.kubernetes.io/name": "grafana"}, 8501)
