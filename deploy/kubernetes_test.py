@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -480,8 +480,9 @@ def test_prometheus_may_scrape_tf_serving_metrics_and_nothing_else(
 
 # eksctl's rules for the ClusterConfig fields deploy/eks/cluster.yaml uses. eksctl publishes its
 # JSON schema only inside its Go module (nothing on PyPI), so the structure is checked here.
+CALENDAR_CHECKED = date(2026, 12, 6)
 EKS_STANDARD_SUPPORT_ENDS = {
-    # AWS's "Amazon EKS Kubernetes release calendar" (checked 2026-12-06).
+    # AWS's "Amazon EKS Kubernetes release calendar", as read on CALENDAR_CHECKED.
     "1.34": date(2026, 12, 2),
     "1.35": date(2027, 3, 27),
 }
@@ -566,7 +567,11 @@ def test_eks_runs_a_kubernetes_version_in_standard_support() -> None:
     # Past the end of standard support a cluster pays extended-support pricing.
     version = yaml.safe_load((DEPLOY_DIR / "eks/cluster.yaml").read_text())["metadata"]["version"]
     assert version in EKS_STANDARD_SUPPORT_ENDS, f"add {version}'s dates from the EKS release calendar"
-    assert EKS_STANDARD_SUPPORT_ENDS[version] > date.today(), f"EKS {version} is out of standard support"
+    # Against the day the calendar was read, not today: a test must not start failing on a date
+    # with no change to the repository. The chosen version had months of standard support left.
+    assert EKS_STANDARD_SUPPORT_ENDS[version] >= CALENDAR_CHECKED + timedelta(days=90), (
+        f"EKS {version} leaves standard support within three months of {CALENDAR_CHECKED}"
+    )
     # eks.sh requires an eksctl that knows it; the docs state the same minimum.
     script = (DEPLOY_DIR / "eks/eks.sh").read_text()
     minimum = re.search(r"^EKSCTL_MINIMUM=(\S+)", script, flags=re.MULTILINE).group(1)  # type: ignore[union-attr]
