@@ -10,13 +10,11 @@ the builder mounts it, as it mounts a user's.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from deploy_testlib import run
+from deploy_testlib import build_root, run
 from docker_support import Docker, base_image, docker_daemon
 
 VOLUME = "clothing-builder-cache"
@@ -28,13 +26,6 @@ def docker() -> Iterator[Docker]:
         yield daemon
 
 
-def _build_root() -> Path:
-    root = os.environ.get("CLOTHING_BUILD_ROOT")
-    if not root or not (Path(root) / "deploy/builder/pants.sh").is_file():
-        raise RuntimeError(f"CLOTHING_BUILD_ROOT must name the repository; got {root!r}")
-    return Path(root)
-
-
 def _builder(docker: Docker, *args: str, tag: str) -> tuple[str, str]:
     base = base_image(docker)
     env = {
@@ -44,7 +35,7 @@ def _builder(docker: Docker, *args: str, tag: str) -> tuple[str, str]:
         "BASE_IMAGE": base,
         "IMAGE_TAG": tag,
     }
-    result = run([_build_root() / "deploy/builder/pants.sh", *args], env=env, timeout=2400)
+    result = run([build_root() / "deploy/builder/pants.sh", *args], env=env, timeout=2400)
     return result.stdout, result.stderr
 
 

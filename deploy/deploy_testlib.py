@@ -72,3 +72,17 @@ def apt_install(*packages: str) -> None:
         # A fresh machine may have no package lists yet.
         run(["apt-get", "update", "-q"], env=env, timeout=600)
         run(install, env=env, timeout=600)
+
+
+def build_root() -> Path:
+    """The repository itself, for tests that run its scripts or a nested Pants on the real files.
+
+    pants.toml's [test] extra_env_vars passes it; the sandbox holds only a test's dependencies.
+    """
+    root = os.environ.get("CLOTHING_BUILD_ROOT")
+    if not root or not (Path(root) / "pants").is_file():
+        raise RuntimeError(
+            "CLOTHING_BUILD_ROOT must name the repository (pants.toml's [test] extra_env_vars sets "
+            f"it for `./pants test`); got {root!r}"
+        )
+    return Path(root)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import loadtest
 import pytest
-from deploy_testlib import DEPLOY_DIR, run
+from deploy_testlib import DEPLOY_DIR, build_root, run
 from docker_support import Docker, base_image, cache_dir, docker_daemon, user_home
 from loopback_image import serve_image
 from PIL import Image
@@ -86,16 +86,6 @@ def docker() -> Iterator[Docker]:
         yield daemon
 
 
-def _build_root() -> Path:
-    root = os.environ.get("CLOTHING_BUILD_ROOT")
-    if not root or not (Path(root) / "pants").is_file():
-        raise RuntimeError(
-            "CLOTHING_BUILD_ROOT must name the repository (pants.toml's [test] extra_env_vars sets "
-            f"it for `./pants test`); got {root!r}"
-        )
-    return Path(root)
-
-
 def pants_package_gateway(docker: Docker, tag: str, workdir: Path) -> str:
     """`./pants package deploy/images/gateway` into `docker`'s daemon; returns the image ID.
 
@@ -104,7 +94,7 @@ def pants_package_gateway(docker: Docker, tag: str, workdir: Path) -> str:
     It shares the user's Pants caches, so a warm run only builds the image. Its environment is
     built from scratch: the test process carries the outer pytest PEX's variables.
     """
-    root = _build_root()
+    root = build_root()
     # The distdir must be inside the build root; .pants.d is ignored by Pants and git.
     dist = Path(".pants.d") / "gateway-image-test" / tag
     env = {
