@@ -52,7 +52,8 @@ def _buildroot(tmp_path: Path, *, protos: bool = False) -> Path:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source / name, root / name)
     if protos:
-        shutil.copytree(source / "src/protos", root / "src/protos", ignore=shutil.ignore_patterns("*_test.py"))
+        tests = shutil.ignore_patterns("*_test.py")
+        shutil.copytree(source / "src/protos", root / "src/protos", ignore=tests)
     return root
 
 
@@ -110,7 +111,7 @@ def _needs_root() -> None:
 
 def test_unsupported_platform_is_one_line(tmp_path: Path) -> None:
     fake = tmp_path / "fake-uname"
-    fake.write_text('#!/bin/sh\ncase "$1" in -s) echo FreeBSD ;; -m) echo riscv64 ;; *) echo FreeBSD ;; esac\n')
+    fake.write_text('#!/bin/sh\ncase "$1" in -m) echo riscv64 ;; *) echo FreeBSD ;; esac\n')
     fake.chmod(0o755)
     bin_dir = _bin_dir(tmp_path, re.compile("^uname$"), {"uname": str(fake)})
     result = _run(_buildroot(tmp_path), tmp_path / "cache", PATH=str(bin_dir))
@@ -133,11 +134,13 @@ def test_no_python_for_the_tools_is_one_line(tmp_path: Path) -> None:
 
 def test_no_python_for_pants_and_no_apt_is_one_line(tmp_path: Path) -> None:
     # Python 3.11 for the tools, nothing in 3.7-3.9, no Debian package tools to unpack one with.
-    bin_dir = _bin_dir(tmp_path, re.compile(f"{PYTHONS.pattern}|{NO_APT.pattern}"), {"python3": _python("3.11")})
+    no_python_no_apt = re.compile(f"{PYTHONS.pattern}|{NO_APT.pattern}")
+    bin_dir = _bin_dir(tmp_path, no_python_no_apt, {"python3": _python("3.11")})
     result = _run(_buildroot(tmp_path), tmp_path / "cache", PATH=str(bin_dir), HOME=str(tmp_path / "home"))
     assert result.returncode != 0
     assert _own_lines(result) == [
-        "bootstrap failed: no CPython 3.7-3.9 for Pants found (looked on PATH, in pyenv, uv, Homebrew, asdf); "
+        "bootstrap failed: no CPython 3.7-3.9 for Pants found "
+        "(looked on PATH, in pyenv, uv, Homebrew, asdf); "
         "install one (e.g. 'uv python install 3.9', 'pyenv install 3.9' or 'brew install python@3.9') "
         "or set CLOTHING_PANTS_PYTHON"
     ]
@@ -160,7 +163,9 @@ def test_no_network_is_one_line_naming_pypi(tmp_path: Path) -> None:
     _needs_root()
     # A network namespace of its own: not even loopback is up.
     bin_dir = _bin_dir(tmp_path, PYTHONS, {"python3": _python("3.11")})
-    result = _run(_buildroot(tmp_path), tmp_path / "cache", wrap=("unshare", "--net"), timeout=300, PATH=str(bin_dir))
+    result = _run(
+        _buildroot(tmp_path), tmp_path / "cache", wrap=("unshare", "--net"), timeout=300, PATH=str(bin_dir)
+    )
     assert result.returncode != 0
     lines = _own_lines(result)
     assert len(lines) == 1, result.stderr
@@ -175,7 +180,8 @@ def test_full_cache_disk_is_one_line(tmp_path: Path) -> None:
     # A 64 MB filesystem in a mount namespace of its own: gone when the command ends.
     script = f'mount -t tmpfs -o size=64m tmpfs "{disk}" && exec "$@"'
     bin_dir = _bin_dir(tmp_path, PYTHONS, {"python3": _python("3.11")})
-    result = _run(root, disk / "cache", wrap=("unshare", "--mount", "sh", "-c", script, "sh"), PATH=str(bin_dir))
+    wrap = ("unshare", "--mount", "sh", "-c", script, "sh")
+    result = _run(root, disk / "cache", wrap=wrap, PATH=str(bin_dir))
     assert result.returncode != 0
     lines = _own_lines(result)
     assert len(lines) == 1, result.stderr
@@ -195,8 +201,8 @@ def test_without_apt_bootstraps_and_generates_the_protos(tmp_path: Path) -> None
         tmp_path, re.compile(f"{PYTHONS.pattern}|{NO_APT.pattern}"),
         {"python3": _python("3.11"), "python3.11": _python("3.11"), "python3.9": _python("3.9")},
     )
-    env = {"PATH": str(bin_dir)}
-    first = _run(root, cache, **env)
+    path = str(bin_dir)
+    first = _run(root, cache, PATH=path)
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip() == "2.17.1"
     assert "[bootstrap] ready" in first.stderr
@@ -206,7 +212,7 @@ def test_without_apt_bootstraps_and_generates_the_protos(tmp_path: Path) -> None
     assert f"file://{cache}/tools/protoc-{{version}}.tar.gz" in rc
     assert f"file://{cache}/tools/grpc_python_plugin-{{version}}" in rc
 
-    second = _run(root, cache, **env)
+    second = _run(root, cache, PATH=path)
     assert second.returncode == 0, second.stderr
     assert "[bootstrap]" not in second.stderr
 
@@ -214,7 +220,7 @@ def test_without_apt_bootstraps_and_generates_the_protos(tmp_path: Path) -> None
     # in place.
     codegen = _run(
         root, cache, f"--named-caches-dir={tmp_path / 'named'}", f"--local-store-dir={tmp_path / 'store'}",
-        "export-codegen", "src/protos::", **env,
+        "export-codegen", "src/protos::", PATH=path,
     )
     assert codegen.returncode == 0, codegen.stderr[-4000:]
     out = root / "dist" / "codegen" / "src" / "protos" / "clothing_protos"
@@ -226,7 +232,8 @@ def test_without_apt_bootstraps_and_generates_the_protos(tmp_path: Path) -> None
     check = subprocess.run(
         [_python("3.11"), "-c", "from clothing_protos import prediction_service_pb2 as p; "
          "print(p.DESCRIPTOR.services_by_name['PredictionService'].full_name)"],
-        cwd=out.parent, env={"PYTHONPATH": str(cache / "venv-tools" / "lib" / "python3.11" / "site-packages")},
+        cwd=out.parent,
+        env={"PYTHONPATH": str(cache / "venv-tools" / "lib" / "python3.11" / "site-packages")},
         capture_output=True, text=True, check=False,
     )
     assert check.stdout.strip() == "tensorflow.serving.PredictionService", check.stderr
@@ -245,7 +252,8 @@ def test_generator_pins_are_within_the_locked_runtimes() -> None:
     launcher = (_source_root() / "pants").read_text()
     tools = re.search(r'GRPCIO_TOOLS_VERSION="([0-9.]+)"', launcher)
     protoc = re.search(r'PROTOC_VERSION="([0-9.]+)"', launcher)
-    assert tools and protoc
+    assert tools
+    assert protoc
     for lock in ("default.lock", "tensorflow.lock"):
         path = _source_root() / "3rdparty" / "python" / lock
         assert _locked_version(path, "grpcio") >= tuple(int(p) for p in tools.group(1).split("."))
