@@ -34,9 +34,27 @@ from gateway.settings import Settings
 _HEADROOM = 1 << 20
 _STATUS_TIMEOUT = 3.0
 _METADATA_TIMEOUT = 10.0
-_PREDICT = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].methods_by_name["Predict"]
+_PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
+_PREDICT = _PREDICTION_SERVICE.methods_by_name["Predict"]
 # The gRPC method path of Predict, for calls made with a request serialised beforehand.
 PREDICT_PATH = f"/{_PREDICT.containing_service.full_name}/{_PREDICT.name}"
+# Calls that gRPC itself retries once when they fail UNAVAILABLE (a TF Serving pod stopping or
+# gone): both only read, so a second attempt is harmless. With round_robin the retry picks the
+# next ready pod; with pick_first (one address, or a ClusterIP Service) it goes out again on the
+# same connection, i.e. to the same pod until kube-proxy is asked for a new connection.
+RETRIED_METHODS = ("Predict", "GetModelMetadata")
+RETRY_POLICY = {
+    "maxAttempts": 2,
+    "initialBackoff": "0.05s",
+    "maxBackoff": "0.2s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+# How soon after one DNS resolution of TF Serving's name the channel may resolve again (gRPC's
+# default is 30 s). It re-resolves only when a connection closes (TF Serving's max connection
+# age, a pod gone), so this bounds how long it keeps reconnecting to a pod that has left the
+# headless Service's answer: deploy/base/tf-serving.yaml's preStop pause counts it.
+DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS = 5_000
 
 
 @dataclass(frozen=True)
@@ -87,17 +105,39 @@ def channel_options(settings: Settings) -> list[tuple[str, object]]:
         # Reconnect quickly after TF Serving restarts (the default backoff grows to 2 minutes).
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 5_000),
+        ("grpc.dns_min_time_between_resolutions_ms", DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS),
+        # Retries (the service config's retryPolicy): gRPC keeps a call's request to send it
+        # again only up to this size (default 256 KiB, less than one uint8 image); a larger call
+        # would silently not be retried.
+        ("grpc.enable_retries", 1),
+        ("grpc.per_rpc_retry_buffer_size", request_bytes),
+        ("grpc.service_config", json.dumps(service_config(settings))),
     ]
+    return options
+
+
+def service_config(settings: Settings) -> dict[str, Any]:
+    """gRPC's service config for the channel: load balancing, and the retry of UNAVAILABLE."""
+    config: dict[str, Any] = {
+        "methodConfig": [
+            {
+                "name": [{"service": _PREDICTION_SERVICE.full_name, "method": m} for m in RETRIED_METHODS],
+                "retryPolicy": RETRY_POLICY,
+            }
+        ]
+    }
     if settings.grpc_load_balancing == "round_robin":
         # A headless Service's DNS name lists every TF Serving pod; round_robin keeps a subchannel
         # to each and spreads calls over them (pick_first would pin everything to one pod).
-        options.append(("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})))
-    return options
+        config["loadBalancingConfig"] = [{"round_robin": {}}]
+    return config
 
 
 def channel_target(settings: Settings) -> str:
     host = settings.tf_serving_host
-    if settings.grpc_load_balancing == "round_robin" and "://" not in host and not host.startswith("dns:"):
+    # A gRPC target with its resolver named (dns:, ipv4:127.0.0.1:1,127.0.0.1:2, unix:...) is kept.
+    named = "://" in host or host.startswith(("dns:", "ipv4:", "ipv6:", "unix:"))
+    if settings.grpc_load_balancing == "round_robin" and not named:
         return f"dns:///{host}"
     return host
 

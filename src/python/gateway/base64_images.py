@@ -1,0 +1,73 @@
+"""Base64 image text -> bytes, bounded by the image byte limit before anything is decoded.
+
+The text's length is checked against what `max_bytes` can encode to before a byte is decoded, so
+a client cannot make the gateway decode (and hold) more than one image's worth; the decoded length
+is checked once more (the last group of four characters may carry up to two bytes past the limit).
+
+Accepted: the standard or the URL-safe alphabet (not both in one image), padding or none, MIME
+line breaks (CR/LF/space/tab, at most two characters per 76 of base64, as `base64` and email
+wrap it) and a `data:<type>;base64,` prefix (what a browser's FileReader gives).
+"""
+
+from __future__ import annotations
+
+import binascii
+import math
+import re
+
+from gateway.errors import BadRequest, PayloadTooLarge
+
+_WHITESPACE = re.compile(r"[ \t\r\n]+")
+_DATA_URL = re.compile(r"data:[^,]{0,200};base64,", re.IGNORECASE)
+_URL_SAFE = str.maketrans("-_", "+/")
+
+
+def encoded_length(max_bytes: int) -> int:
+    """Characters of unpadded-to-padded base64 that `max_bytes` bytes take: ceil(n/3)*4."""
+    return math.ceil(max_bytes / 3) * 4
+
+
+def text_limit(max_bytes: int) -> int:
+    """Longest base64 text accepted for an image of `max_bytes`: its encoding, a CRLF per 76
+    characters of it, and room for a data: URL prefix."""
+    encoded = encoded_length(max_bytes)
+    return encoded + 2 * math.ceil(encoded / 76) + 256
+
+
+def decode_image_b64(text: str, max_bytes: int, what: str) -> bytes:
+    """The bytes `text` encodes; 413 past `max_bytes`, 400 if it is not base64. `what` names the
+    image in messages ("the image", "image 3")."""
+    if len(text) > text_limit(max_bytes):
+        raise PayloadTooLarge(
+            f"{what} is {len(text)} characters of base64; at most {encoded_length(max_bytes)} "
+            f"(the encoding of {max_bytes} bytes) are accepted"
+        )
+    prefix = _DATA_URL.match(text)
+    if prefix:
+        text = text[prefix.end() :]
+    compact = _WHITESPACE.sub("", text)
+    # Whitespace is bounded too: a body of blanks must not pass as a small image.
+    if len(compact) > encoded_length(max_bytes) or len(text) - len(compact) > len(text) // 38 + 2:
+        raise PayloadTooLarge(
+            f"{what} is {len(compact)} characters of base64; at most {encoded_length(max_bytes)} "
+            f"(the encoding of {max_bytes} bytes) are accepted"
+        )
+    if not compact:
+        raise BadRequest(f"{what} is empty: b64 holds no base64 text")
+    if "-" in compact or "_" in compact:
+        if "+" in compact or "/" in compact:
+            raise BadRequest(f"{what} is not valid base64: it mixes the standard and URL-safe alphabets")
+        compact = compact.translate(_URL_SAFE)
+    if len(compact) % 4 == 1:
+        raise BadRequest(f"{what} is not valid base64: its length ({len(compact)}) cannot be decoded")
+    if not compact.endswith("="):
+        compact += "=" * (-len(compact) % 4)
+    try:
+        data = binascii.a2b_base64(compact.encode("ascii"), strict_mode=True)
+    except UnicodeEncodeError:
+        raise BadRequest(f"{what} is not valid base64: it holds non-ASCII characters") from None
+    except binascii.Error as e:
+        raise BadRequest(f"{what} is not valid base64: {e}") from None
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"{what} is {len(data)} bytes once decoded; the limit is {max_bytes}")
+    return data
