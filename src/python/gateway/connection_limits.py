@@ -10,8 +10,8 @@ sees every byte before the parser does and owns the per-connection timers, and i
 which sizes the connection cap to the process's descriptor limit and keeps asyncio's
 `socket.accept() out of system resource` from being logged once per failed accept.
 
-The normal path stays httptools': a request whose head arrives in one read costs two counter
-updates and a dictionary insert and pop, and arms no timer beyond the idle one.
+The normal path stays httptools': a request whose head arrives in one read costs a few attribute
+updates and a dictionary pop and insert, and arms no timer beyond uvicorn's keep-alive one.
 
 Past a bound the client gets a JSON error where an answer is still possible (408, 431, 400, 503)
 and the connection is closed; the log gets one summary line per interval, never one per event.
@@ -220,8 +220,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def timeout_keep_alive_handler(self) -> None:
-        if not self.transport.is_closing():
-            self.guard.note("closed idle")
+        # A kept-alive connection closed after its requests is routine; one that never sent a
+        # request is what a flood of idle connections looks like.
+        if self._heads == 0 and not self.transport.is_closing():
+            self.guard.note("closed idle before any request")
         super().timeout_keep_alive_handler()
 
     # --- bytes in ---------------------------------------------------------------------------
@@ -345,8 +347,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        # With pipelined requests queued, uvicorn starts the next one here, and the parser's
+        # phase belongs to that one or a later one, not to the request just answered.
+        started_next = bool(self.pipeline)
         super().on_response_complete()
-        if self.transport.is_closing():
+        if started_next or self.transport.is_closing():
             return
         if self._phase == _BODY:
             # Answered before the client finished its body (an early 413, 429, …): nobody will
@@ -354,7 +359,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._unset_keepalive_if_required()
             self._close_when_body_ends = True
             self._linger_until = self.loop.time() + self.guard.limits.body_timeout
-        elif self._phase == _DONE and not self.pipeline:
+        elif self._phase == _DONE:
             self._phase = _IDLE
             self.guard.waiting[self] = None
         elif self._phase == _HEAD:
