@@ -115,11 +115,13 @@ def test_the_tf_serving_version_check_can_fail(tmp_path: Path) -> None:
 
 
 def test_model_image_bakes_the_export_layout_where_tf_serving_looks() -> None:
-    # The export tool writes <base>/<name>/<version>/; the image's entrypoint serves
-    # ${MODEL_BASE_PATH}/${MODEL_NAME} with MODEL_BASE_PATH=/models.
+    # The export tool writes <base>/<name>/<version>/; the image's ENTRYPOINT serves
+    # /models/<name>, and model-ready asks for MODEL_NAME.
     assert "COPY deploy/images/model/models/ /models/" in MODEL
-    assert "ENV MODEL_NAME=${MODEL_NAME}" in MODEL
-    assert "ARG MODEL_NAME=clothing-model" in MODEL
+    assert re.search(r"^ENV MODEL_NAME=clothing-model\b", MODEL, flags=re.MULTILINE)
+    entrypoint = json.loads(_last(MODEL, "ENTRYPOINT"))
+    assert "--model_name=clothing-model" in entrypoint
+    assert "--model_base_path=/models/clothing-model" in entrypoint
     build = (DEPLOY_DIR / "images/model/BUILD").read_text()
     # The adhoc_tool's `args`, not the docker_image's `extra_build_args`.
     args = re.search(r"(?<![a-z_])args=\[(.*?)\]", build, flags=re.DOTALL)
@@ -130,6 +132,24 @@ def test_model_image_bakes_the_export_layout_where_tf_serving_looks() -> None:
     assert re.fullmatch(r"[1-9]\d*", words[words.index("--version") + 1])
     assert _last(MODEL, "USER") != "root"
     assert _last(MODEL, "USER").split(":")[0] != "0"
+
+
+def test_model_image_runs_tensorflow_model_server_itself() -> None:
+    # Exec form, the binary first: no shell (the base image's tf_serving_entrypoint.sh runs the
+    # server without exec) between the container runtime's stop signal and the server.
+    entrypoint = _last(MODEL, "ENTRYPOINT")
+    assert entrypoint.startswith("["), "a shell-form ENTRYPOINT runs /bin/sh -c"
+    argv = json.loads(entrypoint)
+    assert argv[0] == "/usr/bin/tensorflow_model_server"
+    # Every flag the official entrypoint script passes, spelt out (exec form expands nothing).
+    assert argv[1:] == [
+        "--port=8500",
+        "--rest_api_port=8501",
+        "--model_name=clothing-model",
+        "--model_base_path=/models/clothing-model",
+    ]
+    assert "$" not in entrypoint
+    assert json.loads(_last(MODEL, "CMD"))[0].startswith("--")  # flags appended, not a command
 
 
 def test_model_image_enables_batching_warmup_and_the_readiness_script() -> None:

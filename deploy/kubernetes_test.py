@@ -16,6 +16,7 @@ import yaml
 from deploy_testlib import DEPLOY_DIR, run, tool
 from k8s_manifests import Manifest, containers, find, one, render
 
+from gateway.serving import DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS
 from gateway.settings import ENVIRONMENT, Settings
 
 # The Kubernetes both clusters run (deploy/eks/cluster.yaml, deploy/kind/cluster.yaml's node image).
@@ -175,6 +176,127 @@ def _copied_paths(dockerfile: str) -> set[str]:
             else:
                 paths.add(destination)
     return paths
+
+
+TF_SERVING_BINARY = "/usr/bin/tensorflow_model_server"
+# From a pod's deletion until CoreDNS leaves it out of the headless Service's answer: the
+# EndpointSlice update (a second or two) plus the answer's TTL (CoreDNS's kubernetes plugin: 5 s).
+ENDPOINT_AND_DNS_DELAY = 10
+# After the preStop pause the kubelet sends SIGTERM; TF Serving (not PID 1) dies of it at once.
+# The grace period leaves this much beyond the pause before SIGKILL.
+AFTER_PRESTOP = 10
+
+
+def _exec_form(dockerfile: str, instruction: str) -> list[str] | None:
+    """The last ENTRYPOINT or CMD of a Dockerfile as an argv (exec form), None if absent."""
+    found = None
+    for line in re.sub(r"\\\n\s*", " ", dockerfile).splitlines():
+        if line.startswith(f"{instruction} "):
+            value = line.split(None, 1)[1].strip()
+            assert value.startswith("["), f"{instruction} in shell form runs /bin/sh -c: {value}"
+            found = json.loads(value)
+    return found
+
+
+def _tf_serving_argv(manifests: list[Manifest]) -> list[str]:
+    """What the TF Serving container runs: Kubernetes' `command` replaces the image's ENTRYPOINT,
+    `args` its CMD (and a `command` without `args` drops the CMD)."""
+    container = _container(manifests, "tf-serving")
+    dockerfile = (DEPLOY_DIR / "images/model/Dockerfile").read_text()
+    entrypoint = container.get("command", _exec_form(dockerfile, "ENTRYPOINT") or [])
+    if "args" in container:
+        args = container["args"]
+    else:
+        args = [] if "command" in container else _exec_form(dockerfile, "CMD") or []
+    return [*entrypoint, *args]
+
+
+def _flags(argv: list[str]) -> dict[str, str]:
+    flags = [a.removeprefix("--").partition("=") for a in argv[1:]]
+    assert all(a.startswith("--") and "=" in a for a in argv[1:]), argv
+    names = [name for name, _, _ in flags]
+    assert len(names) == len(set(names)), f"a flag given twice: {argv}"
+    return {name: value for name, _, value in flags}
+
+
+def test_tf_serving_runs_the_binary_itself_with_every_flag(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    argv = _tf_serving_argv(manifests)
+    # The server is the container's process: no shell between it and the stop signal.
+    assert argv[0] == TF_SERVING_BINARY, argv
+    assert Path(argv[0]).name not in ("sh", "bash", "dash", "tf_serving_entrypoint.sh")
+    assert "-c" not in argv
+    flags = _flags(argv)
+    ports = {p["name"]: p["containerPort"] for p in _container(manifests, "tf-serving")["ports"]}
+    model = one(manifests, "ConfigMap", "gateway-config")["data"]["GATEWAY_MODEL_NAME"]
+    # What the official image's tf_serving_entrypoint.sh passes, then what the deployment adds.
+    assert flags["port"] == str(ports["grpc"])
+    assert flags["rest_api_port"] == str(ports["http"])
+    assert flags["model_name"] == model
+    assert flags["model_base_path"] == f"/models/{model}"
+    assert flags["enable_batching"] == "true"
+    assert flags["batching_parameters_file"] == "/etc/tf-serving/batching_parameters.txt"
+    assert flags["enable_model_warmup"] == "true"
+    assert flags["enable_grpc_healthcheck_service"] == "true"  # the liveness probe asks it
+    assert flags["monitoring_config_file"] == "/etc/tf-serving/monitoring.config"
+    assert "grpc.max_connection_age_ms=" in flags["grpc_channel_arguments"]
+    assert flags["tensorflow_intra_op_parallelism"] == flags["tensorflow_inter_op_parallelism"] == "2"
+    # TF Serving has no SIGTERM handler: as PID 1 of its PID namespace the kernel would drop the
+    # signal. With the pod's namespace shared, the pause process is PID 1.
+    pod = _deployment(manifests, "tf-serving")["spec"]["template"]["spec"]
+    assert pod["shareProcessNamespace"] is True
+
+
+def test_the_argv_check_sees_a_shell_wrapper() -> None:
+    manifests = render("base")
+    container = _container(manifests, "tf-serving")
+    container["command"] = ["/usr/bin/tf_serving_entrypoint.sh"]
+    assert _tf_serving_argv(manifests)[0] != TF_SERVING_BINARY
+    del container["args"]
+    assert _tf_serving_argv(manifests) == ["/usr/bin/tf_serving_entrypoint.sh"]  # CMD dropped
+    with pytest.raises(AssertionError, match="shell form"):
+        _exec_form('ENTRYPOINT tensorflow_model_server --port=8500\n', "ENTRYPOINT")
+
+
+def _stop_bound(manifests: list[Manifest]) -> float:
+    """Seconds from a TF Serving pod's deletion until no gateway sends it a call (tf-serving.yaml's
+    preStop comment spells it out)."""
+    channel = dict(
+        pair.split("=", 1) for pair in _flags(_tf_serving_argv(manifests))["grpc_channel_arguments"].split(",")
+    )
+    age = int(channel["grpc.max_connection_age_ms"]) / 1000
+    age_grace = int(channel["grpc.max_connection_age_grace_ms"]) / 1000
+    settings = Settings.from_environ(one(manifests, "ConfigMap", "gateway-config")["data"])
+    return (
+        ENDPOINT_AND_DNS_DELAY
+        + age * 1.1  # gRPC adds up to 10 % jitter to the max connection age
+        + DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS / 1000
+        + min(settings.predict_timeout, age_grace)  # calls already on the closing connection
+    )
+
+
+def test_tf_serving_stops_only_once_gateways_have_left_it(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    pod = _deployment(manifests, "tf-serving")["spec"]["template"]["spec"]
+    pre_stop = _container(manifests, "tf-serving")["lifecycle"]["preStop"]["sleep"]["seconds"]
+    bound = _stop_bound(manifests)
+    assert pre_stop >= bound, f"preStop {pre_stop} s < {bound:.0f} s"
+    assert pre_stop <= bound + 30, f"preStop {pre_stop} s keeps a stopped pod {pre_stop - bound:.0f} s too long"
+    # SIGKILL only as a backstop: the grace period runs from the deletion, preStop included.
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + AFTER_PRESTOP
+    # The gateway balances over the pods (so a retry reaches another one).
+    data = one(manifests, "ConfigMap", "gateway-config")["data"]
+    assert data["GATEWAY_GRPC_LOAD_BALANCING"] == "round_robin"
+
+
+def test_the_stop_bound_grows_with_the_connection_age() -> None:
+    manifests = render("base")
+    container = _container(manifests, "tf-serving")
+    container["args"] = [
+        a.replace("max_connection_age_ms=60000", "max_connection_age_ms=120000") for a in container["args"]
+    ]
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert _stop_bound(manifests) > pre_stop
 
 
 def test_rollouts_surge_before_removing_capacity(overlay: tuple[str, list[Manifest]]) -> None:
