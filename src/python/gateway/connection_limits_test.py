@@ -299,3 +299,61 @@ def test_pipelined_requests_larger_together_than_the_header_limit_are_all_answer
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         received, _ = read_until_closed(s, 10)
     assert received.count(b"HTTP/1.1 200 ") == asked
+
+
+def test_a_body_still_coming_after_an_early_answer_is_cut_off_after_the_body_timeout(
+    gateway: Gateway,
+) -> None:
+    # The answer (405: /healthz takes no POST) comes before the body ends; an endless chunked
+    # body at full speed would otherwise be read and dropped for as long as the client likes.
+    with connect(gateway) as s:
+        s.sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"4000\r\n" + b"a" * 0x4000 + b"\r\n"
+        start = time.monotonic()
+        s.settimeout(0.5)
+        cut_off = False
+        while time.monotonic() - start < BODY + SLACK + 3:
+            try:
+                s.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                cut_off = True
+                break
+            except TimeoutError:
+                continue
+        took = time.monotonic() - start
+    assert cut_off, "the gateway kept reading the body"
+    assert took <= BODY + SLACK + 1
+
+
+def test_at_the_cap_the_oldest_idle_connection_makes_room_and_busy_ones_mean_503(tmp_path: Path) -> None:
+    g = start_gateway(
+        closed_port_address(),
+        tmp_path,
+        {**SHORT, "GATEWAY_MAX_CONNECTIONS": "4", "GATEWAY_IDLE_TIMEOUT": "60", "GATEWAY_BODY_TIMEOUT": "60"},
+        wait_ready=False,
+    )
+    try:
+        # Four idle connections fill the cap; a new client is served and the oldest idle one closed.
+        idle = [connect(g) for _ in range(4)]
+        time.sleep(0.3)
+        with connect(g) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert read_until_closed(s, 5)[0].startswith(b"HTTP/1.1 200 ")
+        assert read_until_closed(idle[0], 5)[0] == b""
+        for s in idle:
+            s.close()
+        time.sleep(0.3)
+        # Four connections in the middle of a request body are not taken back: a fifth gets 503.
+        busy = [connect(g) for _ in range(4)]
+        head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n"
+        for s in busy:
+            s.sendall(head + b"{")
+        time.sleep(0.3)
+        with connect(g) as s:
+            status, code, headers = status_and_error(read_until_closed(s, 5)[0])
+        assert (status, code) == (503, "too_many_connections")
+        assert headers["retry-after"] == "1"
+        for s in busy:
+            s.close()
+    finally:
+        g.process.stop()
