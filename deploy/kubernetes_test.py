@@ -261,9 +261,8 @@ def test_the_argv_check_sees_a_shell_wrapper() -> None:
 def _stop_bound(manifests: list[Manifest]) -> float:
     """Seconds from a TF Serving pod's deletion until no gateway sends it a call (tf-serving.yaml's
     preStop comment spells it out)."""
-    channel = dict(
-        pair.split("=", 1) for pair in _flags(_tf_serving_argv(manifests))["grpc_channel_arguments"].split(",")
-    )
+    arguments = _flags(_tf_serving_argv(manifests))["grpc_channel_arguments"]
+    channel = dict(pair.split("=", 1) for pair in arguments.split(","))
     age = int(channel["grpc.max_connection_age_ms"]) / 1000
     age_grace = int(channel["grpc.max_connection_age_grace_ms"]) / 1000
     settings = Settings.from_environ(one(manifests, "ConfigMap", "gateway-config")["data"])
@@ -281,7 +280,7 @@ def test_tf_serving_stops_only_once_gateways_have_left_it(overlay: tuple[str, li
     pre_stop = _container(manifests, "tf-serving")["lifecycle"]["preStop"]["sleep"]["seconds"]
     bound = _stop_bound(manifests)
     assert pre_stop >= bound, f"preStop {pre_stop} s < {bound:.0f} s"
-    assert pre_stop <= bound + 30, f"preStop {pre_stop} s keeps a stopped pod {pre_stop - bound:.0f} s too long"
+    assert pre_stop <= bound + 30, f"preStop {pre_stop} s holds the pod {pre_stop - bound:.0f} s too long"
     # SIGKILL only as a backstop: the grace period runs from the deletion, preStop included.
     assert pod["terminationGracePeriodSeconds"] >= pre_stop + AFTER_PRESTOP
     # The gateway balances over the pods (so a retry reaches another one).

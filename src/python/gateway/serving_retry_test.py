@@ -40,7 +40,9 @@ class Backend(prediction_service_pb2_grpc.PredictionServiceServicer):
     attempts: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def Predict(self, request: serving_pb2.PredictRequest, context: grpc.ServicerContext) -> serving_pb2.PredictResponse:
+    def Predict(
+        self, request: serving_pb2.PredictRequest, context: grpc.ServicerContext
+    ) -> serving_pb2.PredictResponse:
         previous = dict(context.invocation_metadata()).get("grpc-previous-rpc-attempts", "0")
         with self.lock:
             self.attempts.append(int(str(previous)))
@@ -108,7 +110,8 @@ async def _warm_up(client: ServingClient, a: Running, b: Running) -> None:
         if a.backend.attempts and b.backend.attempts:
             break
         await client.predict(info, call)
-    assert a.backend.attempts and b.backend.attempts, "round_robin never reached both backends"
+    assert a.backend.attempts, "round_robin never reached backend a"
+    assert b.backend.attempts, "round_robin never reached backend b"
     a.backend.attempts.clear()
     b.backend.attempts.clear()
 
@@ -129,7 +132,8 @@ def test_unavailable_is_retried_once_on_the_other_backend(backends: tuple[Runnin
 
     answers = asyncio.run(scenario())
     # Every call answered, by b.
-    assert all(logits.shape == (1, 10) and (logits == 1.0).all() for logits in answers)
+    assert all(logits.shape == (1, 10) for logits in answers)
+    assert all((logits == 1.0).all() for logits in answers)
     assert len(b.backend.attempts) == 6
     # round_robin alternates: calls whose first attempt went to a were sent once more, to b.
     refused = len(a.backend.attempts)
@@ -201,7 +205,7 @@ def test_the_service_config_is_grpcs_json_for_the_methods_the_gateway_calls() ->
         assert method_config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
         # The whole request fits the buffer gRPC keeps for a retry.
         h, w = settings.preprocessing.target_size
-        assert int(options["grpc.per_rpc_retry_buffer_size"]) >= settings.max_batch * h * w * 3 * 4
+        assert int(str(options["grpc.per_rpc_retry_buffer_size"])) >= settings.max_batch * h * w * 3 * 4
         balancing = config.get("loadBalancingConfig")
         assert balancing == ([{"round_robin": {}}] if lb == "round_robin" else None)
     round_robin = Settings(tf_serving_host="tf-serving-headless:8500", grpc_load_balancing="round_robin")
