@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import ipaddress
@@ -282,3 +283,59 @@ def test_metrics_show_each_stage_after_a_request(gateway: RunningGateway, images
         assert f'gateway_stage_duration_seconds_count{{stage="{stage}"}} 1.0' in text
     assert 'gateway_requests_total{route="/predict",status="200"} 1.0' in text
     assert "gateway_images_total 1.0" in text
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_base64_json_gets_the_same_answer_as_an_upload(gateway: RunningGateway, images: ImageHost) -> None:
+    upload = httpx.post(
+        f"{gateway.url}/v1/classify?logits=true", files={"image": ("red.jpg", RED, "image/jpeg")}
+    ).json()
+    url_safe = base64.urlsafe_b64encode(RED).decode().rstrip("=")
+    spellings = (b64(RED), url_safe, base64.encodebytes(RED).decode())
+    for text in spellings:
+        r = httpx.post(f"{gateway.url}/v1/classify?logits=true", json={"b64": text})
+        assert r.status_code == 200
+        assert r.json()["logits"] == upload["logits"]
+        assert r.json()["timings_ms"]["fetch"] == 0
+    # The course's route takes it too, answering its own shape.
+    r = httpx.post(f"{gateway.url}/predict", json={"b64": b64(RED)})
+    assert r.json() == upload["logits"]
+
+
+def test_a_batch_mixes_base64_and_urls(gateway: RunningGateway, images: ImageHost) -> None:
+    forms = [{"b64": b64(BLUE)}, {"url": images.url("/red.jpg")}, {"b64": "@@"}, {"b64": b64(GREEN)}]
+    body = {"images": forms}
+    r = httpx.post(f"{gateway.url}/v1/classify/batch?logits=true", json=body)
+    assert r.status_code == 200
+    results = r.json()["results"]
+    for image, result in zip((BLUE, RED, None, GREEN), results, strict=True):
+        if image is None:
+            assert result["error"]["code"] == "bad_request"
+            assert result["error"]["message"].startswith("image 3 is not valid base64")
+            continue
+        single = httpx.post(
+            f"{gateway.url}/v1/classify?logits=true", content=image, headers={"content-type": "image/*"}
+        ).json()
+        assert result["logits"] == single["logits"]
+
+
+def test_base64_images_meet_the_byte_and_pixel_limits(
+    run_gateway: RunGateway, model_server: LiveModelServer
+) -> None:
+    limits = Limits(max_bytes=len(RED), max_pixels=640 * 480 - 1)
+    gw = run_gateway(gateway_settings(model_server, preprocessing=PreprocessConfig(limits=limits)))
+    # One byte over, whichever way it is spelled: refused, never classified.
+    r = httpx.post(f"{gw.url}/v1/classify", json={"b64": b64(RED + b"\0")})
+    assert (r.status_code, r.json()["error"]["code"]) == (413, "too_large")
+    r = httpx.post(f"{gw.url}/v1/classify", json={"b64": b64(RED + b"\0" * 3000)})
+    assert (r.status_code, r.json()["error"]["code"]) == (413, "too_large")
+    assert "characters of base64" in r.json()["error"]["message"]
+    # Within the byte limit, the pixel limit holds for what the base64 decodes to.
+    r = httpx.post(f"{gw.url}/v1/classify", json={"b64": b64(RED)})
+    assert (r.status_code, r.json()["error"]["code"]) == (413, "too_large")
+    assert "pixels" in r.json()["error"]["message"]
+    r = httpx.post(f"{gw.url}/v1/classify", json={"b64": b64(GREEN)})
+    assert r.status_code == 200

@@ -22,7 +22,7 @@ from gateway.errors import GatewayError, describe, error_response
 from gateway.fetch import Fetcher, FetchPolicy
 from gateway.guarded_resolver import Resolver
 from gateway.idle_memory import give_back_when_idle
-from gateway.inputs import BodyLimit
+from gateway.inputs import BodyLimit, json_limit
 from gateway.metrics import Metrics
 from gateway.name_lookup import BoundedResolver
 from gateway.openapi import openapi_schema
@@ -67,6 +67,7 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
             pool,
             metrics,
             max_batch=settings.max_batch,
+            max_image_bytes=settings.limits.max_bytes,
             max_concurrency=settings.max_concurrency,
             max_active=settings.active,
             model_name=settings.model_name,
@@ -116,7 +117,8 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
         Route("/openapi.json", api.openapi_schema, methods=["GET"]),
     ]
     known_paths = {route.path for route in routes}
-    max_body = settings.max_batch * settings.limits.max_bytes + _JSON_OVERHEAD
+    # The largest request: a full batch of images as base64 JSON (a third more than uploads).
+    max_body = json_limit(settings.max_batch, settings.limits.max_bytes) + _JSON_OVERHEAD
     return Starlette(
         routes=routes,
         middleware=[

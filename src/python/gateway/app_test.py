@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import ipaddress
 import re
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from gateway import Settings
+from gateway.base64_images import text_limit
 from gateway.conftest import ImageHost, Reply, RunningGateway, closed_port_address, image_bytes
 from gateway.errors import GatewayError
 
@@ -180,15 +182,15 @@ def test_a_chunked_body_over_the_limit_is_cut_off(run_gateway: RunGateway) -> No
 def test_a_json_body_is_refused_at_its_own_limit_before_it_arrives(
     run_gateway: RunGateway, path: str
 ) -> None:
-    # The app-wide body limit admits a full batch of uploads (hundreds of MB by default). A JSON
-    # body declaring 100 MB must be refused from its headers, not buffered or waited for: the
-    # client here sends only its first bytes and then waits for the answer.
+    # A JSON body may carry every image as base64 (a full batch: hundreds of MB by default). One
+    # declaring more must be refused from its headers, not buffered or waited for: the client here
+    # sends only its first bytes and then waits for the answer.
     gw = run_gateway(settings())
     host, port = gw.url.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(
             f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: 100000000\r\n\r\n{{\"url\": \"".encode()
+            f"Content-Length: 1000000000\r\n\r\n{{\"url\": \"".encode()
         )
         answer = b""
         while b'"too_large"' not in answer and (chunk := sock.recv(65536)):
@@ -213,6 +215,10 @@ def test_the_openapi_schema_documents_every_route_and_error_code(run_gateway: Ru
     for cls in _all_subclasses(GatewayError):
         assert cls.code in codes
     assert {"not_an_image", "unreadable_image", "internal"} <= codes
+    # The base64 bound is the one the decoder enforces, from the same byte limit.
+    b64 = schema["components"]["schemas"]["Base64Request"]["properties"]["b64"]
+    assert b64["maxLength"] == text_limit(Settings().limits.max_bytes)
+    assert str(Settings().limits.max_bytes) in b64["description"]
 
 
 def _all_subclasses(cls: type[GatewayError]) -> list[type[GatewayError]]:
@@ -256,3 +262,40 @@ def test_metrics_count_requests_errors_and_stages(run_gateway: RunGateway, image
     assert 'gateway_errors_total{code="url_not_allowed"} 1.0' in text
     for stage in ("fetch", "decode", "preprocess", "predict"):
         assert f'gateway_stage_duration_seconds_count{{stage="{stage}"}}' in text
+
+
+def test_base64_images_are_bounded_and_checked_before_the_model_is_asked(run_gateway: RunGateway) -> None:
+    # TF Serving is down here: every answer below comes from decoding the base64 alone.
+    from clothing_preproc import Limits, PreprocessConfig
+
+    gw = run_gateway(settings(preprocessing=PreprocessConfig(limits=Limits(max_bytes=1000))))
+    for path in ("/predict", "/v1/classify"):
+        r = httpx.post(f"{gw.url}{path}", json={"b64": "not base64!"})
+        assert error_of(r) == (400, "bad_request")
+        assert r.json()["error"]["message"].startswith("the image is not valid base64")
+        r = httpx.post(f"{gw.url}{path}", json={"b64": base64.b64encode(b"\xff" * 1001).decode()})
+        assert error_of(r) == (413, "too_large")
+        r = httpx.post(f"{gw.url}{path}", json={"b64": "QUJD", "url": "http://x.test/a.jpg"})
+        assert error_of(r) == (400, "bad_request")
+    # In a batch each image's error stands in its slot, naming the image.
+    r = httpx.post(
+        f"{gw.url}/v1/classify/batch",
+        json={
+            "images": [
+                {"url": "http://10.0.0.1/a.jpg"},
+                {"b64": "####"},
+                {"b64": "A" * 2000},
+            ]
+        },
+    )
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert [x["error"]["code"] for x in results] == ["url_not_allowed", "bad_request", "too_large"]
+    assert results[1]["error"]["message"].startswith("image 2 is not valid base64")
+    assert results[2]["error"]["message"].startswith("image 3 is")
+    # A malformed item spoils the request, as a string that is no URL does.
+    malformed = (({"b64": 7}, '"images" item 1'), ("x", '"images" item 1'), ({"url": "nope"}, "item 1"))
+    for item, words in malformed:
+        r = httpx.post(f"{gw.url}/v1/classify/batch", json={"images": [item]})
+        assert error_of(r) == (400, "bad_request")
+        assert words in r.json()["error"]["message"]

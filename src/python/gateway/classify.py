@@ -1,6 +1,7 @@
 """The one classification path: images (URLs or bytes) -> one Predict call -> scores per image.
 
-Every input form the HTTP routes accept (the course's `{"url": …}`, uploads, raw bodies, batches)
+Every input form the HTTP routes accept (the course's `{"url": …}`, base64 JSON, uploads, raw
+bodies, batches)
 ends up here as a list of `ImageSource`. Fetching runs concurrently on the event loop; decoding,
 normalising and serialising the Predict request run in a bounded thread pool, so the loop keeps
 serving other requests while images decode (Pillow and numpy release the GIL for the heavy parts).
@@ -28,6 +29,7 @@ from clothing_preproc import (
     softmax,
     top_k,
 )
+from gateway.base64_images import decode_image_b64
 from gateway.errors import BadRequest, GatewayError, ModelDeadlineExceeded, Overloaded
 from gateway.fetch import Fetcher, check_url
 from gateway.metrics import STAGES, Metrics
@@ -36,14 +38,16 @@ from gateway.serving import ModelInfo, PredictCall, ServingClient
 
 @dataclass(frozen=True)
 class ImageSource:
-    """One image to classify: a URL to fetch, or bytes already received."""
+    """One image to classify: a URL to fetch, bytes already received, or base64 text of them
+    (decoded here, within the image byte limit, so every route bounds it the same way)."""
 
     url: str | None = None
     data: bytes | None = None
+    b64: str | None = None
 
     def __post_init__(self) -> None:
-        if (self.url is None) == (self.data is None):
-            raise ValueError("an ImageSource is either a URL or bytes")
+        if sum(x is not None for x in (self.url, self.data, self.b64)) != 1:
+            raise ValueError("an ImageSource is one of a URL, bytes or base64 text")
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,10 @@ class Classification:
     signature_name: str | None  # None: no image reached the model
     timings: Timings = field(default_factory=Timings)
 
+
+# Base64 texts shorter than this are decoded on the event loop (tens of microseconds); longer
+# ones in the thread pool.
+_B64_ON_LOOP = 64 * 1024
 
 # A Predict call that starts late still gets this long (a call with a zero deadline fails at once).
 _MIN_PREDICT_TIMEOUT = 0.5
@@ -157,6 +165,7 @@ class Classifier:
         metrics: Metrics,
         *,
         max_batch: int,
+        max_image_bytes: int,
         max_concurrency: int,
         max_active: int,
         model_name: str,
@@ -167,6 +176,7 @@ class Classifier:
         self._pool = pool
         self._metrics = metrics
         self._max_batch = max_batch
+        self._max_image_bytes = max_image_bytes
         self._model_name = model_name
         self.limit = ConcurrencyLimit(max_concurrency)
         self.slots = WorkSlots(max_active)
@@ -269,7 +279,8 @@ class Classifier:
             # The common case needs no task of its own (one less per request on the event loop).
             return [await self._bytes_of(0, sources[0], 1)]
         if each:
-            return list(await asyncio.gather(*(self._bytes_or_error(s) for s in sources)))
+            n = len(sources)
+            return list(await asyncio.gather(*(self._bytes_or_error(i, s, n) for i, s in enumerate(sources))))
         # A batch: refuse a bad URL before fetching the others. A single URL is checked by the
         # fetch itself, before any traffic, with the same answer.
         for source in sources:
@@ -283,8 +294,11 @@ class Classifier:
                 task.cancel()
             raise
 
-    async def _bytes_or_error(self, source: ImageSource) -> bytes | ImageError:
+    async def _bytes_or_error(self, index: int, source: ImageSource, count: int) -> bytes | ImageError:
         try:
+            if source.b64 is not None:
+                return await self._decoded(index, source.b64, count)
+            # A fetch error stands in its own slot: its position names the image.
             return await self._bytes_of(0, source, 1)
         except GatewayError as e:
             return e
@@ -292,6 +306,8 @@ class Classifier:
     async def _bytes_of(self, index: int, source: ImageSource, count: int) -> bytes:
         if source.data is not None:
             return source.data
+        if source.b64 is not None:
+            return await self._decoded(index, source.b64, count)
         assert source.url is not None
         try:
             return await self._fetcher.fetch(source.url)
@@ -299,6 +315,15 @@ class Classifier:
             if count == 1:
                 raise
             raise type(e)(f"image {index + 1}: {e.message}", detail=e.detail) from None
+
+
+    async def _decoded(self, index: int, text: str, count: int) -> bytes:
+        what = f"image {index + 1}" if count > 1 else "the image"
+        if len(text) < _B64_ON_LOOP:
+            return decode_image_b64(text, self._max_image_bytes, what)
+        # A few MB take milliseconds: off the event loop, like the image decode.
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, decode_image_b64, text, self._max_image_bytes, what)
 
 
 def _predict_call(

@@ -1,7 +1,8 @@
 """Turning HTTP requests into `ImageSource`s, with every size bounded before it is held.
 
 Accepted forms:
-- JSON: `{"url": "…"}` (one image) or `{"urls": ["…", …]}` (a batch);
+- JSON: `{"url": "…"}` or `{"b64": "…"}` (one image); `{"urls": ["…", …]}` or
+  `{"images": [{"url": "…"}, {"b64": "…"}, …]}` (a batch, forms mixed freely);
 - multipart/form-data: one file field per image (any field name);
 - a raw image body (`Content-Type: image/*` or `application/octet-stream`).
 """
@@ -24,6 +25,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.base64_images import text_limit
 from gateway.classify import ImageSource
 from gateway.errors import BadRequest, PayloadTooLarge, UrlNotAllowed
 from gateway.fetch import check_url
@@ -53,7 +55,8 @@ async def read_sources(request: Request, *, max_images: int, max_image_bytes: in
     """The images a request carries, in order."""
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type == "application/json":
-        return _sources_from_json(await read_json(request), max_images)
+        body = await read_json(request, json_limit(max_images, max_image_bytes))
+        return _sources_from_json(body, max_images)
     if content_type == "multipart/form-data":
         return await _sources_from_form(request, max_images, max_image_bytes)
     if content_type.startswith("image/") or content_type == "application/octet-stream":
@@ -84,8 +87,13 @@ async def _read_body(request: Request, limit: int, what: str) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json(request: Request) -> Any:
-    return parse_json(await _read_body(request, _MAX_JSON_BYTES, "the JSON body"))
+def json_limit(max_images: int, max_image_bytes: int) -> int:
+    """Largest JSON body of a request of `max_images` images: each may be base64 text."""
+    return max_images * text_limit(max_image_bytes) + _MAX_JSON_BYTES
+
+
+async def read_json(request: Request, limit: int = _MAX_JSON_BYTES) -> Any:
+    return parse_json(await _read_body(request, limit, "the JSON body"))
 
 
 def parse_json(data: bytes) -> Any:
@@ -132,26 +140,52 @@ def url_of(body: Any) -> str:
     return url
 
 
+def source_of(body: Any, where: str = "the body") -> ImageSource:
+    """One image as JSON: `{"url": "…"}` or `{"b64": "…"}` (base64 checked when it is decoded)."""
+    if isinstance(body, dict) and "b64" in body:
+        if "url" in body:
+            raise BadRequest(f'{where} has both "url" and "b64"; send one')
+        b64 = body["b64"]
+        if not isinstance(b64, str):
+            raise BadRequest(f'{where}: "b64" must be a string of base64')
+        return ImageSource(b64=b64)
+    if where == "the body":
+        return ImageSource(url=url_of(body))
+    if not isinstance(body, dict) or not isinstance(body.get("url"), str):
+        raise BadRequest(f'{where} must be {{"url": "…"}} or {{"b64": "…"}}')
+    return ImageSource(url=_checked_url(body["url"], where))
+
+
+def _checked_url(u: str, where: str) -> str:
+    # What is not a URL at all makes the request malformed; a URL that is refused or fails is
+    # answered in its own slot of a batch.
+    try:
+        check_url(u)
+    except UrlNotAllowed:
+        pass
+    except BadRequest as e:
+        raise BadRequest(f"{where}: {e.message}") from None
+    if not _ABSOLUTE_URL.match(u.strip()):
+        raise BadRequest(f"{where} is not an absolute URL (scheme://host/…)")
+    return u
+
+
 def _sources_from_json(body: Any, max_images: int) -> list[ImageSource]:
+    if isinstance(body, dict) and "images" in body:
+        images = body["images"]
+        if not isinstance(images, list):
+            raise BadRequest('"images" must be a list of {"url": …} or {"b64": …} objects')
+        if len(images) > max_images:
+            raise BadRequest(f"{len(images)} images in one request; the limit is {max_images}")
+        return [source_of(item, f'"images" item {i + 1}') for i, item in enumerate(images)]
     if isinstance(body, dict) and "urls" in body:
         urls = body["urls"]
         if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
             raise BadRequest('"urls" must be a list of strings')
         if len(urls) > max_images:
             raise BadRequest(f"{len(urls)} images in one request; the limit is {max_images}")
-        for i, u in enumerate(urls):
-            # What is not a URL at all makes the request malformed; a URL that is refused or fails
-            # is answered in its own slot of a batch.
-            try:
-                check_url(u)
-            except UrlNotAllowed:
-                pass
-            except BadRequest as e:
-                raise BadRequest(f'"urls" item {i + 1}: {e.message}') from None
-            if not _ABSOLUTE_URL.match(u.strip()):
-                raise BadRequest(f'"urls" item {i + 1} is not an absolute URL (scheme://host/…)')
-        return [ImageSource(url=u) for u in urls]
-    return [ImageSource(url=url_of(body))]
+        return [ImageSource(url=_checked_url(u, f'"urls" item {i + 1}')) for i, u in enumerate(urls)]
+    return [source_of(body)]
 
 
 async def _sources_from_form(request: Request, max_images: int, max_image_bytes: int) -> list[ImageSource]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import errors
+from gateway.base64_images import encoded_length, text_limit
 from gateway.inputs import LOGITS_VALUES, TOP_K_DEFAULT, TOP_K_MAX
 from gateway.metrics import STAGES
 from gateway.settings import Settings
@@ -64,10 +65,21 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
         "format": "binary",
         "description": f"An image file of at most {max_bytes} bytes and {settings.limits.max_pixels} pixels",
     }
+    url = {"type": "string", "format": "uri", "minLength": 1, "description": "http(s) image URL"}
+    b64 = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": text_limit(max_bytes),
+        "description": (
+            f"The image file in base64 (standard or URL-safe alphabet, padding optional, MIME line "
+            f"breaks and a data: URL prefix allowed): at most {encoded_length(max_bytes)} base64 "
+            f"characters, decoding to at most {max_bytes} bytes and {settings.limits.max_pixels} pixels"
+        ),
+    }
     image_body = {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/UrlRequest"}},
+            "application/json": {"schema": {"$ref": "#/components/schemas/ImageRequest"}},
             "multipart/form-data": {
                 "schema": {"type": "object", "required": ["image"], "properties": {"image": image_file}}
             },
@@ -82,18 +94,18 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
             "version": "1",
             "description": (
                 "Classifies clothing images with a Keras model behind TF Serving. Images come as a URL "
-                "(fetched with an SSRF policy), an upload or a raw body; every error is "
+                "(fetched with an SSRF policy), base64 in JSON, an upload or a raw body; every error is "
                 '`{"error": {"code", "message"}}`.'
             ),
         },
         "paths": {
             "/predict": {
                 "post": {
-                    "summary": "The course's endpoint: an image URL to raw scores per class",
+                    "summary": "The course's endpoint: an image URL (or base64) to raw scores per class",
                     "requestBody": {
                         "required": True,
                         "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/UrlRequest"}}
+                            "application/json": {"schema": {"$ref": "#/components/schemas/ImageRequest"}}
                         },
                     },
                     "responses": {
@@ -107,7 +119,7 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
             },
             "/v1/classify": {
                 "post": {
-                    "summary": "Classify one image: a URL, a multipart upload or a raw image body",
+                    "summary": "Classify one image: a URL, base64 JSON, an upload or a raw image body",
                     "parameters": options,
                     "requestBody": image_body,
                     "responses": {
@@ -216,26 +228,46 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
                 "UrlRequest": {
                     "type": "object",
                     "required": ["url"],
-                    "properties": {
-                        "url": {
-                            "type": "string",
-                            "format": "uri",
-                            "minLength": 1,
-                            "description": "http(s) image URL",
-                        }
-                    },
+                    "properties": {"url": url},
+                },
+                "Base64Request": {
+                    "type": "object",
+                    "required": ["b64"],
+                    "properties": {"b64": b64},
+                },
+                "ImageRequest": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/UrlRequest"},
+                        {"$ref": "#/components/schemas/Base64Request"},
+                    ]
                 },
                 "BatchRequest": {
-                    "type": "object",
-                    "required": ["urls"],
-                    "properties": {
-                        "urls": {
-                            "type": "array",
-                            "items": {"type": "string", "format": "uri", "minLength": 1},
-                            "minItems": 1,
-                            "maxItems": settings.max_batch,
-                        }
-                    },
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "required": ["urls"],
+                            "properties": {
+                                "urls": {
+                                    "type": "array",
+                                    "items": {"type": "string", "format": "uri", "minLength": 1},
+                                    "minItems": 1,
+                                    "maxItems": settings.max_batch,
+                                }
+                            },
+                        },
+                        {
+                            "type": "object",
+                            "required": ["images"],
+                            "properties": {
+                                "images": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/ImageRequest"},
+                                    "minItems": 1,
+                                    "maxItems": settings.max_batch,
+                                }
+                            },
+                        },
+                    ]
                 },
                 "Model": {
                     "type": "object",

@@ -10,9 +10,17 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.classify import Classification, Classifier, ImageError, ImageResult, ImageSource
+from gateway.classify import Classification, Classifier, ImageError, ImageResult
 from gateway.errors import BadRequest, error_body
-from gateway.inputs import LOGITS_VALUES, TOP_K_DEFAULT, TOP_K_MAX, read_json, read_sources, url_of
+from gateway.inputs import (
+    LOGITS_VALUES,
+    TOP_K_DEFAULT,
+    TOP_K_MAX,
+    json_limit,
+    read_json,
+    read_sources,
+    source_of,
+)
 from gateway.metrics import Metrics
 from gateway.serving import ServingClient
 from gateway.settings import Settings
@@ -73,10 +81,10 @@ class Api:
         )
 
     async def predict(self, request: Request) -> Response:
-        """The course's endpoint: `{"url": …}` -> `{class: logit}`."""
+        """The course's endpoint: `{"url": …}` (or `{"b64": …}`) -> `{class: logit}`."""
         with self.metrics.request_seconds.labels("/predict").time():
-            url = url_of(await read_json(request))
-            result = await self._svc.classifier.classify([ImageSource(url=url)])
+            body = await read_json(request, json_limit(1, self.settings.limits.max_bytes))
+            result = await self._svc.classifier.classify([source_of(body)])
             return JSONResponse(_only(result).scores())
 
     async def classify(self, request: Request) -> Response:
