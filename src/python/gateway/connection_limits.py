@@ -153,6 +153,13 @@ class ConnectionGuard:
             loop.default_exception_handler(context)
 
 
+# uvicorn's callbacks, called directly from the overrides (cheaper than super() per request).
+_on_message_begin = HttpToolsProtocol.on_message_begin
+_on_headers_complete = HttpToolsProtocol.on_headers_complete
+_on_message_complete = HttpToolsProtocol.on_message_complete
+_on_response_complete = HttpToolsProtocol.on_response_complete
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the connection limits of `guard` enforced."""
 
@@ -163,6 +170,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         limits = self.guard.limits
         self.timeout_keep_alive = limits.idle_timeout  # type: ignore[assignment]
         self._phase = _IDLE
+        # Copied here: read on every request.
+        self._max_header_bytes = limits.max_header_bytes
+        self._max_headers = limits.max_headers
         self._head_room = limits.max_header_bytes
         self._heads = 0  # heads parsed on this connection
         self._head_started = 0.0
@@ -322,10 +332,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._head_started = self.loop.time()
             if self.cycle is None or self.cycle.response_complete:
                 self.guard.waiting[self] = None
-        super().on_message_begin()
+        _on_message_begin(self)
 
     def on_headers_complete(self) -> None:
-        if len(self.headers) > self.guard.limits.max_headers:
+        if len(self.headers) > self._max_headers:
             raise _Refusal("header_count")
         self._phase = _BODY
         self._heads += 1
@@ -333,24 +343,24 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        super().on_headers_complete()
+        _on_headers_complete(self)
 
     def on_message_complete(self) -> None:
         self._phase = _DONE
-        self._head_room = self.guard.limits.max_header_bytes
+        self._head_room = self._max_header_bytes
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._close_when_body_ends:
             self.transport.close()
             return
-        super().on_message_complete()
+        _on_message_complete(self)
 
     def on_response_complete(self) -> None:
         # With pipelined requests queued, uvicorn starts the next one here, and the parser's
         # phase belongs to that one or a later one, not to the request just answered.
         started_next = bool(self.pipeline)
-        super().on_response_complete()
+        _on_response_complete(self)
         if started_next or self.transport.is_closing():
             return
         if self._phase == _BODY:
