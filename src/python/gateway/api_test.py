@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -339,3 +340,56 @@ def test_base64_images_meet_the_byte_and_pixel_limits(
     assert "pixels" in r.json()["error"]["message"]
     r = httpx.post(f"{gw.url}/v1/classify", json={"b64": b64(GREEN)})
     assert r.status_code == 200
+
+
+def test_kserve_v2_health_metadata_and_json_infer(gateway: RunningGateway, images: ImageHost) -> None:
+    assert httpx.get(f"{gateway.url}/v2/health/live").status_code == 200
+    assert httpx.get(f"{gateway.url}/v2/health/ready").status_code == 200
+    assert httpx.get(f"{gateway.url}/v2/models/clothing-model/ready").status_code == 200
+    meta = httpx.get(f"{gateway.url}/v2/models/clothing-model").json()
+    assert meta["name"] == "clothing-model"
+    assert meta["versions"] == ["1"]
+    assert meta["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+    assert [o["name"] for o in meta["outputs"]] == ["probabilities", "logits", "labels"]
+
+    request = {
+        "id": "r-1",
+        "inputs": [{"name": "image", "shape": [2], "datatype": "BYTES", "data": [b64(RED), b64(BLUE)]}],
+    }
+    r = httpx.post(f"{gateway.url}/v2/models/clothing-model/infer", json=request)
+    assert r.status_code == 200
+    body = r.json()
+    assert (body["model_name"], body["model_version"], body["id"]) == ("clothing-model", "1", "r-1")
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["logits"]["shape"] == [2, 10]
+    assert outputs["logits"]["datatype"] == "FP32"
+    labels = {"name": "labels", "datatype": "BYTES", "shape": [10], "data": list(CLOTHING_LABELS)}
+    assert outputs["labels"] == labels
+    # The gateway's own route gives the same numbers, as float32.
+    for i, image in enumerate((RED, BLUE)):
+        own = httpx.post(f"{gateway.url}/v1/classify?logits=true", json={"b64": b64(image)}).json()
+        row = outputs["logits"]["data"][i * 10 : (i + 1) * 10]
+        own_row = np.array(list(own["logits"].values()), np.float32)
+        assert np.array(row, np.float32).tolist() == own_row.tolist()
+        probs = outputs["probabilities"]["data"][i * 10 : (i + 1) * 10]
+        assert probs == pytest.approx(list(own["probabilities"].values()), rel=1e-6)
+
+
+def test_kserve_v2_errors_are_its_own_shape(gateway: RunningGateway) -> None:
+    url = f"{gateway.url}/v2/models/clothing-model/infer"
+
+    def infer(data: list[str], **tensor: object) -> httpx.Response:
+        spec = {"name": "image", "shape": [len(data)], "datatype": "BYTES", "data": data} | tensor
+        return httpx.post(url, json={"inputs": [spec]})
+
+    r = infer([b64(RED), "%%%"])
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("image 2 is not valid base64")
+    r = infer([b64(b"just some text")])
+    assert (r.status_code, set(r.json())) == (415, {"error"})
+    assert infer([b64(RED)], datatype="FP32").status_code == 400
+    assert infer([b64(RED)], shape=[3]).status_code == 400
+    r = httpx.post(f"{gateway.url}/v2/models/other/infer", json={"inputs": []})
+    assert r.status_code == 404
+    assert isinstance(r.json()["error"], str)
+    assert httpx.get(f"{gateway.url}/v2/models/other").status_code == 404

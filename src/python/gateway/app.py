@@ -103,7 +103,7 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
 
     async def on_error(request: Request, exc: Exception) -> Response:
         metrics.errors.labels(describe(exc)[1]).inc()
-        return error_response(exc)
+        return error_response(exc, request.url.path)
 
     routes = [
         Route("/", api.page, methods=["GET"]),
@@ -111,6 +111,12 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
         Route("/predict", api.predict, methods=["POST"]),
         Route("/v1/classify", api.classify, methods=["POST"]),
         Route("/v1/classify/batch", api.classify_batch, methods=["POST"]),
+        # KServe's Open Inference Protocol (v2), REST.
+        Route("/v2/health/live", api.v2_live, methods=["GET"]),
+        Route("/v2/health/ready", api.v2_ready, methods=["GET"]),
+        Route("/v2/models/{name}", api.v2_model, methods=["GET"]),
+        Route("/v2/models/{name}/ready", api.v2_model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/infer", api.v2_infer, methods=["POST"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/metrics", api.metrics_page, methods=["GET"]),
@@ -153,11 +159,15 @@ class _CountRequests:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        route = (
-            path
-            if path in self.known_paths
-            else ("/static/{name}" if path.startswith("/static/") else "other")
-        )
+        if path in self.known_paths:
+            route = path
+        elif path.startswith("/static/"):
+            route = "/static/{name}"
+        elif path.startswith(("/v2/models/", "/v1/models/")):
+            # Model names and versions are the client's words: one label per protocol.
+            route = path[: len("/v2/models/")] + "*"
+        else:
+            route = "other"
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":

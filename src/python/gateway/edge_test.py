@@ -180,9 +180,11 @@ def test_the_schema_states_the_bounds_the_server_enforces(run_gateway: RunGatewa
     gw = run_gateway(settings(max_batch=4))
     schema = httpx.get(f"{gw.url}/openapi.json").json()
     top_k = next(p for p in schema["paths"]["/v1/classify"]["post"]["parameters"] if p["name"] == "top_k")
-    urls = schema["components"]["schemas"]["BatchRequest"]["properties"]["urls"]
+    by_urls, by_images = schema["components"]["schemas"]["BatchRequest"]["oneOf"]
+    urls, images = by_urls["properties"]["urls"], by_images["properties"]["images"]
     assert (top_k["schema"]["minimum"], top_k["schema"]["maximum"]) == (1, 1000)
     assert (urls["minItems"], urls["maxItems"]) == (1, 4)
+    assert (images["minItems"], images["maxItems"]) == (1, 4)
 
     def code(path: str, **kwargs: object) -> str:
         return str(httpx.post(f"{gw.url}{path}", **kwargs).json()["error"]["code"])  # type: ignore[arg-type]
@@ -194,6 +196,7 @@ def test_the_schema_states_the_bounds_the_server_enforces(run_gateway: RunGatewa
     assert code("/v1/classify?top_k=1", **image) == "model_unavailable"
     assert code("/v1/classify/batch", json={"urls": []}) == "bad_request"
     assert code("/v1/classify/batch", json={"urls": ["ftp://x.test/a"] * 5}) == "bad_request"
+    assert code("/v1/classify/batch", json={"images": [{"b64": "QUJD"}] * 5}) == "bad_request"
     r = httpx.post(f"{gw.url}/v1/classify/batch", json={"urls": ["ftp://x.test/a"] * 4})
     assert r.status_code == 200
     assert [x["error"]["code"] for x in r.json()["results"]] == ["url_not_allowed"] * 4

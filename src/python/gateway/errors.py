@@ -17,8 +17,11 @@ Errors from `clothing_preproc` (bad images) keep their own tree and are mapped h
 too many pixels → 413, not an image → 415, unreadable or unsupported image → 422. Anything else is
 a bug: it is logged with its traceback and answered 500 with a generic message.
 
-Every error answer has the same JSON shape: `{"error": {"code": …, "message": …}}`; so has each
-failed image in a batch's results (`error_body`). A GatewayError's `detail` (an internal address,
+Every error answer of the gateway's own routes has the same JSON shape: `{"error": {"code": …,
+"message": …}}`; so has each failed image in a batch's results (`error_body`). The routes of
+other servers' protocols (TF Serving's REST API under /v1/models/, KServe v2 under /v2/) answer
+their protocol's shape, `{"error": "…"}`, with the same status (`PLAIN_ERROR_PREFIXES`).
+A GatewayError's `detail` (an internal address,
 TF Serving's own words) goes to the log, never into the answer.
 """
 
@@ -147,9 +150,13 @@ def describe(exc: BaseException) -> tuple[int, str, str, int | None]:
     return 500, "internal", "internal error; the gateway's log has the details", None
 
 
-def error_response(exc: BaseException) -> Response:
-    """The JSON answer for `exc` (logged with its traceback when it is a bug, with its detail when
-    it has one)."""
+# Paths whose protocol answers errors as `{"error": "…"}` (TF Serving's REST API, KServe v1 and v2).
+PLAIN_ERROR_PREFIXES = ("/v1/models/", "/v2/")
+
+
+def error_response(exc: BaseException, path: str = "") -> Response:
+    """The JSON answer for `exc` on `path` (logged with its traceback when it is a bug, with its
+    detail when it has one)."""
     status, code, message, retry_after = describe(exc)
     if status == 500:
         log.error("unhandled error", exc_info=exc)
@@ -160,6 +167,8 @@ def error_response(exc: BaseException) -> Response:
         headers.update(exc.headers)  # e.g. Allow on a 405 (RFC 9110 requires it)
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
+    if path.startswith(PLAIN_ERROR_PREFIXES):
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
@@ -173,4 +182,4 @@ def error_body(exc: BaseException) -> dict[str, dict[str, str]]:
 
 async def handle_exception(request: Request, exc: Exception) -> Response:
     """Starlette exception handler: every error the app raises is answered through `describe`."""
-    return error_response(exc)
+    return error_response(exc, request.url.path)

@@ -92,6 +92,11 @@ def json_limit(max_images: int, max_image_bytes: int) -> int:
     return max_images * text_limit(max_image_bytes) + _MAX_JSON_BYTES
 
 
+async def read_body(request: Request, limit: int, what: str) -> bytes:
+    """The body, refused (413) as soon as it is known to exceed `limit`."""
+    return await _read_body(request, limit, what)
+
+
 async def read_json(request: Request, limit: int = _MAX_JSON_BYTES) -> Any:
     return parse_json(await _read_body(request, limit, "the JSON body"))
 

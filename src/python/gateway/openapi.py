@@ -171,6 +171,7 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
                     },
                 }
             },
+            **_v2_paths(settings, b64),
             "/healthz": {
                 "get": {
                     "summary": "Liveness: the process answers",
@@ -347,6 +348,12 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
                         "checked_in_ms": {"type": "number"},
                     },
                 },
+                "PlainError": {
+                    "type": "object",
+                    "description": "The error shape of TF Serving's REST API and KServe v1 and v2",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}},
+                },
                 "Error": {
                     "type": "object",
                     "required": ["error"],
@@ -363,6 +370,116 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
                             },
                         }
                     },
+                },
+            }
+        },
+    }
+
+
+def _plain_errors(*statuses: int) -> dict[str, Any]:
+    return {
+        str(s): {
+            "description": f"HTTP {s}, as on the gateway's own routes",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PlainError"}}},
+        }
+        for s in statuses
+    }
+
+
+def _v2_paths(settings: Settings, b64: dict[str, Any]) -> dict[str, Any]:
+    """KServe's Open Inference Protocol (v2), REST (gateway/kserve_v2.py)."""
+    name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+    health = {"200": {"description": "Yes"}, "400": {"description": "No"}}
+    tensor_in = {
+        "type": "object",
+        "required": ["name", "shape", "datatype"],
+        "properties": {
+            "name": {"const": "image"},
+            "datatype": {"const": "BYTES"},
+            "shape": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 1, "maximum": settings.max_batch},
+                "minItems": 1,
+                "maxItems": 2,
+            },
+            "data": {"type": "array", "items": b64, "minItems": 1, "maxItems": settings.max_batch},
+            "parameters": {"type": "object"},
+        },
+    }
+    one_input = {"type": "array", "items": tensor_in, "minItems": 1, "maxItems": 1}
+    requested = {"type": "object", "properties": {"name": {"type": "string"}}}
+    tensor_out = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "enum": ["probabilities", "logits", "labels"]},
+            "datatype": {"type": "string"},
+            "shape": {"type": "array", "items": {"type": "integer"}},
+            "data": {"type": "array"},
+            "parameters": {"type": "object"},
+        },
+    }
+    return {
+        "/v2/health/live": {"get": {"summary": "KServe v2: the gateway is live", "responses": health}},
+        "/v2/health/ready": {
+            "get": {"summary": "KServe v2: TF Serving has the model AVAILABLE", "responses": health}
+        },
+        "/v2/models/{name}": {
+            "get": {
+                "summary": "KServe v2 model metadata: input image (BYTES); probabilities, logits, labels",
+                "parameters": name,
+                "responses": {"200": {"description": "Metadata"}, **_plain_errors(404)},
+            }
+        },
+        "/v2/models/{name}/ready": {
+            "get": {
+                "summary": "KServe v2: the model is ready",
+                "parameters": name,
+                "responses": {**health, **_plain_errors(404)},
+            }
+        },
+        "/v2/models/{name}/infer": {
+            "post": {
+                "summary": (
+                    "KServe v2 inference: one BYTES input `image` of encoded image files, base64 "
+                    "strings in JSON or raw with the binary tensor data extension "
+                    "(Inference-Header-Content-Length)"
+                ),
+                "parameters": name,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["inputs"],
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "parameters": {"type": "object"},
+                                    "inputs": one_input,
+                                    "outputs": {"type": "array", "items": requested},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "Outputs (JSON, or JSON then binary data when asked)",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "model_name": {"type": "string"},
+                                        "model_version": {"type": "string"},
+                                        "id": {"type": "string"},
+                                        "outputs": {"type": "array", "items": tensor_out},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    **_plain_errors(*_CLASSIFY_ERRORS, 404),
                 },
             }
         },

@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway import kserve_v2
 from gateway.classify import Classification, Classifier, ImageError, ImageResult
 from gateway.errors import BadRequest, error_body
 from gateway.inputs import (
@@ -17,6 +18,7 @@ from gateway.inputs import (
     TOP_K_DEFAULT,
     TOP_K_MAX,
     json_limit,
+    read_body,
     read_json,
     read_sources,
     source_of,
@@ -120,6 +122,57 @@ class Api:
         body = error_body(result)
         self.metrics.errors.labels(body["error"]["code"]).inc()
         return dict(body)
+
+    def _model_named(self, request: Request) -> str:
+        name = str(request.path_params["name"])
+        if name != self.settings.model_name:
+            served = self.settings.model_name
+            raise HTTPException(404, f"no model named {name[:100]!r}; this gateway serves {served!r}")
+        return name
+
+    async def v2_live(self, request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def v2_ready(self, request: Request) -> Response:
+        state = await self._svc.serving.readiness()
+        # The protocol: 200 is ready, a 4xx is not.
+        return JSONResponse({"ready": state.ready}, status_code=200 if state.ready else 400)
+
+    async def v2_model_ready(self, request: Request) -> Response:
+        name = self._model_named(request)
+        state = await self._svc.serving.readiness()
+        return JSONResponse({"name": name, "ready": state.ready}, status_code=200 if state.ready else 400)
+
+    async def v2_model(self, request: Request) -> Response:
+        name = self._model_named(request)
+        state = await self._svc.serving.readiness()
+        return JSONResponse(kserve_v2.metadata(name, state.versions, self.settings.labels))
+
+    async def v2_infer(self, request: Request) -> Response:
+        """KServe v2 inference: a BYTES input of encoded images, as base64 JSON or binary data."""
+        with self.metrics.request_seconds.labels("/v2/models/{name}/infer").time():
+            name = self._model_named(request)
+            max_images, max_bytes = self.settings.max_batch, self.settings.limits.max_bytes
+            limit = max(json_limit(max_images, max_bytes), kserve_v2.element_limit(max_images, max_bytes))
+            body = await read_body(request, limit, "the inference request")
+            infer = kserve_v2.InferRequest(
+                body,
+                request.headers.get(kserve_v2.HEADER_LENGTH),
+                max_images=max_images,
+                max_image_bytes=max_bytes,
+            )
+            result = await self._svc.classifier.classify(infer.sources)
+            images = [r for r in result.results if isinstance(r, ImageResult)]
+            content, header_length = kserve_v2.infer_response(
+                infer, name, result.model_version, images, self.settings.labels
+            )
+            if header_length is None:
+                return Response(content, media_type="application/json")
+            return Response(
+                content,
+                media_type="application/octet-stream",
+                headers={"Inference-Header-Content-Length": str(header_length)},
+            )
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
