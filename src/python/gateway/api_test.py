@@ -393,3 +393,63 @@ def test_kserve_v2_errors_are_its_own_shape(gateway: RunningGateway) -> None:
     assert r.status_code == 404
     assert isinstance(r.json()["error"], str)
     assert httpx.get(f"{gateway.url}/v2/models/other").status_code == 404
+
+
+def test_tf_serving_rest_predict_in_both_formats(gateway: RunningGateway) -> None:
+    # The request shapes of TF Serving's REST API documentation, binary inputs as {"b64": …}.
+    own = [
+        httpx.post(f"{gateway.url}/v1/classify?logits=true", json={"b64": b64(image)}).json()
+        for image in (RED, BLUE)
+    ]
+    url = f"{gateway.url}/v1/models/clothing-model:predict"
+    for instances in (
+        [{"b64": b64(RED)}, {"b64": b64(BLUE)}],
+        [{"image_bytes": {"b64": b64(RED)}}, {"image_bytes": {"b64": b64(BLUE)}}],
+    ):
+        r = httpx.post(url, json={"instances": instances})
+        assert r.status_code == 200
+        predictions = r.json()["predictions"]
+        assert len(predictions) == 2
+        for prediction, mine in zip(predictions, own, strict=True):
+            assert set(prediction) == {"scores", "classes", "logits"}
+            assert prediction["classes"] == list(CLOTHING_LABELS)
+            assert prediction["logits"] == list(mine["logits"].values())
+            assert prediction["scores"] == list(mine["probabilities"].values())
+    columns = [{"b64": b64(RED)}, {"b64": b64(BLUE)}]
+    for inputs in (columns, {"image_bytes": columns}):
+        r = httpx.post(url, json={"inputs": inputs})
+        assert r.status_code == 200
+        outputs = r.json()["outputs"]
+        assert outputs["logits"] == [list(m["logits"].values()) for m in own]
+        assert outputs["classes"] == [list(CLOTHING_LABELS)] * 2
+    # The served version by number; the path with a colon is routed as TF Serving writes it.
+    pinned = f"{gateway.url}/v1/models/clothing-model/versions/1:predict"
+    r = httpx.post(pinned, json={"instances": [{"b64": b64(RED)}]})
+    assert r.json()["predictions"][0]["logits"] == list(own[0]["logits"].values())
+
+
+def test_tf_serving_rest_status_and_errors(gateway: RunningGateway) -> None:
+    status = httpx.get(f"{gateway.url}/v1/models/clothing-model")
+    assert status.json() == {
+        "model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
+    url = f"{gateway.url}/v1/models/clothing-model:predict"
+    model = f"{gateway.url}/v1/models/clothing-model"
+    cases: list[tuple[str, object, int, str]] = [
+        (url, {"instances": [{"b64": b64(RED)}, {"b64": "*"}]}, 400, "image 2 is not valid base64"),
+        (url, {"instances": [{"b64": b64(b"just some text")}]}, 415, "not"),
+        (url, {"instances": [{"url": "http://x.test/a.jpg"}]}, 400, '"instances" item 1'),
+        (url, {"instances": [], "inputs": []}, 400, "instances"),
+        (f"{gateway.url}/v1/models/other:predict", {"instances": [{"b64": b64(RED)}]}, 404, "no model named"),
+        (f"{model}/versions/7:predict", {"instances": []}, 404, "versions available: 1"),
+        (f"{model}/labels/stable:predict", {"instances": []}, 404, "label 'stable'"),
+    ]
+    for path, body, status_code, words in cases:
+        r = httpx.post(path, json=body)
+        assert r.status_code == status_code, (path, body, r.text)
+        assert set(r.json()) == {"error"}
+        assert isinstance(r.json()["error"], str)
+        assert words in r.json()["error"]
+    assert httpx.get(f"{gateway.url}/v1/models/other").status_code == 404

@@ -111,6 +111,12 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
         Route("/predict", api.predict, methods=["POST"]),
         Route("/v1/classify", api.classify, methods=["POST"]),
         Route("/v1/classify/batch", api.classify_batch, methods=["POST"]),
+        # TF Serving's REST API (KServe v1). Starlette matches the literal ":predict" after the
+        # name (a name is [^/]+, backtracked), so these come before the status route.
+        Route("/v1/models/{name}:predict", api.v1_predict, methods=["POST"]),
+        Route("/v1/models/{name}/versions/{version}:predict", api.v1_predict, methods=["POST"]),
+        Route("/v1/models/{name}/labels/{label}:predict", api.v1_predict, methods=["POST"]),
+        Route("/v1/models/{name}", api.v1_model_status, methods=["GET"]),
         # KServe's Open Inference Protocol (v2), REST.
         Route("/v2/health/live", api.v2_live, methods=["GET"]),
         Route("/v2/health/ready", api.v2_ready, methods=["GET"]),

@@ -172,6 +172,7 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
                 }
             },
             **_v2_paths(settings, b64),
+            **_tf_serving_paths(settings, b64),
             "/healthz": {
                 "get": {
                     "summary": "Liveness: the process answers",
@@ -383,6 +384,91 @@ def _plain_errors(*statuses: int) -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PlainError"}}},
         }
         for s in statuses
+    }
+
+
+def _tf_serving_paths(settings: Settings, b64: dict[str, Any]) -> dict[str, Any]:
+    """TF Serving's REST API, KServe v1 (gateway/tf_serving_rest.py)."""
+    image = {"type": "object", "required": ["b64"], "properties": {"b64": b64}}
+    wrapped = {"type": "object", "required": ["image_bytes"], "properties": {"image_bytes": image}}
+    images = {
+        "type": "array",
+        "items": {"oneOf": [image, wrapped]},
+        "minItems": 1,
+        "maxItems": settings.max_batch,
+    }
+    columns = {"type": "array", "items": image, "minItems": 1, "maxItems": settings.max_batch}
+    body = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"type": "object", "required": ["instances"], "properties": {"instances": images}},
+                        {
+                            "type": "object",
+                            "required": ["inputs"],
+                            "properties": {
+                                "inputs": {
+                                    "oneOf": [
+                                        images,
+                                        {
+                                            "type": "object",
+                                            "required": ["image_bytes"],
+                                            "properties": {"image_bytes": columns},
+                                        },
+                                    ]
+                                }
+                            },
+                        },
+                    ]
+                }
+            }
+        },
+    }
+    answer = {
+        "200": {
+            "description": (
+                "instances: {predictions: [{scores, classes, logits}, …]}; inputs: {outputs: {scores: "
+                "[[…]], classes: [[…]], logits: [[…]]}}. scores are probabilities, classes the class "
+                "names, both in the model's output order"
+            ),
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        **_plain_errors(*_CLASSIFY_ERRORS, 404),
+    }
+
+    def path(*names: str) -> list[dict[str, Any]]:
+        return [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names]
+
+    summary = "TF Serving REST predict (KServe v1): base64 images in, per-class scores and labels out"
+    return {
+        "/v1/models/{name}:predict": {
+            "post": {"summary": summary, "parameters": path("name"), "requestBody": body, "responses": answer}
+        },
+        "/v1/models/{name}/versions/{version}:predict": {
+            "post": {
+                "summary": f"{summary}; the version must be the one served",
+                "parameters": path("name", "version"),
+                "requestBody": body,
+                "responses": answer,
+            }
+        },
+        "/v1/models/{name}/labels/{label}:predict": {
+            "post": {
+                "summary": f"{summary}; version labels are not served yet (404)",
+                "parameters": path("name", "label"),
+                "requestBody": body,
+                "responses": answer,
+            }
+        },
+        "/v1/models/{name}": {
+            "get": {
+                "summary": "TF Serving REST model status: model_version_status",
+                "parameters": path("name"),
+                "responses": {"200": {"description": "Status"}, **_plain_errors(404)},
+            }
+        },
     }
 
 

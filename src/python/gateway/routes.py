@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway import kserve_v2
+from gateway import kserve_v2, tf_serving_rest
 from gateway.classify import Classification, Classifier, ImageError, ImageResult
 from gateway.errors import BadRequest, error_body
 from gateway.inputs import (
@@ -173,6 +173,39 @@ class Api:
                 media_type="application/octet-stream",
                 headers={"Inference-Header-Content-Length": str(header_length)},
             )
+
+    async def v1_predict(self, request: Request) -> Response:
+        """TF Serving's REST predict: `instances` or `inputs` of `{"b64": …}` images."""
+        with self.metrics.request_seconds.labels("/v1/models/{name}:predict").time():
+            self._model_named(request)
+            await self._served_version(request)
+            max_images, max_bytes = self.settings.max_batch, self.settings.limits.max_bytes
+            body = await read_json(request, json_limit(max_images, max_bytes))
+            images, row = tf_serving_rest.sources(body, max_images)
+            result = await self._svc.classifier.classify(images)
+            results = [r for r in result.results if isinstance(r, ImageResult)]
+            return JSONResponse(tf_serving_rest.predict_response(results, row))
+
+    async def _served_version(self, request: Request) -> None:
+        """A version or label in the path must name what the gateway serves: TF Serving's latest
+        AVAILABLE version (pinning another one is not supported)."""
+        version, label = request.path_params.get("version"), request.path_params.get("label")
+        if version is None and label is None:
+            return
+        state = await self._svc.serving.readiness()
+        served = max(state.versions, default=None)
+        if label is not None or version != str(served):
+            asked = f"version {version}" if label is None else f"label {label!r}"
+            raise HTTPException(
+                404,
+                f"{asked[:100]} is not served here; this gateway serves version {served} "
+                f"(versions available: {', '.join(map(str, state.versions)) or 'none'})",
+            )
+
+    async def v1_model_status(self, request: Request) -> Response:
+        self._model_named(request)
+        state = await self._svc.serving.readiness()
+        return JSONResponse(tf_serving_rest.model_status(state.versions, state.ready, state.reason))
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
