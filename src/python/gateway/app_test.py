@@ -298,7 +298,12 @@ def test_base64_images_are_bounded_and_checked_before_the_model_is_asked(run_gat
     assert results[1]["error"]["message"].startswith("image 2 is not valid base64")
     assert results[2]["error"]["message"].startswith("image 3 is")
     # A malformed item spoils the request, as a string that is no URL does.
-    malformed = (({"b64": 7}, '"images" item 1'), ("x", '"images" item 1'), ({"url": "nope"}, "item 1"))
+    malformed = (
+        ({"b64": 7}, '"images" item 1'),
+        ({"b64": " "}, '"images" item 1: "b64" is empty'),
+        ("x", '"images" item 1'),
+        ({"url": "nope"}, "item 1"),
+    )
     for item, words in malformed:
         r = httpx.post(f"{gw.url}/v1/classify/batch", json={"images": [item]})
         assert error_of(r) == (400, "bad_request")

@@ -153,6 +153,9 @@ def source_of(body: Any, where: str = "the body") -> ImageSource:
         b64 = body["b64"]
         if not isinstance(b64, str):
             raise BadRequest(f'{where}: "b64" must be a string of base64')
+        if not b64.strip():
+            # Malformed, like a URL that is no URL: the request's error, not one image's.
+            raise BadRequest(f'{where}: "b64" is empty')
         return ImageSource(b64=b64)
     if where == "the body":
         return ImageSource(url=url_of(body))

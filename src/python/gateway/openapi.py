@@ -438,8 +438,16 @@ def _tf_serving_paths(settings: Settings, b64: dict[str, Any]) -> dict[str, Any]
         **_plain_errors(*_CLASSIFY_ERRORS, 404),
     }
 
+    served = {
+        "name": {"type": "string", "enum": [settings.model_name]},
+        "version": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+
     def path(*names: str) -> list[dict[str, Any]]:
-        return [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names]
+        return [
+            {"name": n, "in": "path", "required": True, "schema": served.get(n, {"type": "string"})}
+            for n in names
+        ]
 
     summary = "TF Serving REST predict (KServe v1): base64 images in, per-class scores and labels out"
     return {
@@ -474,7 +482,8 @@ def _tf_serving_paths(settings: Settings, b64: dict[str, Any]) -> dict[str, Any]
 
 def _v2_paths(settings: Settings, b64: dict[str, Any]) -> dict[str, Any]:
     """KServe's Open Inference Protocol (v2), REST (gateway/kserve_v2.py)."""
-    name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+    model_name = {"type": "string", "enum": [settings.model_name]}
+    name = [{"name": "name", "in": "path", "required": True, "schema": model_name}]
     health = {"200": {"description": "Yes"}, "400": {"description": "No"}}
     tensor_in = {
         "type": "object",
