@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from clothing_preproc.signature import PREDICT_METHOD_NAME
-from clothing_protos import meta_graph_pb2, tensor_pb2
+from clothing_preproc.signature import PREDICT_METHOD_NAME, pack_signature_def_map
+from clothing_protos import meta_graph_pb2, serving_pb2, tensor_pb2
 
 
 def image_signature_def(
@@ -25,3 +25,14 @@ def image_signature_def(
     for size in (-1, 10):
         logits.tensor_shape.dim.add(size=size)
     return sig
+
+
+def image_model_metadata(model_name: str, version: int = 1) -> serving_pb2.GetModelMetadataResponse:
+    """What a stand-in TF Serving answers to GetModelMetadata: the course's serving_default."""
+    response = serving_pb2.GetModelMetadataResponse()
+    response.model_spec.name = model_name
+    response.model_spec.version.value = version
+    signatures = serving_pb2.SignatureDefMap()
+    signatures.signature_def["serving_default"].CopyFrom(image_signature_def())
+    response.metadata["signature_def"].CopyFrom(pack_signature_def_map(signatures))
+    return response

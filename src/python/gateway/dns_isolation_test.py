@@ -25,8 +25,8 @@ import httpx
 import numpy as np
 import pytest
 
-from clothing_preproc import array_to_tensor_proto, pack_signature_def_map
-from clothing_preproc.sample_signatures import image_signature_def
+from clothing_preproc import array_to_tensor_proto
+from clothing_preproc.sample_signatures import image_model_metadata
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from gateway.conftest import ImageHost, Reply, free_port, image_bytes
 from reliability.processes import RunningProcess, child_environment, python_module
@@ -101,13 +101,7 @@ class FakeServing(prediction_service_pb2_grpc.PredictionServiceServicer):
     def GetModelMetadata(
         self, request: serving_pb2.GetModelMetadataRequest, context: object
     ) -> serving_pb2.GetModelMetadataResponse:
-        response = serving_pb2.GetModelMetadataResponse()
-        response.model_spec.name = request.model_spec.name
-        response.model_spec.version.value = 1
-        signatures = serving_pb2.SignatureDefMap()
-        signatures.signature_def["serving_default"].CopyFrom(image_signature_def())
-        response.metadata["signature_def"].CopyFrom(pack_signature_def_map(signatures))
-        return response
+        return image_model_metadata(request.model_spec.name)
 
 
 class FakeStatus(prediction_service_pb2_grpc.ModelServiceServicer):

@@ -19,10 +19,9 @@ from tritonclient.utils import InferenceServerException
 from clothing_preproc import (
     CLOTHING_LABELS,
     array_to_tensor_proto,
-    pack_signature_def_map,
     tensor_proto_to_array,
 )
-from clothing_preproc.sample_signatures import image_signature_def
+from clothing_preproc.sample_signatures import image_model_metadata
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from gateway import Settings
 from gateway.conftest import RunningGateway, image_bytes
@@ -56,13 +55,7 @@ class StandIn(
     def GetModelMetadata(
         self, request: serving_pb2.GetModelMetadataRequest, context: grpc.ServicerContext
     ) -> serving_pb2.GetModelMetadataResponse:
-        response = serving_pb2.GetModelMetadataResponse()
-        response.model_spec.name = request.model_spec.name
-        response.model_spec.version.value = 1
-        signatures = serving_pb2.SignatureDefMap()
-        signatures.signature_def["serving_default"].CopyFrom(image_signature_def())
-        response.metadata["signature_def"].CopyFrom(pack_signature_def_map(signatures))
-        return response
+        return image_model_metadata(request.model_spec.name)
 
     def GetModelStatus(
         self, request: serving_pb2.GetModelStatusRequest, context: grpc.ServicerContext

@@ -14,8 +14,8 @@ import grpc
 import numpy as np
 import pytest
 
-from clothing_preproc import array_to_tensor_proto, pack_signature_def_map
-from clothing_preproc.sample_signatures import image_signature_def
+from clothing_preproc import array_to_tensor_proto
+from clothing_preproc.sample_signatures import image_model_metadata
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from gateway.errors import ModelFailed
 from gateway.serving import (
@@ -58,13 +58,7 @@ class Backend(prediction_service_pb2_grpc.PredictionServiceServicer):
     def GetModelMetadata(
         self, request: serving_pb2.GetModelMetadataRequest, context: grpc.ServicerContext
     ) -> serving_pb2.GetModelMetadataResponse:
-        response = serving_pb2.GetModelMetadataResponse()
-        response.model_spec.name = request.model_spec.name
-        response.model_spec.version.value = 1
-        signatures = serving_pb2.SignatureDefMap()
-        signatures.signature_def["serving_default"].CopyFrom(image_signature_def())
-        response.metadata["signature_def"].CopyFrom(pack_signature_def_map(signatures))
-        return response
+        return image_model_metadata(request.model_spec.name)
 
 
 @dataclass
