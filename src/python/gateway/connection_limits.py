@@ -352,7 +352,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._timer.cancel()
             self._timer = None
         if self._close_when_body_ends:
-            self.transport.close()
+            # The rest of a body answered early arrived within the linger: the answer went out
+            # without `connection: close`, so the client may send its next request here; the
+            # connection goes idle like any other (closing it now would race that request).
+            self._close_when_body_ends = False
+            if self.cycle is None or not self.cycle.keep_alive:
+                self.transport.close()
+                return
+            self._phase = _IDLE
+            self.guard.waiting[self] = None
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
             return
         _on_message_complete(self)
 
@@ -364,8 +375,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if started_next or self.transport.is_closing():
             return
         if self._phase == _BODY:
-            # Answered before the client finished its body (an early 413, 429, …): nobody will
-            # read the rest, so the connection ends with the body, or after one body timeout.
+            # Answered before the client finished its body (an early 413, 429, …): the rest is
+            # read and dropped, for one body timeout at most; then the connection is closed.
             self._unset_keepalive_if_required()
             self._close_when_body_ends = True
             self._linger_until = self.loop.time() + self.guard.limits.body_timeout

@@ -338,6 +338,21 @@ def test_a_body_still_coming_after_an_early_answer_is_cut_off_after_the_body_tim
     assert took <= BODY + SLACK + 1
 
 
+def test_a_connection_answered_before_its_body_ended_serves_the_next_request(gateway: Gateway) -> None:
+    # The answer (405) goes out as soon as the head is in, without `connection: close`; a client
+    # (httpx does this) then finishes its body and sends its next request on the same connection.
+    with connect(gateway) as s:
+        s.sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        first = read_response(s)
+        assert first.startswith(b"HTTP/1.1 405 ")
+        assert b"connection: close" not in first.lower()
+        s.sendall(b"0123456789")
+        time.sleep(0.3)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        received, _ = read_until_closed(s, 5)
+    assert received.startswith(b"HTTP/1.1 200 "), received[:200]
+
+
 def test_at_the_cap_the_oldest_idle_connection_makes_room_and_busy_ones_mean_503(tmp_path: Path) -> None:
     g = start_gateway(
         closed_port_address(),
