@@ -72,11 +72,6 @@ def gateway(backend: Backend, workdir: Path, canary: HostileImageHost) -> Iterat
             "GATEWAY_FETCH_ALLOW_NETWORKS": f"{IMAGE_HOST}/32",
             "GATEWAY_FETCH_TOTAL_TIMEOUT": "5",
             "GATEWAY_MAX_IMAGE_BYTES": str(4 * 1024 * 1024),
-            # The client keeps one connection alive across examples, and on a loaded machine
-            # hypothesis can pause longer than the default 5 s between two: the server's idle
-            # close would then race the next request (HTTP keep-alive's own race, which httpx
-            # does not retry for a POST), not a finding of the fuzz.
-            "GATEWAY_IDLE_TIMEOUT": "120",
         },
     )
     yield g
