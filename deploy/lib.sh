@@ -102,7 +102,7 @@ KUBECTL_MINIMUM=1.34   # kubectl within one minor version of the clusters' Kuber
 prereq_builds() {
   prereq docker "a Docker engine: https://docs.docker.com/engine/install/" || true
   if ! use_builder && [[ -z "${CLOTHING_TOOLS_PYTHON:-}" ]]; then
-    prereq_version python3 3.10 "for ./pants: Python 3.11 from https://www.python.org/downloads/, or CLOTHING_BUILDER=always" \
+    prereq_version python3 3.10 "for ./pants: Python 3.11 (pyenv, uv or your package manager), or CLOTHING_BUILDER=always" \
       python3 --version
   fi
 }
