@@ -36,3 +36,10 @@ def image_model_metadata(model_name: str, version: int = 1) -> serving_pb2.GetMo
     signatures.signature_def["serving_default"].CopyFrom(image_signature_def())
     response.metadata["signature_def"].CopyFrom(pack_signature_def_map(signatures))
     return response
+
+
+def available_model_status(version: int = 1) -> serving_pb2.GetModelStatusResponse:
+    """What a stand-in TF Serving answers to GetModelStatus: one version, AVAILABLE."""
+    response = serving_pb2.GetModelStatusResponse()
+    response.model_version_status.add(version=version, state=serving_pb2.ModelVersionStatus.AVAILABLE)
+    return response

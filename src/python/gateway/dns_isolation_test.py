@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from clothing_preproc import array_to_tensor_proto
-from clothing_preproc.sample_signatures import image_model_metadata
+from clothing_preproc.sample_signatures import available_model_status, image_model_metadata
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from gateway.conftest import ImageHost, Reply, free_port, image_bytes
 from reliability.processes import RunningProcess, child_environment, python_module
@@ -108,9 +108,7 @@ class FakeStatus(prediction_service_pb2_grpc.ModelServiceServicer):
     def GetModelStatus(
         self, request: serving_pb2.GetModelStatusRequest, context: object
     ) -> serving_pb2.GetModelStatusResponse:
-        response = serving_pb2.GetModelStatusResponse()
-        response.model_version_status.add(version=1, state=serving_pb2.ModelVersionStatus.AVAILABLE)
-        return response
+        return available_model_status()
 
 
 @pytest.fixture(scope="module")

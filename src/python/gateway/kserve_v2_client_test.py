@@ -21,7 +21,7 @@ from clothing_preproc import (
     array_to_tensor_proto,
     tensor_proto_to_array,
 )
-from clothing_preproc.sample_signatures import image_model_metadata
+from clothing_preproc.sample_signatures import available_model_status, image_model_metadata
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from gateway import Settings
 from gateway.conftest import RunningGateway, image_bytes
@@ -60,9 +60,7 @@ class StandIn(
     def GetModelStatus(
         self, request: serving_pb2.GetModelStatusRequest, context: grpc.ServicerContext
     ) -> serving_pb2.GetModelStatusResponse:
-        response = serving_pb2.GetModelStatusResponse()
-        response.model_version_status.add(version=1, state=serving_pb2.ModelVersionStatus.AVAILABLE)
-        return response
+        return available_model_status()
 
 
 @pytest.fixture(scope="module")
