@@ -15,6 +15,11 @@ from clothing_protos import meta_graph_pb2, serving_pb2, tensor_pb2
 SIGNATURE_DEF_MAP_TYPE_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 PREDICT_METHOD_NAME = "tensorflow/serving/predict"
 DEFAULT_SIGNATURE = "serving_default"
+# The course's names, kept by every export so that the course's clients work unchanged: the model's
+# name in TF Serving, and the Keras input and output tensors of its Xception model.
+COURSE_MODEL_NAME = "clothing-model"
+COURSE_INPUT_NAME = "input_8"
+COURSE_OUTPUT_NAME = "dense_7"
 # The export's second signature: the same model behind uint8 RGB pixels, normalised in the graph
 # exactly as preprocess_input does. A client sends a quarter of the bytes and skips normalising.
 PIXELS_SIGNATURE = "pixels"
