@@ -25,6 +25,7 @@ from tensorflow_serving.apis import predict_pb2 as tf_predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2 as tf_log_pb2
 
 from clothing_preproc.sample_signatures import image_signature_def
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_MODEL_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import serving_pb2, tensor_pb2
 
 names = st.text(min_size=0, max_size=12)
@@ -107,15 +108,17 @@ def test_tensor_proto_matches_tensorflow_framework(tensor: tensor_pb2.TensorProt
 
 
 def test_signature_def_matches_meta_graph() -> None:
-    assert_same_both_ways(image_signature_def("input_8", "dense_7"), tf_meta_graph_pb2.SignatureDef)
+    signature = image_signature_def(COURSE_INPUT_NAME, COURSE_OUTPUT_NAME)
+    assert_same_both_ways(signature, tf_meta_graph_pb2.SignatureDef)
 
 
 def test_model_metadata_any_is_read_by_official_client() -> None:
     # What the local server sends: the Any must carry TF Serving's type name, not ours.
     sig_map = serving_pb2.SignatureDefMap()
-    sig_map.signature_def["serving_default"].CopyFrom(image_signature_def("input_8", "dense_7"))
+    signature = image_signature_def(COURSE_INPUT_NAME, COURSE_OUTPUT_NAME)
+    sig_map.signature_def["serving_default"].CopyFrom(signature)
     response = serving_pb2.GetModelMetadataResponse()
-    response.model_spec.name = "clothing-model"
+    response.model_spec.name = COURSE_MODEL_NAME
     response.model_spec.version.value = 1
     any_value = response.metadata["signature_def"]
     any_value.type_url = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
@@ -125,9 +128,9 @@ def test_model_metadata_any_is_read_by_official_client() -> None:
     unpacked = tf_metadata_pb2.SignatureDefMap()
     assert official.metadata["signature_def"].Unpack(unpacked)
     sig = unpacked.signature_def["serving_default"]
-    assert list(sig.inputs) == ["input_8"]
-    assert [d.size for d in sig.inputs["input_8"].tensor_shape.dim] == [-1, 299, 299, 3]
-    assert sig.outputs["dense_7"].dtype == tf_types_pb2.DT_FLOAT
+    assert list(sig.inputs) == [COURSE_INPUT_NAME]
+    assert [d.size for d in sig.inputs[COURSE_INPUT_NAME].tensor_shape.dim] == [-1, 299, 299, 3]
+    assert sig.outputs[COURSE_OUTPUT_NAME].dtype == tf_types_pb2.DT_FLOAT
 
 
 def test_model_status_round_trips() -> None:
@@ -146,12 +149,12 @@ def test_model_status_round_trips() -> None:
 
 def test_warmup_prediction_log_round_trips() -> None:
     log = serving_pb2.PredictionLog()
-    log.log_metadata.model_spec.name = "clothing-model"
+    log.log_metadata.model_spec.name = COURSE_MODEL_NAME
     log.log_metadata.saved_model_tags.append("serve")
     request = log.predict_log.request
-    request.model_spec.name = "clothing-model"
+    request.model_spec.name = COURSE_MODEL_NAME
     request.model_spec.signature_name = "serving_default"
-    request.inputs["input_8"].CopyFrom(tensor_pb2.TensorProto(dtype=tensor_pb2.DT_FLOAT))
+    request.inputs[COURSE_INPUT_NAME].CopyFrom(tensor_pb2.TensorProto(dtype=tensor_pb2.DT_FLOAT))
     assert_same_both_ways(log, tf_log_pb2.PredictionLog)
 
 

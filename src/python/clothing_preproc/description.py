@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from clothing_preproc.labels import CLOTHING_LABELS
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_MODEL_NAME, COURSE_OUTPUT_NAME
 
 DESCRIPTION_FILE = Path("assets.extra") / "clothing_model.json"
 FORMAT_VERSION = 1
@@ -25,14 +26,14 @@ class TensorDescription:
 
 @dataclass(frozen=True)
 class ModelDescription:
-    model_name: str = "clothing-model"
+    model_name: str = COURSE_MODEL_NAME
     signature_name: str = "serving_default"
     method_name: str = "tensorflow/serving/predict"
     inputs: dict[str, TensorDescription] = field(
-        default_factory=lambda: {"input_8": TensorDescription("float32", (-1, 299, 299, 3))}
+        default_factory=lambda: {COURSE_INPUT_NAME: TensorDescription("float32", (-1, 299, 299, 3))}
     )
     outputs: dict[str, TensorDescription] = field(
-        default_factory=lambda: {"dense_7": TensorDescription("float32", (-1, 10))}
+        default_factory=lambda: {COURSE_OUTPUT_NAME: TensorDescription("float32", (-1, 10))}
     )
     labels: tuple[str, ...] = CLOTHING_LABELS
     family: str = "xception"

@@ -8,17 +8,18 @@ from pathlib import Path
 import pytest
 
 from clothing_preproc import CLOTHING_LABELS, DESCRIPTION_FILE, ModelDescription, TensorDescription
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_MODEL_NAME, COURSE_OUTPUT_NAME
 
 
 def test_defaults_describe_the_course_model() -> None:
     data = json.loads(ModelDescription().to_json())
     assert data == {
         "format": 1,
-        "model_name": "clothing-model",
+        "model_name": COURSE_MODEL_NAME,
         "signature_name": "serving_default",
         "method_name": "tensorflow/serving/predict",
-        "inputs": {"input_8": {"dtype": "float32", "shape": [-1, 299, 299, 3]}},
-        "outputs": {"dense_7": {"dtype": "float32", "shape": [-1, 10]}},
+        "inputs": {COURSE_INPUT_NAME: {"dtype": "float32", "shape": [-1, 299, 299, 3]}},
+        "outputs": {COURSE_OUTPUT_NAME: {"dtype": "float32", "shape": [-1, 10]}},
         "labels": list(CLOTHING_LABELS),
         "preprocessing": {"family": "xception", "target_size": [299, 299]},
         "trained": True,

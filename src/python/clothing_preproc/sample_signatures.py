@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from clothing_preproc.signature import PREDICT_METHOD_NAME, pack_signature_def_map
+from clothing_preproc.signature import (
+    COURSE_INPUT_NAME,
+    COURSE_OUTPUT_NAME,
+    PREDICT_METHOD_NAME,
+    pack_signature_def_map,
+)
 from clothing_protos import meta_graph_pb2, serving_pb2, tensor_pb2
 
 
 def image_signature_def(
-    input_name: str = "input_8",
-    output_name: str = "dense_7",
+    input_name: str = COURSE_INPUT_NAME,
+    output_name: str = COURSE_OUTPUT_NAME,
     *,
     dtype: tensor_pb2.DataType.ValueType = tensor_pb2.DT_FLOAT,
 ) -> meta_graph_pb2.SignatureDef:

@@ -9,6 +9,7 @@ import keras
 import pytest
 
 from clothing_preproc import ModelDescription
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_MODEL_NAME, COURSE_OUTPUT_NAME
 from export.cli import main
 
 
@@ -23,17 +24,17 @@ def test_demo_prints_the_signature_and_says_untrained(tmp_path: Path) -> None:
 
     assert code == 0, err
     assert "signature_def['serving_default']:" in out
-    assert "inputs['input_8'] tensor_info:" in out
+    assert f"inputs['{COURSE_INPUT_NAME}'] tensor_info:" in out
     assert "shape: (-1, 299, 299, 3)" in out
-    assert "outputs['dense_7'] tensor_info:" in out
+    assert f"outputs['{COURSE_OUTPUT_NAME}'] tensor_info:" in out
     assert "Method name is: tensorflow/serving/predict" in out
     assert "UNTRAINED" in out
-    assert f"exported {tmp_path / 'clothing-model' / '1'}" in out
+    assert f"exported {tmp_path / COURSE_MODEL_NAME / '1'}" in out
     # Progress for each slow step, then timings.
     for step in ("build:", "trace:", "save:", "verify:"):
         assert step in err
     assert "bit-identical" in err
-    assert ModelDescription.load(tmp_path / "clothing-model" / "1").trained is False
+    assert ModelDescription.load(tmp_path / COURSE_MODEL_NAME / "1").trained is False
 
 
 def test_a_model_file_exports_under_the_chosen_name(tmp_path: Path, tiny_model: keras.Model) -> None:
@@ -90,10 +91,10 @@ def test_an_existing_version_is_refused(tmp_path: Path) -> None:
 def test_show_prints_an_export_and_checks_it(tmp_path: Path) -> None:
     assert run("demo", "--base", str(tmp_path))[0] == 0
 
-    code, out, err = run("show", str(tmp_path / "clothing-model" / "1"), "--check")
+    code, out, err = run("show", str(tmp_path / COURSE_MODEL_NAME / "1"), "--check")
 
     assert code == 0, err
-    assert "outputs['dense_7'] tensor_info:" in out
+    assert f"outputs['{COURSE_OUTPUT_NAME}'] tensor_info:" in out
     # Both signatures: float32 images, and uint8 pixels normalised in the graph.
     assert "signature_def['serving_default']:" in out
     assert "signature_def['pixels']:" in out

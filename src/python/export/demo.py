@@ -19,6 +19,7 @@ from typing import Literal, get_args
 
 import keras
 
+from clothing_preproc.signature import COURSE_MODEL_NAME
 from export.exporter import export_model
 from export.progress import Progress
 
@@ -87,7 +88,7 @@ def export_demo_model(
     base: str | Path,
     kind: str = "tiny",
     seed: int = 0,
-    name: str = "clothing-model",
+    name: str = COURSE_MODEL_NAME,
     version: int | None = None,
     *,
     overwrite: bool = False,

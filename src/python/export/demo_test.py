@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from clothing_preproc import ModelDescription
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 from export.demo import build_demo_model, export_demo_model
 from export.verify import serving_session
 
@@ -42,7 +43,7 @@ def test_xception_is_the_course_structure_and_serves(tmp_path: Path, images: np.
     ]
     assert any(type(layer).__name__ == "SeparableConv2D" for layer in model.layers[1].layers)
     with serving_session(version_dir) as served:
-        scores = served.predict({"input_8": images[:1]})["dense_7"]
+        scores = served.predict({COURSE_INPUT_NAME: images[:1]})[COURSE_OUTPUT_NAME]
     # The same seed in a fresh build gives the exported weights back.
     assert np.array_equal(scores, model.predict(images[:1], verbose=0))
     description = ModelDescription.load(version_dir)

@@ -26,6 +26,7 @@ from clothing_preproc import (
     ModelDescription,
     PreprocessConfig,
 )
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_MODEL_NAME, COURSE_OUTPUT_NAME
 from export.errors import (
     BadOption,
     ExportError,
@@ -44,9 +45,6 @@ from export.verify import Verification, verify_export
 from export.versions import next_version, staged_version
 from export.warmup import MAX_RECORDS, warmup_log, write_warmup
 
-DEFAULT_MODEL_NAME = "clothing-model"
-DEFAULT_INPUT_NAME = "input_8"
-DEFAULT_OUTPUT_NAME = "dense_7"
 # The `pixels` signature's input: uint8 RGB, normalised in the graph (export/pixels.py).
 PIXELS_INPUT_NAME = "pixels"
 # Each sample image gives two warmup records, one per signature.
@@ -56,12 +54,12 @@ MAX_SAMPLES = MAX_RECORDS // 2
 def export_model(
     model: Any,
     base: str | Path,
-    name: str = DEFAULT_MODEL_NAME,
+    name: str = COURSE_MODEL_NAME,
     version: int | None = None,
     *,
     overwrite: bool = False,
-    input_name: str = DEFAULT_INPUT_NAME,
-    output_name: str = DEFAULT_OUTPUT_NAME,
+    input_name: str = COURSE_INPUT_NAME,
+    output_name: str = COURSE_OUTPUT_NAME,
     labels: Sequence[str] | None = None,
     family: str | None = None,
     target_size: tuple[int, int] | None = None,

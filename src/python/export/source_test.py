@@ -13,6 +13,7 @@ import tensorflow as tf
 import tf_keras
 
 from clothing_preproc import ModelDescription
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 from export.conftest import build_keras2_model
 from export.errors import ModelFileError, UnsupportedModel
 from export.exporter import export_model
@@ -22,7 +23,7 @@ from export.verify import serving_session
 
 def served(version_dir: Path, images: np.ndarray) -> np.ndarray:
     with serving_session(version_dir) as session:
-        return session.predict({"input_8": images})["dense_7"]
+        return session.predict({COURSE_INPUT_NAME: images})[COURSE_OUTPUT_NAME]
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])

@@ -26,6 +26,7 @@ from clothing_preproc import (
     TensorCodecError,
     tensor_proto_to_array,
 )
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import serving_pb2
 from export.errors import VerificationFailed, one_line
 from export.warmup import read_warmup
@@ -127,8 +128,8 @@ def verify_export(
     pixels: npt.NDArray[np.uint8] | None = None,
     *,
     signature_name: str = DEFAULT_SIGNATURE,
-    input_name: str = "input_8",
-    output_name: str = "dense_7",
+    input_name: str = COURSE_INPUT_NAME,
+    output_name: str = COURSE_OUTPUT_NAME,
     tolerance: float = 0.0,
 ) -> Verification:
     """Fail with `VerificationFailed` unless the export loads, replays its warmup records and

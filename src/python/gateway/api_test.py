@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from clothing_preproc import CLOTHING_LABELS, Limits, PreprocessConfig
+from clothing_preproc.signature import COURSE_MODEL_NAME
 from gateway import Settings
 from gateway.conftest import ImageHost, Reply, RunningGateway, image_bytes
 from gateway.live_stack import LiveModelServer, demo_model
@@ -93,7 +94,7 @@ def test_url_upload_and_raw_body_give_the_same_answer(gateway: RunningGateway, i
     assert answers[0]["probabilities"] == answers[1]["probabilities"] == answers[2]["probabilities"]
     body = answers[0]
     # The export's pixels signature, found by GetModelMetadata: uint8 sent, normalised by the model.
-    assert body["model"] == {"name": "clothing-model", "version": 1, "signature": "pixels"}
+    assert body["model"] == {"name": COURSE_MODEL_NAME, "version": 1, "signature": "pixels"}
     assert sum(body["probabilities"].values()) == pytest.approx(1.0)
     top = body["top"]
     assert len(top) == 3
@@ -345,9 +346,9 @@ def test_base64_images_meet_the_byte_and_pixel_limits(
 def test_kserve_v2_health_metadata_and_json_infer(gateway: RunningGateway, images: ImageHost) -> None:
     assert httpx.get(f"{gateway.url}/v2/health/live").status_code == 200
     assert httpx.get(f"{gateway.url}/v2/health/ready").status_code == 200
-    assert httpx.get(f"{gateway.url}/v2/models/clothing-model/ready").status_code == 200
-    meta = httpx.get(f"{gateway.url}/v2/models/clothing-model").json()
-    assert meta["name"] == "clothing-model"
+    assert httpx.get(f"{gateway.url}/v2/models/{COURSE_MODEL_NAME}/ready").status_code == 200
+    meta = httpx.get(f"{gateway.url}/v2/models/{COURSE_MODEL_NAME}").json()
+    assert meta["name"] == COURSE_MODEL_NAME
     assert meta["versions"] == ["1"]
     assert meta["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
     assert [o["name"] for o in meta["outputs"]] == ["probabilities", "logits", "labels"]
@@ -356,10 +357,10 @@ def test_kserve_v2_health_metadata_and_json_infer(gateway: RunningGateway, image
         "id": "r-1",
         "inputs": [{"name": "image", "shape": [2], "datatype": "BYTES", "data": [b64(RED), b64(BLUE)]}],
     }
-    r = httpx.post(f"{gateway.url}/v2/models/clothing-model/infer", json=request)
+    r = httpx.post(f"{gateway.url}/v2/models/{COURSE_MODEL_NAME}/infer", json=request)
     assert r.status_code == 200
     body = r.json()
-    assert (body["model_name"], body["model_version"], body["id"]) == ("clothing-model", "1", "r-1")
+    assert (body["model_name"], body["model_version"], body["id"]) == (COURSE_MODEL_NAME, "1", "r-1")
     outputs = {o["name"]: o for o in body["outputs"]}
     assert outputs["logits"]["shape"] == [2, 10]
     assert outputs["logits"]["datatype"] == "FP32"
@@ -376,7 +377,7 @@ def test_kserve_v2_health_metadata_and_json_infer(gateway: RunningGateway, image
 
 
 def test_kserve_v2_errors_are_its_own_shape(gateway: RunningGateway) -> None:
-    url = f"{gateway.url}/v2/models/clothing-model/infer"
+    url = f"{gateway.url}/v2/models/{COURSE_MODEL_NAME}/infer"
 
     def infer(data: list[str], **tensor: object) -> httpx.Response:
         spec = {"name": "image", "shape": [len(data)], "datatype": "BYTES", "data": data} | tensor
@@ -401,7 +402,7 @@ def test_tf_serving_rest_predict_in_both_formats(gateway: RunningGateway) -> Non
         httpx.post(f"{gateway.url}/v1/classify?logits=true", json={"b64": b64(image)}).json()
         for image in (RED, BLUE)
     ]
-    url = f"{gateway.url}/v1/models/clothing-model:predict"
+    url = f"{gateway.url}/v1/models/{COURSE_MODEL_NAME}:predict"
     for instances in (
         [{"b64": b64(RED)}, {"b64": b64(BLUE)}],
         [{"image_bytes": {"b64": b64(RED)}}, {"image_bytes": {"b64": b64(BLUE)}}],
@@ -423,20 +424,20 @@ def test_tf_serving_rest_predict_in_both_formats(gateway: RunningGateway) -> Non
         assert outputs["logits"] == [list(m["logits"].values()) for m in own]
         assert outputs["classes"] == [list(CLOTHING_LABELS)] * 2
     # The served version by number; the path with a colon is routed as TF Serving writes it.
-    pinned = f"{gateway.url}/v1/models/clothing-model/versions/1:predict"
+    pinned = f"{gateway.url}/v1/models/{COURSE_MODEL_NAME}/versions/1:predict"
     r = httpx.post(pinned, json={"instances": [{"b64": b64(RED)}]})
     assert r.json()["predictions"][0]["logits"] == list(own[0]["logits"].values())
 
 
 def test_tf_serving_rest_status_and_errors(gateway: RunningGateway) -> None:
-    status = httpx.get(f"{gateway.url}/v1/models/clothing-model")
+    status = httpx.get(f"{gateway.url}/v1/models/{COURSE_MODEL_NAME}")
     assert status.json() == {
         "model_version_status": [
             {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
         ]
     }
-    url = f"{gateway.url}/v1/models/clothing-model:predict"
-    model = f"{gateway.url}/v1/models/clothing-model"
+    url = f"{gateway.url}/v1/models/{COURSE_MODEL_NAME}:predict"
+    model = f"{gateway.url}/v1/models/{COURSE_MODEL_NAME}"
     cases: list[tuple[str, object, int, str]] = [
         (url, {"instances": [{"b64": b64(RED)}, {"b64": "*"}]}, 400, "image 2 is not valid base64"),
         (url, {"instances": [{"b64": b64(b"just some text")}]}, 415, "not"),

@@ -27,6 +27,7 @@ import pytest
 
 from clothing_preproc import array_to_tensor_proto
 from clothing_preproc.sample_signatures import available_model_status, image_model_metadata
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from gateway.conftest import ImageHost, Reply, free_port, image_bytes
 from reliability.processes import RunningProcess, child_environment, python_module
@@ -93,9 +94,10 @@ class FakeServing(prediction_service_pb2_grpc.PredictionServiceServicer):
     """TF Serving's three calls the gateway makes, for a model with the course's signature."""
 
     def Predict(self, request: serving_pb2.PredictRequest, context: object) -> serving_pb2.PredictResponse:
-        batch = request.inputs["input_8"].tensor_shape.dim[0].size
+        batch = request.inputs[COURSE_INPUT_NAME].tensor_shape.dim[0].size
         response = serving_pb2.PredictResponse()
-        response.outputs["dense_7"].CopyFrom(array_to_tensor_proto(np.zeros((batch, 10), np.float32)))
+        logits = np.zeros((batch, 10), np.float32)
+        response.outputs[COURSE_OUTPUT_NAME].CopyFrom(array_to_tensor_proto(logits))
         return response
 
     def GetModelMetadata(

@@ -22,6 +22,7 @@ from clothing_preproc import (
     tensor_proto_to_array,
 )
 from clothing_preproc.sample_signatures import available_model_status, image_model_metadata
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_MODEL_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from gateway import Settings
 from gateway.conftest import RunningGateway, image_bytes
@@ -44,12 +45,12 @@ class StandIn(
     def Predict(
         self, request: serving_pb2.PredictRequest, context: grpc.ServicerContext
     ) -> serving_pb2.PredictResponse:
-        images = tensor_proto_to_array(request.inputs["input_8"]).astype(np.float32)
+        images = tensor_proto_to_array(request.inputs[COURSE_INPUT_NAME]).astype(np.float32)
         logits = images.mean(axis=(1, 2)) @ self.weights
         response = serving_pb2.PredictResponse()
         response.model_spec.name = request.model_spec.name
         response.model_spec.version.value = 1
-        response.outputs["dense_7"].CopyFrom(array_to_tensor_proto(logits.astype(np.float32)))
+        response.outputs[COURSE_OUTPUT_NAME].CopyFrom(array_to_tensor_proto(logits.astype(np.float32)))
         return response
 
     def GetModelMetadata(
@@ -96,9 +97,9 @@ def test_health_and_metadata(gateway: RunningGateway) -> None:
     c = client(gateway)
     assert c.is_server_live()
     assert c.is_server_ready()
-    assert c.is_model_ready("clothing-model")
+    assert c.is_model_ready(COURSE_MODEL_NAME)
     assert not c.is_model_ready("other-model")
-    meta = c.get_model_metadata("clothing-model")
+    meta = c.get_model_metadata(COURSE_MODEL_NAME)
     assert meta["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
     assert {o["name"] for o in meta["outputs"]} == {"probabilities", "logits", "labels"}
 
@@ -120,7 +121,7 @@ def test_triton_client_gets_the_gateways_numbers(
     outputs = None
     if binary_out is not None:
         outputs = [triton.InferRequestedOutput(n, binary_data=binary_out) for n in ("logits", "labels")]
-    result = client(gateway).infer("clothing-model", [image], outputs=outputs, request_id="42")
+    result = client(gateway).infer(COURSE_MODEL_NAME, [image], outputs=outputs, request_id="42")
     logits = result.as_numpy("logits")
     assert logits is not None
     assert logits.dtype == np.float32
@@ -131,7 +132,7 @@ def test_triton_client_gets_the_gateways_numbers(
     assert labels is not None
     assert [x.decode() if isinstance(x, bytes) else x for x in labels.tolist()] == list(CLOTHING_LABELS)
     response = result.get_response()
-    assert response["model_name"] == "clothing-model"
+    assert response["model_name"] == COURSE_MODEL_NAME
     assert (response["model_version"], response["id"]) == ("1", "42")
     if binary_out is None:
         probabilities = result.as_numpy("probabilities")
@@ -143,7 +144,7 @@ def test_errors_reach_the_client_in_v2s_shape(gateway: RunningGateway) -> None:
     image = triton.InferInput("image", [2], "BYTES")
     image.set_data_from_numpy(np.array([IMAGES[0], b"not an image"], dtype=np.object_), binary_data=True)
     with pytest.raises(InferenceServerException, match="image 2") as e:
-        client(gateway).infer("clothing-model", [image])
+        client(gateway).infer(COURSE_MODEL_NAME, [image])
     assert e.value.status() == "415"
     with pytest.raises(InferenceServerException, match="no model named") as e:
         client(gateway).infer("other-model", [image])

@@ -11,15 +11,14 @@ from pathlib import Path
 
 import httpx
 
+from clothing_preproc.signature import COURSE_MODEL_NAME
 from gateway.conftest import free_port
 from local_stack.supervisor.children import Child, child_environment, describe_exit
 from local_stack.supervisor.model_dir import ensure_demo_model
 
-MODEL_NAME = "clothing-model"
-
 
 def demo_model(base: Path) -> Path:
-    return ensure_demo_model(base, MODEL_NAME, lambda message: None)
+    return ensure_demo_model(base, COURSE_MODEL_NAME, lambda message: None)
 
 
 class LiveModelServer:
@@ -43,13 +42,13 @@ class LiveModelServer:
                 f"--port={self.grpc_port}",
                 f"--rest_api_port={self.rest_port}",
                 "--bind_address=127.0.0.1",
-                f"--model_name={MODEL_NAME}",
+                f"--model_name={COURSE_MODEL_NAME}",
                 f"--model_base_path={self.model_dir}",
             ],
             child_environment({}),
         )
         deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{self.rest_port}/v1/models/{MODEL_NAME}"
+        url = f"http://127.0.0.1:{self.rest_port}/v1/models/{COURSE_MODEL_NAME}"
         while time.monotonic() < deadline:
             code = self.child.exit_code()
             if code is not None:

@@ -16,6 +16,7 @@ import pytest
 
 from clothing_preproc import array_to_tensor_proto
 from clothing_preproc.sample_signatures import image_model_metadata
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from gateway.errors import ModelFailed
 from gateway.serving import (
@@ -48,11 +49,11 @@ class Backend(prediction_service_pb2_grpc.PredictionServiceServicer):
             self.attempts.append(int(str(previous)))
         if self.mode != grpc.StatusCode.OK:
             context.abort(self.mode, f"{self.name} refuses")
-        batch = request.inputs["input_8"].tensor_shape.dim[0].size
+        batch = request.inputs[COURSE_INPUT_NAME].tensor_shape.dim[0].size
         response = serving_pb2.PredictResponse()
         # The backend's name in the logits: which one answered.
         logits = np.full((batch, 10), 1.0 if self.name == "b" else 0.0, np.float32)
-        response.outputs["dense_7"].CopyFrom(array_to_tensor_proto(logits))
+        response.outputs[COURSE_OUTPUT_NAME].CopyFrom(array_to_tensor_proto(logits))
         return response
 
     def GetModelMetadata(

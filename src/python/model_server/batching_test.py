@@ -16,6 +16,7 @@ import numpy.typing as npt
 import pytest
 
 from clothing_preproc import array_to_tensor_proto, tensor_proto_to_array
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from model_server import sample_models
 from model_server.batching import Batcher, BatchStats
@@ -113,9 +114,9 @@ def test_batched_server_results_equal_unbatched(
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             request = serving_pb2.PredictRequest()
             request.model_spec.name = "tiny"
-            request.inputs["input_8"].CopyFrom(array_to_tensor_proto(array))
+            request.inputs[COURSE_INPUT_NAME].CopyFrom(array_to_tensor_proto(array))
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            return tensor_proto_to_array(stub.Predict(request, timeout=60).outputs["dense_7"])
+            return tensor_proto_to_array(stub.Predict(request, timeout=60).outputs[COURSE_OUTPUT_NAME])
 
     with ThreadPoolExecutor(12) as pool:
         expected = list(pool.map(lambda a: predict(plain.grpc_port, a), images))

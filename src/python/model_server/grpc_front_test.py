@@ -12,6 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clothing_preproc import array_to_tensor_proto, tensor_proto_to_array, unpack_signature_def_map
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2, tensor_pb2
 from model_server import sample_models
 from model_server.conftest import write_config
@@ -74,7 +75,7 @@ def image_request(
     if "signature" in spec:
         request.model_spec.signature_name = spec["signature"]
     array = sample_models.random_images(2) if images is None else images
-    request.inputs["input_8"].CopyFrom(array_to_tensor_proto(array))
+    request.inputs[COURSE_INPUT_NAME].CopyFrom(array_to_tensor_proto(array))
     return request
 
 
@@ -90,14 +91,15 @@ def test_predict_matches_the_saved_model_run_directly(
     _, client = served
     images = sample_models.random_images(3, seed=7)
     response = client.predict(image_request(images=images), timeout=60)
-    expected = sample_models.run_saved_model(model_store / "tiny" / "2", {"input_8": images})["dense_7"]
-    np.testing.assert_array_equal(tensor_proto_to_array(response.outputs["dense_7"]), expected)
+    run = sample_models.run_saved_model(model_store / "tiny" / "2", {COURSE_INPUT_NAME: images})
+    expected = run[COURSE_OUTPUT_NAME]
+    np.testing.assert_array_equal(tensor_proto_to_array(response.outputs[COURSE_OUTPUT_NAME]), expected)
     # TF Serving's defaults: the highest version, serving_default, values in float_val.
     assert response.model_spec.name == "tiny"
     assert response.model_spec.version.value == 2
     assert response.model_spec.signature_name == "serving_default"
-    assert len(response.outputs["dense_7"].float_val) == 30
-    assert not response.outputs["dense_7"].tensor_content
+    assert len(response.outputs[COURSE_OUTPUT_NAME].float_val) == 30
+    assert not response.outputs[COURSE_OUTPUT_NAME].tensor_content
 
 
 def test_specific_version_is_served(served: tuple[ModelServer, Client], model_store: Path) -> None:
@@ -140,7 +142,7 @@ def _with_extra_input() -> serving_pb2.PredictRequest:
 
 def _renamed_input() -> serving_pb2.PredictRequest:
     request = image_request()
-    request.inputs["image"].CopyFrom(request.inputs.pop("input_8"))
+    request.inputs["image"].CopyFrom(request.inputs.pop(COURSE_INPUT_NAME))
     return request
 
 
@@ -152,23 +154,23 @@ def _with_filter(name: str) -> serving_pb2.PredictRequest:
 
 def _bad_tensor() -> serving_pb2.PredictRequest:
     request = image_request()
-    request.inputs["input_8"].tensor_content = b"\x00" * 10  # not 2·299·299·3 floats
+    request.inputs[COURSE_INPUT_NAME].tensor_content = b"\x00" * 10  # not 2·299·299·3 floats
     return request
 
 
 def _header_only(
-    alias: str = "input_8",
+    alias: str = COURSE_INPUT_NAME,
     dtype: int = tensor_pb2.DT_COMPLEX128,
     shape: tuple[int, ...] = (1 << 26,),
     **values: Any,
 ) -> serving_pb2.PredictRequest:
     """A few bytes declaring a huge tensor (issue 17: 67 bytes used to cost the server 1 GB)."""
     request = serving_pb2.PredictRequest()
-    request.model_spec.name = "tiny" if alias == "input_8" else "two"
+    request.model_spec.name = "tiny" if alias == COURSE_INPUT_NAME else "two"
     tensor = tensor_pb2.TensorProto(dtype=dtype, **values)  # type: ignore[arg-type]
     tensor.tensor_shape.dim.extend(tensor_pb2.TensorShapeProto.Dim(size=d) for d in shape)
     request.inputs[alias].CopyFrom(tensor)
-    if alias != "input_8":
+    if alias != COURSE_INPUT_NAME:
         request.inputs["b" if alias == "a" else "a"].CopyFrom(
             array_to_tensor_proto(np.zeros(1, np.int64) if alias == "a" else np.zeros((1, 3), np.float32))
         )
@@ -201,13 +203,15 @@ PREDICT_ERRORS: dict[str, tuple[Callable[[], serving_pb2.PredictRequest], grpc.S
     "wrong number of inputs": (
         _with_extra_input,
         grpc.StatusCode.INVALID_ARGUMENT,
-        "input size does not match signature: 2!=1 len({extra,input_8}) != len({input_8}). "
+        "input size does not match signature: 2!=1 "
+        f"len({{extra,{COURSE_INPUT_NAME}}}) != len({{{COURSE_INPUT_NAME}}}). "
         "Sent extra: {extra}. Missing but required: {}.",
     ),
     "wrong input name": (
         _renamed_input,
         grpc.StatusCode.INVALID_ARGUMENT,
-        "input tensor alias not found in signature: image. Inputs expected to be in the set {input_8}.",
+        "input tensor alias not found in signature: image. "
+        f"Inputs expected to be in the set {{{COURSE_INPUT_NAME}}}.",
     ),
     "wrong dtype": (
         lambda: image_request(images=sample_models.random_images(1).astype(np.float64)),
@@ -217,18 +221,19 @@ PREDICT_ERRORS: dict[str, tuple[Callable[[], serving_pb2.PredictRequest], grpc.S
     "unknown output_filter": (
         lambda: _with_filter("logits"),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "output tensor alias not found in signature: logits Outputs expected to be in the set {dense_7}.",
+        "output tensor alias not found in signature: logits "
+        f"Outputs expected to be in the set {{{COURSE_OUTPUT_NAME}}}.",
     ),
     "wrong rank (would abort TensorFlow)": (
         lambda: image_request(images=sample_models.random_images(1)[0]),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "input tensor input_8 has shape [299,299,3], but the signature expects [-1,299,299,3] "
+        f"input tensor {COURSE_INPUT_NAME} has shape [299,299,3], but the signature expects [-1,299,299,3] "
         "(-1 = any size)",
     ),
     "wrong image size": (
         lambda: image_request(images=np.zeros((1, 150, 150, 3), np.float32)),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "input tensor input_8 has shape [1,150,150,3], but the signature expects [-1,299,299,3] "
+        f"input tensor {COURSE_INPUT_NAME} has shape [1,150,150,3], but the signature expects [-1,299,299,3] "
         "(-1 = any size)",
     ),
     "hostile header: complex128 [2^26], one value": (
@@ -244,19 +249,20 @@ PREDICT_ERRORS: dict[str, tuple[Callable[[], serving_pb2.PredictRequest], grpc.S
     "hostile header: rank 1 for an image input": (
         lambda: _header_only(dtype=tensor_pb2.DT_FLOAT, float_val=[1.0]),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "input tensor input_8 has shape [67108864], but the signature expects [-1,299,299,3] (-1 = any size)",
+        f"input tensor {COURSE_INPUT_NAME} has shape [67108864], "
+        "but the signature expects [-1,299,299,3] (-1 = any size)",
     ),
     "hostile header: 300 dimensions": (
         lambda: _header_only(dtype=tensor_pb2.DT_FLOAT, shape=(1,) * 300),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "tensor parsing error: input_8 (tensor has 300 dimensions; at most 254 are allowed)",
+        f"tensor parsing error: {COURSE_INPUT_NAME} (tensor has 300 dimensions; at most 254 are allowed)",
     ),
     "hostile header: a batch of 64 images in one value": (
         lambda: _header_only(dtype=tensor_pb2.DT_FLOAT, shape=(64, 299, 299, 3), float_val=[0.5]),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "tensor parsing error: input_8 (tensor of shape [64, 299, 299, 3] of float32 carries 1 of its "
-        "17164992 values; filling in the rest would take 68659968 bytes, and the limit for a tensor "
-        "sent incomplete is 4194304 (send every value))",
+        f"tensor parsing error: {COURSE_INPUT_NAME} (tensor of shape [64, 299, 299, 3] of float32 "
+        "carries 1 of its 17164992 values; filling in the rest would take 68659968 bytes, "
+        "and the limit for a tensor sent incomplete is 4194304 (send every value))",
     ),
     "hostile header: int64 [2^26] in one value, dtype and rank right": (
         lambda: _header_only("b", tensor_pb2.DT_INT64, int64_val=[1]),
@@ -274,8 +280,8 @@ PREDICT_ERRORS: dict[str, tuple[Callable[[], serving_pb2.PredictRequest], grpc.S
     "undecodable tensor": (
         _bad_tensor,
         grpc.StatusCode.INVALID_ARGUMENT,
-        "tensor parsing error: input_8 (tensor_content has 10 bytes; shape [2, 299, 299, 3] of float32 "
-        "needs 2145624)",
+        f"tensor parsing error: {COURSE_INPUT_NAME} (tensor_content has 10 bytes; "
+        "shape [2, 299, 299, 3] of float32 needs 2145624)",
     ),
 }
 
@@ -357,8 +363,8 @@ def test_model_metadata(served: tuple[ModelServer, Client]) -> None:
     response = client.metadata(request, timeout=10)
     assert (response.model_spec.name, response.model_spec.version.value) == ("tiny", 2)
     signature = unpack_signature_def_map(response.metadata["signature_def"]).signature_def["serving_default"]
-    assert [d.size for d in signature.inputs["input_8"].tensor_shape.dim] == [-1, 299, 299, 3]
-    assert signature.outputs["dense_7"].dtype == tensor_pb2.DT_FLOAT
+    assert [d.size for d in signature.inputs[COURSE_INPUT_NAME].tensor_shape.dim] == [-1, 299, 299, 3]
+    assert signature.outputs[COURSE_OUTPUT_NAME].dtype == tensor_pb2.DT_FLOAT
     request.metadata_field[:] = ["labels"]
     assert error_of(client.metadata, request) == (
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -417,10 +423,11 @@ def test_tensor_content_responses_behind_tf_servings_flag(
     )
     images = sample_models.random_images(2, seed=3)
     response = Client(server.grpc_port).predict(image_request(images=images), timeout=60)
-    out = response.outputs["dense_7"]
+    out = response.outputs[COURSE_OUTPUT_NAME]
     assert len(out.tensor_content) == 2 * 10 * 4
     assert not out.float_val
-    expected = sample_models.run_saved_model(model_store / "tiny" / "2", {"input_8": images})["dense_7"]
+    run = sample_models.run_saved_model(model_store / "tiny" / "2", {COURSE_INPUT_NAME: images})
+    expected = run[COURSE_OUTPUT_NAME]
     np.testing.assert_array_equal(tensor_proto_to_array(out), expected)
 
 
@@ -455,7 +462,7 @@ def test_overload_is_refused_at_once_not_queued(
         grpc.StatusCode.UNAVAILABLE,
         "The model server is shutting down",
     )
-    assert held.result().outputs["dense_7"].tensor_shape.dim[0].size == 2
+    assert held.result().outputs[COURSE_OUTPUT_NAME].tensor_shape.dim[0].size == 2
 
 
 def test_oversized_messages_are_resource_exhausted(

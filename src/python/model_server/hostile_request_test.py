@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from clothing_preproc import array_to_tensor_proto
+from clothing_preproc.signature import COURSE_INPUT_NAME
 from clothing_protos import serving_pb2, tensor_pb2
 from model_server import sample_models
 from model_server.conftest import free_port, write_config
@@ -68,23 +69,23 @@ def _header_only(model: str, alias: str, dtype: int, shape: list[int], **values:
 GRPC_CASES: list[tuple[str, bytes, str]] = [
     (
         "complex128 [2^26], one value (the issue's 67 bytes)",
-        _header_only("tiny", "input_8", tensor_pb2.DT_COMPLEX128, [1 << 26], dcomplex_val=[1.0, 2.0]),
+        _header_only("tiny", COURSE_INPUT_NAME, tensor_pb2.DT_COMPLEX128, [1 << 26], dcomplex_val=[1.0, 2.0]),
         "Expects arg[0] to be float but complex128 is provided",
     ),
     (
         "string [2^26], one value",
-        _header_only("tiny", "input_8", tensor_pb2.DT_STRING, [1 << 26], string_val=[b"x"]),
+        _header_only("tiny", COURSE_INPUT_NAME, tensor_pb2.DT_STRING, [1 << 26], string_val=[b"x"]),
         "Expects arg[0] to be float but string is provided",
     ),
     (
         "float [2^26, 299, 299, 3], no value",
-        _header_only("tiny", "input_8", tensor_pb2.DT_FLOAT, [1 << 26, 299, 299, 3]),
-        "tensor parsing error: input_8 (tensor of shape [67108864, 299, 299, 3] has more than",
+        _header_only("tiny", COURSE_INPUT_NAME, tensor_pb2.DT_FLOAT, [1 << 26, 299, 299, 3]),
+        f"tensor parsing error: {COURSE_INPUT_NAME} (tensor of shape [67108864, 299, 299, 3] has more than",
     ),
     (
         "float [64, 299, 299, 3], one value (64 MiB if filled)",
-        _header_only("tiny", "input_8", tensor_pb2.DT_FLOAT, [64, 299, 299, 3], float_val=[0.5]),
-        "tensor parsing error: input_8 (tensor of shape [64, 299, 299, 3] of float32 carries 1",
+        _header_only("tiny", COURSE_INPUT_NAME, tensor_pb2.DT_FLOAT, [64, 299, 299, 3], float_val=[0.5]),
+        f"tensor parsing error: {COURSE_INPUT_NAME} (tensor of shape [64, 299, 299, 3] of float32 carries 1",
     ),
     (
         "int64 [2^26], one value, dtype and rank as the signature wants",
@@ -98,8 +99,8 @@ GRPC_CASES: list[tuple[str, bytes, str]] = [
     ),
     (
         "300 dimensions",
-        _header_only("tiny", "input_8", tensor_pb2.DT_FLOAT, [1] * 300),
-        "tensor parsing error: input_8 (tensor has 300 dimensions",
+        _header_only("tiny", COURSE_INPUT_NAME, tensor_pb2.DT_FLOAT, [1] * 300),
+        f"tensor parsing error: {COURSE_INPUT_NAME} (tensor has 300 dimensions",
     ),
 ]
 
@@ -114,7 +115,7 @@ REST_CASES: list[tuple[str, str, str, str]] = [
         "JSON nested 900 deep",
         "tiny",
         '{"inputs":' + "[" * 900 + "0" + "]" * 900 + "}",
-        "input tensor input_8 has shape [1,1,",
+        f"input tensor {COURSE_INPUT_NAME} has shape [1,1,",
     ),
     (
         "an integer of 5,000 digits",
@@ -155,7 +156,7 @@ def test_tiny_hostile_requests_are_refused_without_allocating(server: ServerProc
         # One real request first: the first Predict builds the callable, which is not the attack's cost.
         ok = serving_pb2.PredictRequest()
         ok.model_spec.name = "tiny"
-        ok.inputs["input_8"].CopyFrom(array_to_tensor_proto(sample_models.random_images(1)))
+        ok.inputs[COURSE_INPUT_NAME].CopyFrom(array_to_tensor_proto(sample_models.random_images(1)))
         channel.unary_unary(
             "/tensorflow.serving.PredictionService/Predict",
             request_serializer=serving_pb2.PredictRequest.SerializeToString,

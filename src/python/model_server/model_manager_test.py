@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from clothing_preproc import array_to_tensor_proto, tensor_proto_to_array
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from model_server import sample_models
 from model_server.errors import NotFound
@@ -45,7 +46,9 @@ def test_version_2_replaces_version_1_under_load_without_a_failed_request(
     )
     images = sample_models.random_images(1, seed=11)
     reference = {
-        v: sample_models.run_saved_model(model_store / "tiny" / str(v), {"input_8": images})["dense_7"]
+        v: sample_models.run_saved_model(model_store / "tiny" / str(v), {COURSE_INPUT_NAME: images})[
+            COURSE_OUTPUT_NAME
+        ]
         for v in (1, 2)
     }
     stop = threading.Event()
@@ -57,7 +60,7 @@ def test_version_2_replaces_version_1_under_load_without_a_failed_request(
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             request = serving_pb2.PredictRequest()
             request.model_spec.name = "m"
-            request.inputs["input_8"].CopyFrom(array_to_tensor_proto(images))
+            request.inputs[COURSE_INPUT_NAME].CopyFrom(array_to_tensor_proto(images))
             while not stop.is_set():
                 try:
                     response = stub.Predict(request, timeout=60)
@@ -66,7 +69,8 @@ def test_version_2_replaces_version_1_under_load_without_a_failed_request(
                     continue
                 version = response.model_spec.version.value
                 # Each answer is exactly the output of the version that says it answered.
-                if not np.array_equal(tensor_proto_to_array(response.outputs["dense_7"]), reference[version]):
+                answered = tensor_proto_to_array(response.outputs[COURSE_OUTPUT_NAME])
+                if not np.array_equal(answered, reference[version]):
                     failures.append(f"version {version} gave another version's output")
                 answers.append(version)
 
@@ -136,18 +140,18 @@ def test_warmup_records_are_replayed_and_bad_ones_fail_the_load(
     start_server: Callable[..., ModelServer], model_copy: Copy, tmp_path: Path
 ) -> None:
     good = model_copy("tiny", 1, 1)
-    sample_models.write_warmup(good, [{"input_8": sample_models.random_images(1)}], "m")
+    sample_models.write_warmup(good, [{COURSE_INPUT_NAME: sample_models.random_images(1)}], "m")
     server = start_server(
         "--model_name", "m", "--model_base_path", str(good.parent), "--file_system_poll_wait_seconds", "0.1"
     )
     assert _states(server) == {1: State.AVAILABLE}
     bad = model_copy("tiny", 2, 2)
     # A warmup record the signature rejects (rank 3): the version must not become AVAILABLE.
-    sample_models.write_warmup(bad, [{"input_8": sample_models.random_images(1)[0]}], "m")
+    sample_models.write_warmup(bad, [{COURSE_INPUT_NAME: sample_models.random_images(1)[0]}], "m")
     _wait_for(lambda: _states(server).get(2) == State.END)
     (status,) = server.manager.status("m", 2)
     assert status.error_code.name == "INVALID_ARGUMENT"
-    assert status.error_message.startswith("input tensor input_8 has shape [299,299,3]")
+    assert status.error_message.startswith(f"input tensor {COURSE_INPUT_NAME} has shape [299,299,3]")
     assert _states(server)[1] == State.AVAILABLE
 
 

@@ -21,6 +21,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 from model_server import sample_models
 from model_server.conftest import write_config
 from model_server.process_support import ServerProcess
@@ -47,10 +48,11 @@ def test_official_predict_matches_the_saved_model(channel: grpc.Channel, model_s
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "tiny"
     request.model_spec.signature_name = "serving_default"
-    request.inputs["input_8"].CopyFrom(tf.make_tensor_proto(images))
+    request.inputs[COURSE_INPUT_NAME].CopyFrom(tf.make_tensor_proto(images))
     response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
-    expected = sample_models.run_saved_model(model_store / "tiny" / "2", {"input_8": images})["dense_7"]
-    np.testing.assert_array_equal(tf.make_ndarray(response.outputs["dense_7"]), expected)
+    run = sample_models.run_saved_model(model_store / "tiny" / "2", {COURSE_INPUT_NAME: images})
+    expected = run[COURSE_OUTPUT_NAME]
+    np.testing.assert_array_equal(tf.make_ndarray(response.outputs[COURSE_OUTPUT_NAME]), expected)
     assert response.model_spec.version.value == 2
 
 
@@ -73,7 +75,7 @@ def test_official_metadata_unpacks_to_tf_servings_signature_def_map(channel: grp
     assert response.metadata["signature_def"].Unpack(signatures)
     signature = signatures.signature_def["serving_default"]
     assert signature.method_name == "tensorflow/serving/predict"
-    assert [d.size for d in signature.outputs["dense_7"].tensor_shape.dim] == [-1, 10]
+    assert [d.size for d in signature.outputs[COURSE_OUTPUT_NAME].tensor_shape.dim] == [-1, 10]
 
 
 def test_official_model_status(channel: grpc.Channel) -> None:
@@ -88,7 +90,7 @@ def test_official_model_status(channel: grpc.Channel) -> None:
 def test_official_client_sees_tf_servings_error(channel: grpc.Channel) -> None:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "tiny"
-    request.inputs["input_8"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 299, 299, 3))))  # float64
+    request.inputs[COURSE_INPUT_NAME].CopyFrom(tf.make_tensor_proto(np.zeros((1, 299, 299, 3))))  # float64
     with pytest.raises(grpc.RpcError) as caught:
         prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from clothing_preproc import array_to_tensor_proto
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_MODEL_NAME
 from clothing_protos import serving_pb2
 from model_server import sample_models
 from model_server.conftest import free_port
@@ -82,12 +83,12 @@ def test_ready_line_then_sigterm_stops_cleanly(
     base = model_copy("tiny", 1, 1).parent
     rest_port = free_port()
     server = ServerProcess.start(
-        ["--model_name", "clothing-model", "--model_base_path", str(base), "--rest_api_port", str(rest_port)]
+        ["--model_name", COURSE_MODEL_NAME, "--model_base_path", str(base), "--rest_api_port", str(rest_port)]
     )
     try:
         assert server.rest_port == rest_port
         ready = next(line for line in server.lines if "model_server ready:" in line)
-        assert ready.endswith("models=clothing-model:1")
+        assert ready.endswith(f"models={COURSE_MODEL_NAME}:1")
         with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
             predict = channel.unary_unary(
                 "/tensorflow.serving.PredictionService/Predict",
@@ -95,8 +96,8 @@ def test_ready_line_then_sigterm_stops_cleanly(
                 response_deserializer=serving_pb2.PredictResponse.FromString,
             )
             request = serving_pb2.PredictRequest()
-            request.model_spec.name = "clothing-model"
-            request.inputs["input_8"].CopyFrom(array_to_tensor_proto(sample_models.random_images(1)))
+            request.model_spec.name = COURSE_MODEL_NAME
+            request.inputs[COURSE_INPUT_NAME].CopyFrom(array_to_tensor_proto(sample_models.random_images(1)))
             assert predict(request, timeout=60).model_spec.version.value == 1
     finally:
         status = server.stop()

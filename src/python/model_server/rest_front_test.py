@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 from model_server import sample_models
 from model_server.conftest import free_port, write_config
 from model_server.server import ModelServer
@@ -53,7 +54,8 @@ def test_row_format_predict_matches_the_saved_model(rest: httpx.Client, model_st
     images = sample_models.random_images(2, seed=5)
     response = rest.post("/v1/models/tiny:predict", json={"instances": images.tolist()})
     assert response.status_code == 200, response.text
-    expected = sample_models.run_saved_model(model_store / "tiny" / "2", {"input_8": images})["dense_7"]
+    run = sample_models.run_saved_model(model_store / "tiny" / "2", {COURSE_INPUT_NAME: images})
+    expected = run[COURSE_OUTPUT_NAME]
     # JSON carries each float32 as its shortest decimal: parsing it back gives the same float32.
     np.testing.assert_array_equal(np.asarray(response.json()["predictions"], np.float32), expected)
 
@@ -66,8 +68,10 @@ def test_columnar_format_and_versions_and_labels(rest: httpx.Client, model_store
     ):
         response = rest.post(path, json={"inputs": images.tolist()})
         assert response.status_code == 200, response.text
-        expected = sample_models.run_saved_model(model_store / "tiny" / str(version), {"input_8": images})
-        np.testing.assert_array_equal(np.asarray(response.json()["outputs"], np.float32), expected["dense_7"])
+        version_dir = model_store / "tiny" / str(version)
+        expected = sample_models.run_saved_model(version_dir, {COURSE_INPUT_NAME: images})
+        answered = np.asarray(response.json()["outputs"], np.float32)
+        np.testing.assert_array_equal(answered, expected[COURSE_OUTPUT_NAME])
 
 
 def test_multi_input_row_and_columnar(rest: httpx.Client) -> None:
@@ -96,13 +100,13 @@ def test_status_and_metadata(rest: httpx.Client) -> None:
     metadata = rest.get("/v1/models/tiny/versions/1/metadata").json()
     assert metadata["model_spec"] == {"name": "tiny", "signature_name": "", "version": "1"}
     signature = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
-    assert [d["size"] for d in signature["inputs"]["input_8"]["tensor_shape"]["dim"]] == [
+    assert [d["size"] for d in signature["inputs"][COURSE_INPUT_NAME]["tensor_shape"]["dim"]] == [
         "-1",
         "299",
         "299",
         "3",
     ]
-    assert signature["outputs"]["dense_7"]["dtype"] == "DT_FLOAT"
+    assert signature["outputs"][COURSE_OUTPUT_NAME]["dtype"] == "DT_FLOAT"
 
 
 def _image_body(**extra: Any) -> dict[str, Any]:
@@ -203,7 +207,7 @@ REST_ERRORS: dict[str, tuple[str, str, Any, int, str]] = {
         "/v1/models/tiny:predict",
         {"inputs": sample_models.random_images(1)[0].tolist()},
         400,
-        "input tensor input_8 has shape [299,299,3], but the signature expects [-1,299,299,3] "
+        f"input tensor {COURSE_INPUT_NAME} has shape [299,299,3], but the signature expects [-1,299,299,3] "
         "(-1 = any size)",
     ),
     "not JSON": (
@@ -272,7 +276,9 @@ HOSTILE_BODIES: dict[str, tuple[str, str, str]] = {
     "JSON nested 900 deep (parses; the rank is checked before anything is built)": (
         "/v1/models/tiny:predict",
         '{"inputs":' + "[" * 900 + "0" + "]" * 900 + "}",
-        "input tensor input_8 has shape [" + ",".join(["1"] * 900) + "], but the signature expects",
+        f"input tensor {COURSE_INPUT_NAME} has shape ["
+        + ",".join(["1"] * 900)
+        + "], but the signature expects",
     ),
     "an integer of 5,000 digits": (
         "/v1/models/two:predict",

@@ -22,6 +22,7 @@ import numpy.typing as npt
 import tensorflow as tf
 
 from clothing_preproc import array_to_tensor_proto
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import serving_pb2
 
 IMAGE_SHAPE = (299, 299, 3)
@@ -42,17 +43,17 @@ def tiny_keras_model(seed: int = 0, image_shape: Sequence[int] = IMAGE_SHAPE) ->
     import keras
 
     keras.utils.set_random_seed(seed)
-    image = keras.Input(tuple(image_shape), name="input_8")
+    image = keras.Input(tuple(image_shape), name=COURSE_INPUT_NAME)
     x = keras.layers.Conv2D(4, 3, strides=8, activation="relu")(image)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    logits = keras.layers.Dense(10, name="dense_7")(x)
+    logits = keras.layers.Dense(10, name=COURSE_OUTPUT_NAME)(x)
     return keras.Model(image, logits)
 
 
 def write_image_model(version_dir: Path, seed: int = 0) -> Path:
     model = tiny_keras_model(seed)
-    spec = [tf.TensorSpec((None, *IMAGE_SHAPE), tf.float32, name="input_8")]
-    return _export(lambda x: {"dense_7": model(x, training=False)}, spec, version_dir)
+    spec = [tf.TensorSpec((None, *IMAGE_SHAPE), tf.float32, name=COURSE_INPUT_NAME)]
+    return _export(lambda x: {COURSE_OUTPUT_NAME: model(x, training=False)}, spec, version_dir)
 
 
 def write_xception_model(version_dir: Path, seed: int = 0) -> Path:
@@ -60,12 +61,12 @@ def write_xception_model(version_dir: Path, seed: int = 0) -> Path:
 
     keras.utils.set_random_seed(seed)
     base = keras.applications.Xception(weights=None, include_top=False, input_shape=IMAGE_SHAPE)
-    image = keras.Input(IMAGE_SHAPE, name="input_8")
+    image = keras.Input(IMAGE_SHAPE, name=COURSE_INPUT_NAME)
     x = keras.layers.GlobalAveragePooling2D()(base(image, training=False))
     x = keras.layers.Dense(100, activation="relu")(x)
-    model = keras.Model(image, keras.layers.Dense(10, name="dense_7")(x))
-    spec = [tf.TensorSpec((None, *IMAGE_SHAPE), tf.float32, name="input_8")]
-    return _export(lambda x: {"dense_7": model(x, training=False)}, spec, version_dir)
+    model = keras.Model(image, keras.layers.Dense(10, name=COURSE_OUTPUT_NAME)(x))
+    spec = [tf.TensorSpec((None, *IMAGE_SHAPE), tf.float32, name=COURSE_INPUT_NAME)]
+    return _export(lambda x: {COURSE_OUTPUT_NAME: model(x, training=False)}, spec, version_dir)
 
 
 def write_two_input_model(version_dir: Path) -> Path:

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from clothing_preproc import array_to_tensor_proto
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from model_server import sample_models
 from model_server.conftest import free_port
@@ -44,7 +45,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 def _request(model: str, images: int = 1) -> serving_pb2.PredictRequest:
     request = serving_pb2.PredictRequest()
     request.model_spec.name = model
-    request.inputs["input_8"].CopyFrom(array_to_tensor_proto(sample_models.random_images(images)))
+    request.inputs[COURSE_INPUT_NAME].CopyFrom(array_to_tensor_proto(sample_models.random_images(images)))
     return request
 
 
@@ -91,7 +92,7 @@ def suite_server(short_tmp: Path) -> Iterator[ServerProcess]:
 def test_a_zero_padded_version_folder_is_served_as_its_number(suite_server: ServerProcess) -> None:
     response = _predict(f"127.0.0.1:{suite_server.grpc_port}", _request("default"))
     assert response.model_spec.version.value == 123
-    assert response.outputs["dense_7"].tensor_shape.dim[1].size == 10
+    assert response.outputs[COURSE_OUTPUT_NAME].tensor_shape.dim[1].size == 10
     assert any(line.endswith("/00000123") and "loading from" in line for line in suite_server.lines)
     status = httpx.get(f"http://127.0.0.1:{suite_server.rest_port}/v1/models/default", timeout=30).json()
     assert status["model_version_status"][0]["version"] == "123"

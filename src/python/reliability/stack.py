@@ -18,11 +18,10 @@ from pathlib import Path
 
 import httpx
 
+from clothing_preproc.signature import COURSE_MODEL_NAME
 from reliability.fault_proxy import FaultProxy
 from reliability.ports import LOOPBACK, free_port
 from reliability.processes import ProcessFailed, RunningProcess, child_environment, python_module
-
-MODEL_NAME = "clothing-model"
 
 # TensorFlow's start-up notes (oneDNN, CUDA stubs) only fill the logs; errors still get through.
 _QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -36,13 +35,13 @@ class ExportedModel:
 
 def export_demo_model(workdir: Path, kind: str = "tiny", *, timeout: float = 600.0) -> ExportedModel:
     """Export the seeded demo model of `kind` under `workdir/<kind>/clothing-model/1` (once)."""
-    base = workdir / kind / MODEL_NAME
+    base = workdir / kind / COURSE_MODEL_NAME
     if (base / "1" / "saved_model.pb").exists():
         return ExportedModel(base, kind)
     proc = RunningProcess(
         f"export demo --kind {kind}",
         python_module(
-            "export.cli", "demo", "--base", str(workdir / kind), "--kind", kind, "--name", MODEL_NAME
+            "export.cli", "demo", "--base", str(workdir / kind), "--kind", kind, "--name", COURSE_MODEL_NAME
         ),
         child_environment(_QUIET_TF),
         workdir / f"export-{kind}.log",
@@ -72,7 +71,7 @@ class ModelServer:
     def available(self) -> bool:
         """The model's status over REST says AVAILABLE (TF Serving answers 200 while loading too)."""
         try:
-            r = httpx.get(f"http://{LOOPBACK}:{self.rest_port}/v1/models/{MODEL_NAME}", timeout=2.0)
+            r = httpx.get(f"http://{LOOPBACK}:{self.rest_port}/v1/models/{COURSE_MODEL_NAME}", timeout=2.0)
         except httpx.HTTPError:
             return False
         return r.status_code == 200 and '"AVAILABLE"' in r.text
@@ -102,7 +101,7 @@ def start_model_server(
         "model_server",
         f"--port={grpc_port}",
         f"--rest_api_port={rest_port}",
-        f"--model_name={MODEL_NAME}",
+        f"--model_name={COURSE_MODEL_NAME}",
         f"--model_base_path={model.base}",
         f"--bind_address={LOOPBACK}",
         *extra_args,

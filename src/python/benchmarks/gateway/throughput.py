@@ -68,10 +68,11 @@ from clothing_preproc import (
     image_to_array,
     preprocess_input,
 )
+from clothing_preproc.signature import COURSE_MODEL_NAME
 from reliability import hostile_host
 from reliability.ports import LOOPBACK, free_port
 from reliability.processes import RunningProcess, child_environment, python_module
-from reliability.stack import MODEL_NAME, export_demo_model, start_gateway, start_model_server
+from reliability.stack import export_demo_model, start_gateway, start_model_server
 
 LEVELS = (1, 8, 32)
 # The fixed-cost run: a speck of an image, the same request otherwise.
@@ -239,7 +240,8 @@ def _this_gateway(tf_serving: str, logs: Path, signature: str = AUTO_SIGNATURE) 
 def _bare_gateway(tf_serving: str, logs: Path, *options: str) -> tuple[RunningProcess, str]:
     port = free_port()
     argv = python_module(
-        bare_gateway.__name__, "--port", str(port), "--tf-serving", tf_serving, "--model-name", MODEL_NAME,
+        bare_gateway.__name__, "--port", str(port), "--tf-serving", tf_serving, "--model-name",
+        COURSE_MODEL_NAME,
         *options,
     )  # fmt: skip
     process = RunningProcess("bare gateway", argv, child_environment(), logs / f"bare-gateway-{port}.log")

@@ -42,6 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import grpc  # noqa: E402 - after the TF log level is set
 
 from clothing_preproc import array_to_tensor_proto  # noqa: E402
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME  # noqa: E402
 from clothing_protos import serving_pb2  # noqa: E402
 from model_server import sample_models  # noqa: E402
 from model_server.process_support import ServerProcess  # noqa: E402
@@ -53,7 +54,7 @@ PREDICT = "/tensorflow.serving.PredictionService/Predict"
 def _request_bytes(model: str, images: int = 1) -> bytes:
     request = serving_pb2.PredictRequest()
     request.model_spec.name = model
-    request.inputs["input_8"].CopyFrom(array_to_tensor_proto(sample_models.random_images(images)))
+    request.inputs[COURSE_INPUT_NAME].CopyFrom(array_to_tensor_proto(sample_models.random_images(images)))
     return request.SerializeToString()
 
 
@@ -142,13 +143,13 @@ def direct_latencies(version_dir: Path, count: int) -> list[float]:
 
     model = SavedModel.load(version_dir)
     signature = model.signatures["serving_default"]
-    inputs = {"input_8": sample_models.random_images(1)}
+    inputs = {COURSE_INPUT_NAME: sample_models.random_images(1)}
     for _ in range(10):
-        model.run(signature, inputs, ("dense_7",))
+        model.run(signature, inputs, (COURSE_OUTPUT_NAME,))
     out = []
     for _ in range(count):
         t = time.perf_counter()
-        model.run(signature, inputs, ("dense_7",))
+        model.run(signature, inputs, (COURSE_OUTPUT_NAME,))
         out.append(time.perf_counter() - t)
     model.close()
     return out
@@ -167,13 +168,13 @@ def batch_cost(version_dir: Path, sizes: Sequence[int], repeats: int = 3) -> dic
     signature = model.signatures["serving_default"]
     out = {}
     for size in sizes:
-        inputs = {"input_8": sample_models.random_images(size)}
-        model.run(signature, inputs, ("dense_7",))  # first run of a shape: oneDNN builds kernels
+        inputs = {COURSE_INPUT_NAME: sample_models.random_images(size)}
+        model.run(signature, inputs, (COURSE_OUTPUT_NAME,))  # first run of a shape: oneDNN builds kernels
         walls = []
         cpu = time.process_time()
         for _ in range(repeats):
             start = time.perf_counter()
-            model.run(signature, inputs, ("dense_7",))
+            model.run(signature, inputs, (COURSE_OUTPUT_NAME,))
             walls.append(time.perf_counter() - start)
         out[size] = (min(walls) / size, (time.process_time() - cpu) / repeats / size)
     model.close()

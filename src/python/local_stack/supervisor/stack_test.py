@@ -18,6 +18,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from clothing_preproc.signature import COURSE_MODEL_NAME
 from local_stack.supervisor.children import child_environment
 
 
@@ -115,7 +116,7 @@ def test_one_command_exports_serves_and_stops_on_ctrl_c(cache_dir: Path, image_u
     gateway_port = int(args[0].split("=")[1])
     grpc_port = int(args[1].split("=")[1])
     # A demo left by an earlier revision of the project (before the `pixels` signature): not served.
-    legacy = cache_dir / "models" / "clothing-model" / "1"
+    legacy = cache_dir / "models" / COURSE_MODEL_NAME / "1"
     legacy.mkdir(parents=True)
     (legacy / "saved_model.pb").write_bytes(b"an older export")
     stack = StackProcess([*args, f"--cache-dir={cache_dir}"], {"GATEWAY_FETCH_ALLOW_NETWORKS": "127.0.0.0/8"})
@@ -134,7 +135,7 @@ def test_one_command_exports_serves_and_stops_on_ctrl_c(cache_dir: Path, image_u
     assert "stopped" in stack.output[-1]
     assert port_closed(gateway_port), "the gateway is still running"
     assert port_closed(grpc_port), "the model server is still running"
-    assert (cache_dir / "models-r2" / "clothing-model" / "1" / "saved_model.pb").is_file()
+    assert (cache_dir / "models-r2" / COURSE_MODEL_NAME / "1" / "saved_model.pb").is_file()
     # --cache-dir may be any folder: nothing the stack did not write now is deleted.
     assert (legacy / "saved_model.pb").read_bytes() == b"an older export"
 
@@ -173,7 +174,7 @@ def test_an_existing_tf_serving_is_used_instead(cache_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model-dir=/nonexistent/models/clothing-model"], "does not exist"),
+        ([f"--model-dir=/nonexistent/models/{COURSE_MODEL_NAME}"], "does not exist"),
         (["--model-dir=/tmp", "--tf-serving=localhost:8500"], "not both"),
         (["--tf-serving=nohostport"], "expected HOST:PORT"),
     ],

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from clothing_preproc import PreprocessConfig, preprocess_batch
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,12 @@ def seeded_model(seed: int = 0) -> object:
     import keras
 
     keras.utils.set_random_seed(seed)
-    inputs = keras.Input((299, 299, 3), name="input_8")
+    inputs = keras.Input((299, 299, 3), name=COURSE_INPUT_NAME)
     x = keras.layers.Conv2D(16, 5, strides=4, activation="relu")(inputs)
     x = keras.layers.Conv2D(32, 3, strides=2, activation="relu")(x)
     x = keras.layers.Conv2D(64, 3, strides=2, activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(10, name="dense_7")(x)
+    outputs = keras.layers.Dense(10, name=COURSE_OUTPUT_NAME)(x)
     return keras.Model(inputs, outputs)
 
 
