@@ -123,8 +123,8 @@ def test_model_image_bakes_the_export_layout_where_tf_serving_looks() -> None:
     assert "--model_name=clothing-model" in entrypoint
     assert "--model_base_path=/models/clothing-model" in entrypoint
     build = (DEPLOY_DIR / "images/model/BUILD").read_text()
-    # The adhoc_tool's `args`, not the docker_image's `extra_build_args`.
-    args = re.search(r"(?<![a-z_])args=\[(.*?)\]", build, flags=re.DOTALL)
+    # The export's layout arguments, the same for the demo model and the user's.
+    args = re.search(r"^_LAYOUT = \[(.*?)\]", build, flags=re.DOTALL | re.MULTILINE)
     assert args is not None
     words = re.findall(r'"([^"]*)"', args.group(1))
     assert words[words.index("--base") + 1] == "models"  # -> deploy/images/model/models/

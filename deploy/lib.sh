@@ -200,7 +200,7 @@ in_builder() {
   if [[ "${DOCKER_HOST:-}" == unix://* ]]; then socket="${DOCKER_HOST#unix://}"; fi
   local args=(--rm --platform linux/amd64 "${network[@]}"
     -v "${REPO_ROOT}:/src" -v "${volume}:/cache" -v "${socket}:/var/run/docker.sock"
-    -e DOCKER_HOST=unix:///var/run/docker.sock -e IMAGE_TAG -e BASE_IMAGE)
+    -e DOCKER_HOST=unix:///var/run/docker.sock -e IMAGE_TAG -e BASE_IMAGE "${MODEL_BUILDER_ARGS[@]}")
   if ca="$(host_ca_bundle)"; then
     args+=(-v "${ca}:/etc/clothing-host-ca.pem:ro" -e CLOTHING_CA_BUNDLE=/etc/clothing-host-ca.pem)
   fi
@@ -230,6 +230,152 @@ pants_for_images() {
     in_builder "$@"
   else
     # The scripts run from the repository's root (Pants takes paths relative to it).
-    run env IMAGE_TAG="${IMAGE_TAG:-dev}" ./pants "$@"
+    run env IMAGE_TAG="${IMAGE_TAG:-dev}" "${MODEL_ENV[@]}" ./pants "$@"
   fi
+}
+
+# --- The user's own model (--model PATH and the export tool's options) ---------------------------
+#
+# deploy/images/model/BUILD exports the file named by CLOTHING_MODEL (and the labels, family and
+# size options) instead of the demo model; the digests key Pants' cached export, since the file
+# lives outside the repository.
+MODEL_PATH=""
+MODEL_LABELS=""
+MODEL_FAMILY=""
+MODEL_TARGET_SIZE=""
+MODEL_DIGEST=""       # a hash of the file, labels and options (model_checked)
+MODEL_ENV=()          # VAR=value words for `env` before ./pants on this host
+MODEL_BUILDER_ARGS=() # docker run -v/-e arguments for the builder container
+
+# shellcheck disable=SC2034  # used by kind.sh and eks.sh
+MODEL_USAGE="  --model PATH        bake this Keras model (.keras, .h5 or a SavedModel directory) into
+                      the model image instead of the untrained demo model: exported with the
+                      export tool (src/python/export) and verified before any image is built
+  --labels FILE       its class labels in output order, a JSON list or one per line
+                      (default: the course's ten clothing classes)
+  --family NAME       the keras.applications family whose preprocess_input it was trained
+                      with, e.g. xception, resnet50 (default: xception)
+  --target-size HxW   the image size it was trained on (default: the model's input size)"
+
+# model_option OPTION VALUE: records one of the options above (the caller shifts twice).
+model_option() {
+  [[ -n "$2" ]] || die "$1 needs a value"
+  case "$1" in
+    --model) MODEL_PATH="$2" ;;
+    --labels) MODEL_LABELS="$2" ;;
+    --family) MODEL_FAMILY="$2" ;;
+    --target-size) MODEL_TARGET_SIZE="$2" ;;
+  esac
+}
+
+# digest PATH: a hash of a file's content, or of every file under a directory with its name.
+digest() {
+  if [[ -d "$1" ]]; then
+    (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-64
+  else
+    sha256sum <"$1" | cut -c1-64
+  fi
+}
+
+# model_problem PATH: why PATH cannot be a Keras model (empty output when it may be one). Only
+# what can be told without TensorFlow; the export tool, run next, loads it and says the rest.
+model_problem() {
+  local path="$1" magic
+  if [[ ! -e "${path}" ]]; then
+    echo "no such file or directory"
+  elif [[ -d "${path}" ]]; then
+    if [[ ! -r "${path}" || ! -x "${path}" ]]; then
+      echo "cannot read the directory (permission denied)"
+    elif [[ ! -f "${path}/saved_model.pb" ]]; then
+      echo "a directory without saved_model.pb, so not a SavedModel (give a .keras or .h5 file, or a SavedModel directory)"
+    fi
+  elif [[ ! -f "${path}" ]]; then
+    echo "not a regular file"
+  elif [[ ! -r "${path}" ]]; then
+    echo "cannot read the file (permission denied)"
+  else
+    magic="$(head -c 8 "${path}" | od -An -tx1 | tr -d ' \n')"
+    case "${path,,}" in
+      *.h5|*.hdf5)
+        [[ "${magic}" == 894844460d0a1a0a ]] || echo "not an HDF5 file, so not a Keras .h5 model" ;;
+      *.keras)
+        [[ "${magic:0:8}" == 504b0304 ]] || echo "not a zip archive, so not a .keras model" ;;
+      *) echo "not a Keras model file (expected .keras, .h5 or a SavedModel directory)" ;;
+    esac
+  fi
+}
+
+# model_checked: stops the script (one line naming the file and the problem) when --model or
+# --labels cannot be used, and prepares what the image build passes on. Runs before any build.
+model_checked() {
+  local problem absolute mount=/clothing-model-input
+  MODEL_ENV=()
+  MODEL_BUILDER_ARGS=()
+  if [[ -z "${MODEL_PATH}" ]]; then
+    [[ -z "${MODEL_LABELS}${MODEL_FAMILY}${MODEL_TARGET_SIZE}" ]] ||
+      die "--labels, --family and --target-size describe the file given with --model PATH"
+    return 0
+  fi
+  problem="$(model_problem "${MODEL_PATH}")"
+  [[ -z "${problem}" ]] || die "--model ${MODEL_PATH}: ${problem}"
+  if [[ -n "${MODEL_TARGET_SIZE}" && ! "${MODEL_TARGET_SIZE}" =~ ^[1-9][0-9]*x[1-9][0-9]*$ ]]; then
+    die "--target-size ${MODEL_TARGET_SIZE}: expected HxW, e.g. 299x299"
+  fi
+  absolute="$(cd "$(dirname "${MODEL_PATH}")" && pwd -P)/$(basename "${MODEL_PATH}")"
+  MODEL_ENV=("CLOTHING_MODEL=${absolute}" "CLOTHING_MODEL_SHA256=$(digest "${absolute}")")
+  # The builder sees the file through a read-only mount of its own.
+  MODEL_BUILDER_ARGS=(-v "${absolute}:${mount}/$(basename "${absolute}"):ro"
+    -e "CLOTHING_MODEL=${mount}/$(basename "${absolute}")" -e "CLOTHING_MODEL_SHA256=$(digest "${absolute}")")
+  if [[ -n "${MODEL_LABELS}" ]]; then
+    [[ -f "${MODEL_LABELS}" && -r "${MODEL_LABELS}" ]] ||
+      die "--labels ${MODEL_LABELS}: no such file, or it cannot be read"
+    absolute="$(cd "$(dirname "${MODEL_LABELS}")" && pwd -P)/$(basename "${MODEL_LABELS}")"
+    MODEL_ENV+=("CLOTHING_MODEL_LABELS=${absolute}" "CLOTHING_MODEL_LABELS_SHA256=$(digest "${absolute}")")
+    MODEL_BUILDER_ARGS+=(-v "${absolute}:${mount}-labels/$(basename "${absolute}"):ro"
+      -e "CLOTHING_MODEL_LABELS=${mount}-labels/$(basename "${absolute}")"
+      -e "CLOTHING_MODEL_LABELS_SHA256=$(digest "${absolute}")")
+  fi
+  if [[ -n "${MODEL_FAMILY}" ]]; then
+    MODEL_ENV+=("CLOTHING_MODEL_FAMILY=${MODEL_FAMILY}")
+    MODEL_BUILDER_ARGS+=(-e "CLOTHING_MODEL_FAMILY=${MODEL_FAMILY}")
+  fi
+  if [[ -n "${MODEL_TARGET_SIZE}" ]]; then
+    MODEL_ENV+=("CLOTHING_MODEL_TARGET_SIZE=${MODEL_TARGET_SIZE}")
+    MODEL_BUILDER_ARGS+=(-e "CLOTHING_MODEL_TARGET_SIZE=${MODEL_TARGET_SIZE}")
+  fi
+  # Everything that changes the export, for the image tag: another model (or the same one with
+  # other labels) must not reuse a tag the nodes already hold (IfNotPresent would keep it).
+  MODEL_DIGEST="$(printf '%s\n' "${MODEL_ENV[@]}" | grep -Ev '^CLOTHING_MODEL(_LABELS)?=' | sha256sum | cut -c1-12)"
+}
+
+# with_model_tag TAG: TAG, plus "-model-<hash>" when --model is given (call after model_checked;
+# a tag given with --tag is used as it is).
+with_model_tag() {
+  if [[ -n "${MODEL_DIGEST}" ]]; then printf '%s-model-%s\n' "$1" "${MODEL_DIGEST}"; else printf '%s\n' "$1"; fi
+}
+
+# build_images [PANTS OPTIONS...]: `./pants [OPTIONS] package` of both images. With --model, the model image comes first and alone: its export loads and
+# verifies the file, and a file the export refuses stops the script with the export's one-line
+# reason before the gateway image is built.
+build_images() {
+  local log status line
+  if [[ -z "${MODEL_PATH}" ]]; then
+    pants_for_images "$@" package deploy/images/gateway deploy/images/model
+    return
+  fi
+  log "exporting and verifying ${MODEL_PATH} (Xception: a few minutes), then the model image"
+  if (( DRY_RUN )); then
+    pants_for_images "$@" package deploy/images/model
+  else
+    log="$(mktemp)"
+    status=0
+    pants_for_images "$@" package deploy/images/model 2>&1 | tee "${log}" >&2 || status=$?
+    if (( status )); then
+      line="$(grep -Eo 'export: (unexpected )?error.*' "${log}" | head -n 1)" || true
+      rm -f "${log}"
+      die "--model ${MODEL_PATH}: ${line:-building the model image failed (the output above says why)}"
+    fi
+    rm -f "${log}"
+  fi
+  pants_for_images "$@" package deploy/images/gateway
 }

@@ -110,7 +110,7 @@ def test_kind_dry_run_prints_the_whole_workflow(tmp_path: Path) -> None:
     commands = _commands(result.stdout)
     # In order: build, cluster, load, metrics-server, apply, wait, smoke.
     expected = [
-        r"env IMAGE_TAG=abc123 \./pants package deploy/images/gateway deploy/images/model",
+        r"env IMAGE_TAG=abc123 \./pants --no-dynamic-ui package deploy/images/gateway deploy/images/model",
         r"kind create cluster --name clothing --config \S+/deploy/kind/cluster\.yaml",
         r"kind load docker-image --name clothing clothing-gateway:abc123 clothing-model:abc123",
         r"kubectl --context kind-clothing apply -f \S+metrics-server\S+",
@@ -143,7 +143,10 @@ def test_eks_dry_run_prints_the_whole_workflow(tmp_path: Path) -> None:
     )
     commands = _commands(result.stdout)
     registry = "<account>.dkr.ecr.us-east-2.amazonaws.com"
+    # The images first: a broken build stops before anything exists in the AWS account.
     expected = [
+        r"env IMAGE_TAG=abc123 \./pants .*docker-registries.* "
+        r"package deploy/images/gateway deploy/images/model",
         r"eksctl create cluster -f \S+",
         r"aws eks update-kubeconfig --name clothing --region us-east-2 --alias eks-clothing-us-east-2",
         r"aws ecr describe-repositories .*clothing-gateway .*\|\| "
@@ -151,8 +154,9 @@ def test_eks_dry_run_prints_the_whole_workflow(tmp_path: Path) -> None:
         r"aws ecr describe-repositories .*clothing-model .*\|\| aws ecr create-repository .*clothing-model",
         r"aws ecr get-login-password --region us-east-2 \| docker login --username AWS --password-stdin "
         + re.escape(registry),
-        r"env IMAGE_TAG=abc123 \./pants .*docker-registries.* "
-        r"publish deploy/images/gateway deploy/images/model",
+        # This host's docker pushes, so the login's credential helper is on its PATH.
+        r"docker push .*/clothing-gateway:abc123",
+        r"docker push .*/clothing-model:abc123",
         r"kubectl --context eks-clothing-us-east-2 apply -k \S+",
         r"kubectl --context eks-clothing-us-east-2 -n clothing rollout status deployment/tf-serving",
         r"kubectl --context eks-clothing-us-east-2 -n clothing get service gateway",
@@ -182,9 +186,9 @@ def test_eks_down_releases_the_load_balancer_before_deleting_the_cluster(tmp_pat
 def test_the_pants_registry_option_is_a_python_literal(tmp_path: Path) -> None:
     # Pants parses dict options as Python literals: JSON's `true` would be rejected at publish.
     result = run(["bash", WORKFLOWS["eks"], "--dry-run", "--tag", "t", "up"], env=_env([], tmp_path))
-    (publish,) = (c for c in _commands(result.stdout) if " publish " in c)
-    assert "True" in publish
-    assert "true" not in publish
+    (package,) = (c for c in _commands(result.stdout) if "docker-registries" in c)
+    assert "True" in package
+    assert "true" not in package
 
 
 def test_images_are_built_in_the_builder_where_the_host_cannot(tmp_path: Path) -> None:
@@ -203,7 +207,7 @@ def test_images_are_built_in_the_builder_where_the_host_cannot(tmp_path: Path) -
     assert "-e IMAGE_TAG" in inside
     assert inside.endswith(
         "flock /cache/builder.lock ./pants --no-pantsd --pants-workdir=/cache/pants.d "
-        "package deploy/images/gateway deploy/images/model"
+        "--no-dynamic-ui package deploy/images/gateway deploy/images/model"
     )
     assert not any(re.match(r"env IMAGE_TAG=\S+ \./pants", c) for c in commands)
 
@@ -356,3 +360,183 @@ def test_the_load_test_runs_as_the_docs_show_it() -> None:
     assert loadtest.read_text().startswith("#!/usr/bin/env python3\n")
     assert loadtest.stat().st_mode & stat.S_IXUSR
     assert "deploy/loadtest.py --url" in (REPO_ROOT / "docs/deploy.md").read_text()
+
+
+# --- --model PATH: the user's own model ---------------------------------------------------------
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _model_file(tmp_path: Path, name: str = "xception_v4_large_08_0.894.h5") -> Path:
+    # Only the signature matters to the scripts; the export tool reads the rest.
+    path = tmp_path / "models" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(HDF5_MAGIC + b"\0" * 64)
+    return path
+
+
+def _up(name: str, *args: str) -> list[str]:
+    command = ["bash", str(WORKFLOWS[name]), "--dry-run"]
+    if name == "eks":
+        command += ["--region", "us-east-2"]
+    return [*command, *args, "up"]
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOWS))
+def test_model_exports_the_users_file_into_the_model_image_before_the_gateway(
+    tmp_path: Path, name: str
+) -> None:
+    model = _model_file(tmp_path)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\n")
+    result = run(
+        _up(name, "--tag", "abc123", "--model", str(model), "--labels", str(labels),
+            "--family", "resnet50", "--target-size", "224x224"),
+        env=_env([], tmp_path),
+    )  # fmt: skip
+    commands = _commands(result.stdout)
+    builds = [c for c in commands if re.match(r"env IMAGE_TAG=\S+ .*\./pants .*package ", c)]
+    # The model image alone first (its export checks the file), then the gateway's.
+    assert [b.rsplit(" package ", 1)[1] for b in builds] == ["deploy/images/model", "deploy/images/gateway"]
+    model_build = builds[0]
+    digest = run(["sha256sum", model]).stdout.split()[0]
+    for variable in (
+        f"CLOTHING_MODEL={model}",
+        f"CLOTHING_MODEL_SHA256={digest}",
+        f"CLOTHING_MODEL_LABELS={labels}",
+        "CLOTHING_MODEL_FAMILY=resnet50",
+        "CLOTHING_MODEL_TARGET_SIZE=224x224",
+    ):
+        assert f" {variable} " in model_build, model_build
+    # The images are built before anything else happens.
+    assert commands.index(builds[1]) == 1
+
+
+def test_the_model_build_file_exports_what_the_environment_names(tmp_path: Path) -> None:
+    # deploy/images/model/BUILD reads the variables the scripts set; Pants evaluates it the same way.
+    build = (DEPLOY_DIR / "images/model/BUILD").read_text()
+    for variable in ("CLOTHING_MODEL", "CLOTHING_MODEL_LABELS", "CLOTHING_MODEL_FAMILY", "CLOTHING_MODEL_TARGET_SIZE"):
+        assert f'env("{variable}", "")' in build
+    assert '"CLOTHING_MODEL_SHA256"' in build  # keys the cached export on the file's content
+
+
+def test_another_model_gets_another_tag(tmp_path: Path) -> None:
+    # The nodes keep an image they hold under a tag (IfNotPresent): a new model needs a new tag.
+    def tag_of(*args: str) -> str:
+        result = run(_up("kind", *args), env=_env([], tmp_path))
+        (load,) = (c for c in _commands(result.stdout) if c.startswith("kind load"))
+        return load.rsplit(":", 1)[1]
+
+    plain = tag_of()
+    model = _model_file(tmp_path)
+    first = tag_of("--model", str(model))
+    assert re.fullmatch(rf"{re.escape(plain)}-model-[0-9a-f]{{12}}", first)
+    assert tag_of("--model", str(model)) == first
+    model.write_bytes(HDF5_MAGIC + b"\1" * 64)
+    second = tag_of("--model", str(model))
+    assert second != first
+    assert tag_of("--model", str(model), "--family", "resnet50") not in (first, second)
+    assert tag_of("--tag", "mine", "--model", str(model)) == "mine"
+
+
+def test_the_builder_reads_the_model_through_a_read_only_mount(tmp_path: Path) -> None:
+    model = _model_file(tmp_path)
+    env = {**_env([], tmp_path), "CLOTHING_BUILDER": "always"}
+    result = run(_up("kind", "--tag", "t", "--model", str(model)), env=env)
+    runs = [c for c in _commands(result.stdout) if c.startswith("docker run")]
+    assert [r.rsplit(" package ", 1)[1] for r in runs] == ["deploy/images/model", "deploy/images/gateway"]
+    mount = f"-v {model}:/clothing-model-input/{model.name}:ro"
+    assert mount in runs[0]
+    assert f"-e CLOTHING_MODEL=/clothing-model-input/{model.name}" in runs[0]
+
+
+def _bad_models(tmp_path: Path) -> list[tuple[Path, str]]:
+    text = tmp_path / "notes.h5"
+    text.write_text("not a model\n")
+    keras = tmp_path / "model.keras"
+    keras.write_bytes(HDF5_MAGIC)
+    other = tmp_path / "model.pkl"
+    other.write_bytes(b"\x80\x04")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    return [
+        (tmp_path / "missing.h5", "no such file or directory"),
+        (text, "not an HDF5 file"),
+        (keras, "not a zip archive"),
+        (other, "not a Keras model file"),
+        (folder, "without saved_model.pb"),
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOWS))
+def test_a_file_that_is_no_model_stops_before_anything_runs(tmp_path: Path, name: str) -> None:
+    # Every tool is there and current: only the file stops the script, with one line.
+    bin_dir = _fake_versions(tmp_path, CURRENT)
+    env = {**_env([bin_dir], tmp_path), "CLOTHING_BUILDER": "always"}
+    for path, problem in _bad_models(tmp_path):
+        result = run(["bash", WORKFLOWS[name], "--model", str(path), "up"], env=env, check=False)
+        assert result.returncode == 1, result.stderr
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"{name}.sh: error: --model {path}: ")
+        assert problem in line
+        _only_version_queries(tmp_path)
+
+
+def test_the_export_tools_reason_is_the_scripts_one_line(tmp_path: Path) -> None:
+    # A file with the right signature that the export refuses (here: weights only): the script
+    # stops after the model image's build with the export's line, before the gateway's.
+    model = _model_file(tmp_path)
+    reason = f"export: error: {model}: the HDF5 file holds no model configuration (weights only?)"
+    bin_dir = _fake_versions(tmp_path, CURRENT)
+    docker = bin_dir / "docker"
+    docker.write_text(
+        f'#!/bin/sh\necho "docker $*" >> "{tmp_path}/calls"\n'
+        'case "$1" in\n'
+        '  -v|--version) echo "Docker version 27.3.1" ;;\n'
+        '  image) exit 0 ;;\n'
+        f'  run) echo "ProcessExecutionFailure: Process \'Running export\' failed"; echo "{reason}"; exit 1 ;;\n'
+        "esac\n"
+    )
+    env = {**_env([bin_dir], tmp_path), "CLOTHING_BUILDER": "always"}
+    result = run(["bash", WORKFLOWS["kind"], "--tag", "t", "--model", str(model), "up"], env=env, check=False)
+    assert result.returncode == 1
+    assert result.stderr.rstrip().splitlines()[-1] == f"kind.sh: error: --model {model}: {reason}"
+    calls = (tmp_path / "calls").read_text()
+    assert calls.count("docker run") == 1  # the model image's build only
+    assert "kind create" not in calls
+
+
+def test_model_options_need_a_model(tmp_path: Path) -> None:
+    result = run(_up("kind", "--family", "resnet50"), env=_env([], tmp_path), check=False)
+    assert result.returncode == 1
+    assert "describe the file given with --model PATH" in result.stderr
+    model = _model_file(tmp_path)
+    result = run(_up("kind", "--model", str(model), "--target-size", "big"), env=_env([], tmp_path), check=False)
+    assert result.returncode == 1
+    assert "--target-size big: expected HxW" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("url", [r"aws eks update-kubeconfig .*--alias eks-clothing-us-east-2",
+                 r"kubectl --context eks-clothing-us-east-2 -n clothing get service gateway"]),
+        ("down", [r"aws eks update-kubeconfig .*--alias eks-clothing-us-east-2",
+                  r"kubectl --context eks-clothing-us-east-2 delete -k \S+ --ignore-not-found",
+                  r"eksctl delete cluster -f \S+ --wait"]),
+    ],
+)  # fmt: skip
+def test_eks_url_and_down_print_their_whole_sequence(tmp_path: Path, command: str, expected: list[str]) -> None:
+    result = run(
+        ["bash", WORKFLOWS["eks"], "--dry-run", "--region", "us-east-2", "--tag", "t", command],
+        env=_env([], tmp_path),
+    )
+    commands = _commands(result.stdout)
+    assert len(commands) == len(expected), commands
+    for c, pattern in zip(commands, expected, strict=True):
+        assert re.match(pattern, c), (c, pattern)
+
+
+def test_kind_down_deletes_only_its_cluster(tmp_path: Path) -> None:
+    result = run(["bash", WORKFLOWS["kind"], "--dry-run", "down"], env=_env([], tmp_path))
+    assert _commands(result.stdout) == ["kind delete cluster --name clothing"]

@@ -12,11 +12,12 @@ EKSCTL_MINIMUM=0.222.0
 
 usage() {
   cat <<USAGE
-usage: ${PROG} [--dry-run] [--region REGION] [--tag TAG] COMMAND
+usage: ${PROG} [--dry-run] [--region REGION] [--tag TAG] [--model PATH [--labels FILE]
+              [--family NAME] [--target-size HxW]] COMMAND
 
-  up      create the EKS cluster "${CLUSTER}" from deploy/eks/cluster.yaml (if absent), create the
-          ECR repositories (if absent), build and push both images with pants, apply deploy/eks,
-          wait for the rollouts and print the load balancer's URL
+  up      build both images with pants, create the EKS cluster "${CLUSTER}" from
+          deploy/eks/cluster.yaml (if absent) and the ECR repositories (if absent), push the
+          images, apply deploy/eks, wait for the rollouts and print the load balancer's URL
   url     print the load balancer's URL
   down    delete the workloads (so the load balancer is released), then the cluster; the ECR
           repositories and their images are kept
@@ -24,7 +25,9 @@ usage: ${PROG} [--dry-run] [--region REGION] [--tag TAG] COMMAND
   --dry-run        print the commands instead of running them (prerequisites are only reported)
   --region REGION  AWS region (default: \$AWS_REGION, else eu-west-1)
   --tag TAG        image tag (default: the git revision; with uncommitted changes
-                   <revision>-dirty-<hash of the changes>)
+                   <revision>-dirty-<hash of the changes>; with --model, -model-<hash>
+                   added)
+${MODEL_USAGE}
 
 Prerequisites (checked first): aws (CLI v2, logged in), eksctl >= ${EKSCTL_MINIMUM},
 kubectl >= ${KUBECTL_MINIMUM}; for up also docker, and for building on this host python3 >= 3.10.
@@ -44,12 +47,14 @@ while (( $# )); do
     --dry-run) DRY_RUN=1 ;;
     --region) region="${2:?--region needs a value}"; shift ;;
     --tag) tag="${2:?--tag needs a value}"; shift ;;
+    --model|--labels|--family|--target-size) model_option "$1" "${2:-}"; shift ;;
     up|down|url) command="$1" ;;
     *) usage >&2; exit 2 ;;
   esac
   shift
 done
 [[ -n "${command}" ]] || { usage >&2; exit 2; }
+tag_given="${tag}"
 tag="${tag:-$(default_tag)}"
 # Pants takes paths relative to the repository.
 cd "${REPO_ROOT}"
@@ -62,6 +67,11 @@ prereq_version eksctl "${EKSCTL_MINIMUM}" "https://eksctl.io/installation/" eksc
 prereq_version kubectl "${KUBECTL_MINIMUM}" "https://kubernetes.io/docs/tasks/tools/" kubectl version --client
 if [[ "${command}" == up ]]; then prereq_builds; fi
 prereqs_checked
+# A model file that cannot be used stops `up` here, before the cluster or any image.
+if [[ "${command}" == up ]]; then
+  model_checked
+  [[ -n "${tag_given}" ]] || tag="$(with_model_tag "${tag}")"
+fi
 
 # cluster.yaml with the chosen region (the checked-in file names a default one).
 cluster_config="$(mktemp)"
@@ -107,7 +117,15 @@ url() {
 
 case "${command}" in
   up)
-    log "[1/6] cluster ${CLUSTER} in ${region} (eksctl takes about 15 minutes for a new one)"
+    # The images first: a model file the export refuses, or a broken build, stops `up` before
+    # anything is created in the AWS account.
+    registry="$(registry)"
+    log "[1/7] building ${registry}/clothing-gateway:${tag} and clothing-model:${tag} (model: ${MODEL_PATH:-the demo model})"
+    export IMAGE_TAG="${tag}"
+    # Pants tags the images for the registry given here.
+    build_images --no-dynamic-ui "--docker-registries={'ecr': {'address': '${registry}', 'default': True}}"
+
+    log "[2/7] cluster ${CLUSTER} in ${region} (eksctl takes about 15 minutes for a new one)"
     if (( DRY_RUN )) || ! eksctl get cluster --name "${CLUSTER}" --region "${region}" >/dev/null 2>&1; then
       run eksctl create cluster -f "${cluster_config}"
     else
@@ -115,35 +133,26 @@ case "${command}" in
     fi
     kubeconfig
 
-    registry="$(registry)"
-    log "[2/6] ECR repositories in ${registry}"
+    log "[3/7] ECR repositories in ${registry}"
     for image in "${IMAGES[@]}"; do
       run_sh "aws ecr describe-repositories --region ${region} --repository-names ${image} >/dev/null 2>&1 || aws ecr create-repository --region ${region} --repository-name ${image} --image-scanning-configuration scanOnPush=true"
     done
 
-    log "[3/6] docker login to ECR"
+    log "[4/7] docker login to ECR"
     run_sh "aws ecr get-login-password --region ${region} | docker login --username AWS --password-stdin ${registry}"
 
-    log "[4/6] building and pushing clothing-gateway:${tag} and clothing-model:${tag}"
-    # Pants tags the images for the registry given here and pushes them (`publish`). The builder
-    # container has no registry login of the host's (it may live in a credential helper), so
-    # there the images are built in it and pushed from the host.
-    export IMAGE_TAG="${tag}"
-    registries="--docker-registries={'ecr': {'address': '${registry}', 'default': True}}"
-    if use_builder; then
-      pants_for_images "${registries}" package deploy/images/gateway deploy/images/model
-      for image in "${IMAGES[@]}"; do run docker push "${registry}/${image}:${tag}"; done
-    else
-      pants_for_images "${registries}" publish deploy/images/gateway deploy/images/model
-    fi
+    log "[5/7] pushing the images"
+    # This host's docker, with the user's PATH: a credential helper the login stored the token
+    # in (credsStore/credHelpers in the Docker config) is found, wherever the images were built.
+    for image in "${IMAGES[@]}"; do run docker push "${registry}/${image}:${tag}"; done
 
-    log "[5/6] applying deploy/eks"
+    log "[6/7] applying deploy/eks"
     write_overlay "${overlay}" eks "${registry}" "${tag}" "${PLACEHOLDER}"
     run kubectl --context "${CONTEXT}" apply -k "${overlay}"
     run kubectl --context "${CONTEXT}" -n clothing rollout status deployment/tf-serving --timeout=600s
     run kubectl --context "${CONTEXT}" -n clothing rollout status deployment/gateway --timeout=300s
 
-    log "[6/6] the gateway's public URL (DNS may take a few more minutes to resolve)"
+    log "[7/7] the gateway's public URL (DNS may take a few more minutes to resolve)"
     url
     ;;
   url)

@@ -15,7 +15,8 @@ METRICS_SERVER_ARGS_PATCH='[{"op":"replace","path":"/spec/template/spec/containe
 
 usage() {
   cat <<USAGE
-usage: ${PROG} [--dry-run] [--tag TAG] COMMAND
+usage: ${PROG} [--dry-run] [--tag TAG] [--model PATH [--labels FILE] [--family NAME]
+               [--target-size HxW]] COMMAND
 
   up      build both images with pants, create the kind cluster "${CLUSTER}" (if absent), load the
           images into it, install metrics-server, apply deploy/kind, wait for the rollouts and
@@ -25,7 +26,8 @@ usage: ${PROG} [--dry-run] [--tag TAG] COMMAND
 
   --dry-run   print the commands instead of running them (prerequisites are only reported)
   --tag TAG   image tag (default: the git revision; with uncommitted changes
-              <revision>-dirty-<hash of the changes>)
+              <revision>-dirty-<hash of the changes>; with --model, -model-<hash> added)
+${MODEL_USAGE}
 
 Prerequisites (checked first): docker, kind >= v${KIND_MINIMUM}, kubectl >= ${KUBECTL_MINIMUM}, curl,
 and for building on this host python3 >= 3.10. kubectl commands use the context ${CONTEXT}.
@@ -42,12 +44,14 @@ while (( $# )); do
     -h|--help) usage; exit 0 ;;
     --dry-run) DRY_RUN=1 ;;
     --tag) tag="${2:?--tag needs a value}"; shift ;;
+    --model|--labels|--family|--target-size) model_option "$1" "${2:-}"; shift ;;
     up|down|smoke) command="$1" ;;
     *) usage >&2; exit 2 ;;
   esac
   shift
 done
 [[ -n "${command}" ]] || { usage >&2; exit 2; }
+tag_given="${tag}"
 tag="${tag:-$(default_tag)}"
 # Pants takes paths relative to the repository.
 cd "${REPO_ROOT}"
@@ -65,9 +69,11 @@ case "${command}" in
     prereq_version kubectl "${KUBECTL_MINIMUM}" "https://kubernetes.io/docs/tasks/tools/" kubectl version --client
     prereq curl "your distribution's curl package" || true
     prereqs_checked
-    log "[1/6] building clothing-gateway:${tag} and clothing-model:${tag}"
+    model_checked
+    [[ -n "${tag_given}" ]] || tag="$(with_model_tag "${tag}")"
+    log "[1/6] building clothing-gateway:${tag} and clothing-model:${tag} (model: ${MODEL_PATH:-the demo model})"
     export IMAGE_TAG="${tag}"
-    pants_for_images package deploy/images/gateway deploy/images/model
+    build_images --no-dynamic-ui
 
     log "[2/6] cluster ${CLUSTER}"
     if (( DRY_RUN )) || ! kind get clusters 2>/dev/null | grep -qx "${CLUSTER}"; then
