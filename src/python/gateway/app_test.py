@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from gateway import Settings
+from gateway import Settings, errors
 from gateway.base64_images import text_limit
 from gateway.conftest import ImageHost, Reply, RunningGateway, closed_port_address, image_bytes
 from gateway.errors import GatewayError
@@ -217,7 +217,7 @@ def test_the_openapi_schema_documents_every_route_and_error_code(run_gateway: Ru
     assert set(schema["paths"]) == app_paths
     codes = set(schema["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"])
     for cls in _all_subclasses(GatewayError):
-        assert cls.code in codes
+        assert errors.describe(cls("x")).code in codes
     assert {"not_an_image", "unreadable_image", "internal"} <= codes
     # The base64 bound is the one the decoder enforces, from the same byte limit.
     b64 = schema["components"]["schemas"]["Base64Request"]["properties"]["b64"]

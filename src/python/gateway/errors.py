@@ -1,6 +1,6 @@
 """The gateway's errors, and the one place where any error becomes an HTTP answer.
 
-    GatewayError                     anything the gateway refuses or cannot do (status, code)
+    GatewayError                     anything the gateway refuses or cannot do
     ├── BadRequest                   400 bad_request: malformed JSON, missing fields, bad parameters
     │   └── UrlNotAllowed            400 url_not_allowed: scheme, credentials or an address the SSRF
     │                                    policy blocks (private, loopback, metadata, …)
@@ -13,25 +13,28 @@
     └── ModelFailed                  502 model_error: TF Serving refused the request or answered
                                          something the gateway cannot read
 
-Errors from `clothing_preproc` (bad images) keep their own tree and are mapped here too: too large or
-too many pixels → 413, not an image → 415, unreadable or unsupported image → 422. Anything else is
-a bug: it is logged with its traceback and answered 500 with a generic message.
+`ERRORS` is the one table of answers: each kind of error with its status, code and meaning. It
+holds `clothing_preproc`'s errors too (too large or too many pixels → 413, not an image → 415,
+unreadable or unsupported image → 422, a tensor the model answered that cannot be read → 502),
+a client that hung up mid-body, and Starlette's 404 and 405. `describe` answers from it, and the
+OpenAPI description (openapi.py) lists its codes and meanings. Anything else is a bug: answered 500
+with a generic message, its traceback logged once.
 
 Every error answer of the gateway's own routes has the same JSON shape: `{"error": {"code": …,
 "message": …}}`; so has each failed image in a batch's results (`error_body`). The routes of
-other servers' protocols (TF Serving's REST API under /v1/models/, KServe v2 under /v2/) answer
+other servers' protocols (TF Serving's REST API under /v1/models/, KServe v1 and v2) answer
 their protocol's shape, `{"error": "…"}`, with the same status (`PLAIN_ERROR_PREFIXES`).
-A GatewayError's `detail` (an internal address,
-TF Serving's own words) goes to the log, never into the answer.
+A GatewayError's `detail` (an internal address, TF Serving's own words) goes to the log, never
+into the answer.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from typing import NamedTuple
 
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
 from clothing_preproc import (
@@ -48,12 +51,7 @@ log = logging.getLogger("gateway")
 
 
 class GatewayError(Exception):
-    """Base of the gateway's own errors; `status` and `code` say how it is answered."""
-
-    status: ClassVar[int] = 500
-    code: ClassVar[str] = "internal"
-    # Seconds a client should wait before retrying (sent as Retry-After), if retrying helps.
-    retry_after: ClassVar[int | None] = None
+    """Base of the gateway's own errors; `ERRORS` says how each is answered."""
 
     def __init__(self, message: str, *, detail: str | None = None) -> None:
         super().__init__(message)
@@ -64,122 +62,180 @@ class GatewayError(Exception):
 
 
 class BadRequest(GatewayError):
-    status = 400
-    code = "bad_request"
+    pass
 
 
 class UrlNotAllowed(BadRequest):
-    code = "url_not_allowed"
+    pass
 
 
 class PayloadTooLarge(GatewayError):
-    status = 413
-    code = "too_large"
+    pass
 
 
 class ImageHostFailed(GatewayError):
-    status = 502
-    code = "image_host_failed"
+    pass
 
 
 class ImageHostTimeout(GatewayError):
-    status = 504
-    code = "image_host_timeout"
+    pass
 
 
 class Overloaded(GatewayError):
-    status = 429
-    code = "overloaded"
-    retry_after = 1
+    pass
 
 
 class ModelUnavailable(GatewayError):
-    status = 503
-    code = "model_unavailable"
-    retry_after = 5
+    pass
 
 
 class ModelDeadlineExceeded(GatewayError):
-    status = 504
-    code = "deadline_exceeded"
+    pass
 
 
 class ModelFailed(GatewayError):
-    status = 502
-    code = "model_error"
+    pass
 
 
-# clothing_preproc's errors, most specific first.
-PREPROCESSING_CODES: tuple[tuple[type[PreprocessingError], int, str], ...] = (
-    (InputTooLarge, 413, "too_large"),
-    (TooManyPixels, 413, "too_large"),
-    (NotAnImage, 415, "not_an_image"),
-    (UnreadableImage, 422, "unreadable_image"),
-    (UnsupportedImage, 422, "unreadable_image"),
+class ErrorKind(NamedTuple):
+    """One row of `ERRORS`: the exceptions of `kinds` are answered `status` with `code`."""
+
+    kinds: tuple[type[BaseException], ...]
+    status: int
+    code: str
+    meaning: str  # for the API's description
+    # Seconds a client should wait before retrying (sent as Retry-After), when retrying helps.
+    retry_after: int | None = None
+
+
+# Every error the gateway answers. The first row whose kinds match answers, so a subclass comes
+# before its base; an HTTPException matches only the row of its own status.
+ERRORS: tuple[ErrorKind, ...] = (
+    ErrorKind(
+        (UrlNotAllowed,),
+        400,
+        "url_not_allowed",
+        "a URL the SSRF policy refuses: scheme, credentials, or an address that is private, loopback, "
+        "link-local (cloud metadata), multicast or reserved",
+    ),
+    ErrorKind(
+        (BadRequest, HTTPException),
+        400,
+        "bad_request",
+        "malformed body, missing fields or bad parameters",
+    ),
+    ErrorKind(
+        (ClientDisconnect,),
+        400,
+        "client_disconnected",
+        "the client closed the connection before the whole body",
+    ),
+    ErrorKind((HTTPException,), 404, "not_found", "no such route, asset or model"),
+    ErrorKind((HTTPException,), 405, "method_not_allowed", "the route does not take this method"),
+    ErrorKind(
+        (PayloadTooLarge, InputTooLarge, TooManyPixels),
+        413,
+        "too_large",
+        "body, upload or image over the byte or pixel limit",
+    ),
+    ErrorKind((NotAnImage,), 415, "not_an_image", "not an image in a supported format"),
+    ErrorKind(
+        (UnreadableImage, UnsupportedImage),
+        422,
+        "unreadable_image",
+        "an image that cannot be decoded",
+    ),
+    ErrorKind((Overloaded,), 429, "overloaded", "the gateway's concurrency limit is full", retry_after=1),
+    ErrorKind((ImageHostFailed,), 502, "image_host_failed", "the image host failed or refused"),
+    ErrorKind(
+        (ModelFailed, TensorCodecError),
+        502,
+        "model_error",
+        "TF Serving refused the request, or answered something the gateway cannot read",
+    ),
+    ErrorKind(
+        (ModelUnavailable,),
+        503,
+        "model_unavailable",
+        "TF Serving unavailable or the model not loaded",
+        retry_after=5,
+    ),
+    ErrorKind((ModelDeadlineExceeded,), 504, "deadline_exceeded", "TF Serving did not answer in time"),
+    ErrorKind((ImageHostTimeout,), 504, "image_host_timeout", "the image host did not answer in time"),
 )
 
-
-# The answers `describe` gives besides GatewayError's and PREPROCESSING_CODES' (openapi.py lists
-# every code from these three).
-OTHER_ANSWERS: tuple[BaseException, ...] = (
-    TensorCodecError(""),
-    ClientDisconnect(),
-    HTTPException(404),
-    HTTPException(405),
-    RuntimeError(),
-)
+# What a bug is answered: no row matches.
+INTERNAL = ErrorKind((), 500, "internal", "a bug of the gateway; its log has the traceback")
+_INTERNAL_MESSAGE = "internal error; the gateway's log has the details"
 
 
-def describe(exc: BaseException) -> tuple[int, str, str, int | None]:
-    """(status, code, message, retry_after) for any exception: the one mapping of the gateway."""
-    if isinstance(exc, GatewayError):
-        return exc.status, exc.code, exc.message, exc.retry_after
-    if isinstance(exc, PreprocessingError):
-        for kind, status, code in PREPROCESSING_CODES:
-            if isinstance(exc, kind):
-                return status, code, str(exc), None
-        # TensorCodecError: the model answered a tensor the gateway cannot read.
-        return 502, "model_error", f"the model's answer cannot be read: {exc}", None
-    if isinstance(exc, ClientDisconnect):
-        # The client hung up before its body arrived: nobody reads this answer, and it is not a bug
-        # of the gateway, so no traceback (found by src/python/reliability/fuzz_test.py).
-        return 400, "client_disconnected", "the client closed the connection before the whole body", None
-    if isinstance(exc, HTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
-        return exc.status_code, code, str(exc.detail), None
-    return 500, "internal", "internal error; the gateway's log has the details", None
+class Answer(NamedTuple):
+    """How one exception is answered."""
+
+    status: int  # the HTTP status
+    code: str  # the error's code in the JSON body
+    message: str  # what the client is told, in words
+    retry_after: int | None  # seconds for Retry-After, or None for no header
+
+
+def kind_of(exc: BaseException) -> ErrorKind:
+    """The row of `ERRORS` that answers `exc`, or INTERNAL."""
+    status = exc.status_code if isinstance(exc, HTTPException) else None
+    for kind in ERRORS:
+        if isinstance(exc, kind.kinds) and status in (None, kind.status):
+            return kind
+    return INTERNAL
+
+
+def describe(exc: BaseException) -> Answer:
+    """How `exc` is answered: the one mapping of the gateway."""
+    kind = kind_of(exc)
+    if kind is INTERNAL:
+        message = _INTERNAL_MESSAGE
+    elif isinstance(exc, HTTPException):
+        message = str(exc.detail)
+    elif isinstance(exc, TensorCodecError):
+        message = f"the model's answer cannot be read: {exc}"
+    else:
+        message = str(exc) or kind.meaning
+    return Answer(kind.status, kind.code, message, kind.retry_after)
 
 
 # Paths whose protocol answers errors as `{"error": "…"}` (TF Serving's REST API, KServe v1 and v2).
 PLAIN_ERROR_PREFIXES = ("/v1/models/", "/v2/")
 
+# The errors the app's router answers itself. Any other exception reaches Starlette's outermost
+# middleware, which answers it through `error_response` and then re-raises it for the server to
+# log with its traceback (uvicorn: "Exception in ASGI application"); logging it here as well would
+# print every bug twice.
+ROUTER_HANDLED = (HTTPException, GatewayError, PreprocessingError, ClientDisconnect)
+
 
 def error_response(exc: BaseException, path: str = "") -> Response:
-    """The JSON answer for `exc` on `path` (logged with its traceback when it is a bug, with its
-    detail when it has one)."""
-    status, code, message, retry_after = describe(exc)
-    if status == 500:
-        log.error("unhandled error", exc_info=exc)
-    elif isinstance(exc, GatewayError) and exc.detail:
-        log.warning("%s %s: %s", status, code, exc.detail)
+    """The JSON answer for `exc` on `path` (logged with its traceback when it is a bug the router
+    answered, with its detail when it has one)."""
+    answer = describe(exc)
+    _log(exc, answer)
     headers: dict[str, str] = {}
     if isinstance(exc, HTTPException) and exc.headers:
         headers.update(exc.headers)  # e.g. Allow on a 405 (RFC 9110 requires it)
-    if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
+    if answer.retry_after is not None:
+        headers["Retry-After"] = str(answer.retry_after)
     if path.startswith(PLAIN_ERROR_PREFIXES):
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+        return JSONResponse({"error": answer.message}, status_code=answer.status, headers=headers)
+    body = {"error": {"code": answer.code, "message": answer.message}}
+    return JSONResponse(body, status_code=answer.status, headers=headers)
 
 
 def error_body(exc: BaseException) -> dict[str, dict[str, str]]:
     """`{"error": {"code", "message"}}` for one image of a batch (the same mapping as an answer)."""
-    status, code, message, _ = describe(exc)
-    if isinstance(exc, GatewayError) and exc.detail:
-        log.warning("%s %s: %s", status, code, exc.detail)
-    return {"error": {"code": code, "message": message}}
+    answer = describe(exc)
+    _log(exc, answer)
+    return {"error": {"code": answer.code, "message": answer.message}}
 
 
-async def handle_exception(request: Request, exc: Exception) -> Response:
-    """Starlette exception handler: every error the app raises is answered through `describe`."""
-    return error_response(exc, request.url.path)
+def _log(exc: BaseException, answer: Answer) -> None:
+    if answer.code == INTERNAL.code and isinstance(exc, ROUTER_HANDLED):
+        log.error("unhandled error", exc_info=exc)
+    elif isinstance(exc, GatewayError) and exc.detail:
+        log.warning("%s %s: %s", answer.status, answer.code, exc.detail)

@@ -18,20 +18,17 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    words = {
-        400: "Bad request: malformed body, bad parameters, or a URL the SSRF policy refuses",
-        413: "Too large: body, upload or image over the byte or pixel limit",
-        415: "Not an image in a supported format",
-        422: "An image that cannot be decoded",
-        429: "The gateway's concurrency limit is full (see Retry-After)",
-        502: "The image host failed, or TF Serving refused the request",
-        503: "TF Serving unavailable or the model not loaded (see Retry-After)",
-        504: "TF Serving or the image host did not answer in time",
-    }
     return {
-        str(s): {"description": words[s], "content": {"application/json": {"schema": _ERROR}}}
+        str(s): {"description": status_meaning(s), "content": {"application/json": {"schema": _ERROR}}}
         for s in statuses
     }
+
+
+def status_meaning(status: int) -> str:
+    """What an error status of the gateway means: the meanings of its codes in `errors.ERRORS`."""
+    codes = {kind.code: kind.meaning for kind in errors.ERRORS if kind.status == status}
+    retry = " (see Retry-After)" if any(k.retry_after for k in errors.ERRORS if k.status == status) else ""
+    return "; ".join(f"`{code}`: {meaning}" for code, meaning in codes.items()) + retry
 
 
 _CLASSIFY_ERRORS = (400, 413, 415, 422, 429, 502, 503, 504)
@@ -380,7 +377,7 @@ def openapi_schema(settings: Settings) -> dict[str, Any]:
 def _plain_errors(*statuses: int) -> dict[str, Any]:
     return {
         str(s): {
-            "description": f"HTTP {s}, as on the gateway's own routes",
+            "description": status_meaning(s),
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PlainError"}}},
         }
         for s in statuses
@@ -582,12 +579,5 @@ def _v2_paths(settings: Settings, b64: dict[str, Any]) -> dict[str, Any]:
 
 
 def error_codes() -> list[str]:
-    """Every code `errors.describe` can answer, in the order of its tree."""
-
-    def tree(cls: type[errors.GatewayError]) -> list[type[errors.GatewayError]]:
-        return [cls] + [c for sub in cls.__subclasses__() for c in tree(sub)]
-
-    codes = [cls.code for cls in tree(errors.GatewayError)[1:]]
-    codes += [code for _, _, code in errors.PREPROCESSING_CODES]
-    codes += [errors.describe(e)[1] for e in errors.OTHER_ANSWERS]
-    return list(dict.fromkeys(codes))
+    """Every code `errors.describe` can answer, in the order of its table."""
+    return list(dict.fromkeys([kind.code for kind in errors.ERRORS] + [errors.INTERNAL.code]))
