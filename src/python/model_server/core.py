@@ -1,4 +1,5 @@
-"""What a request means, whatever transport carried it: Predict, GetModelMetadata, GetModelStatus.
+"""What a request means, whatever transport carried it: Predict, Classify, Regress,
+MultiInference, GetModelMetadata, GetModelStatus.
 
 The gRPC and REST fronts translate their wire format into these calls and `ServingError`s back
 into their statuses; nothing here knows about either. Admission control lives here too, so both
@@ -16,13 +17,25 @@ from typing import Any, TypeVar
 
 import numpy.typing as npt
 
-from clothing_protos import serving_pb2
+from clothing_protos import input_pb2, serving_pb2
 from model_server.errors import Code, InvalidArgument, ResourceExhausted, ServingError, Unavailable
+from model_server.inference import (
+    Method,
+    Task,
+    TaskResult,
+    check_input_dtype,
+    multi_tasks,
+    serialized_examples,
+    single_task,
+    task_result,
+)
 from model_server.model_manager import ModelManager, VersionStatus
 from model_server.monitoring import RequestMetrics
+from model_server.saved_model import SavedModel
 from model_server.signatures import Signature
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 SIGNATURE_DEF_FIELD = "signature_def"
 
@@ -43,6 +56,15 @@ class PredictResult:
     version: int
     signature_name: str
     outputs: dict[str, npt.NDArray[Any]]  # in the order the request asked for
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """What Classify, Regress (one task) and MultiInference (one per task) answer."""
+
+    model_name: str
+    version: int
+    tasks: list[TaskResult]
 
 
 @dataclass(frozen=True)
@@ -108,6 +130,24 @@ class ServingCore:
 
     # --- requests --------------------------------------------------------------------------
 
+    def _measured(self, ref: ModelRef | None, api: str, entrypoint: str, work: Callable[[], R]) -> R:
+        """Run `work`, recording its status and latency under TF Serving's request metrics."""
+        if self.metrics is None:
+            return work()
+        started = time.monotonic()
+        status = Code.OK.name
+        try:
+            return work()
+        except ServingError as e:
+            status = e.code.name
+            raise
+        except Exception:
+            status = Code.INTERNAL.name
+            raise
+        finally:
+            name = ref.name if ref is not None else ""
+            self.metrics.record(name, api, entrypoint, status, time.monotonic() - started)
+
     def predict(
         self,
         ref: ModelRef | None,
@@ -124,21 +164,9 @@ class ServingCore:
         if given, says an input's (dtype, shape) without decoding it: those are checked against
         the signature first, so nothing is allocated for an input the model would refuse.
         """
-        if self.metrics is None:
-            return self._predict(ref, inputs, output_filter, decode, describe)
-        started = time.monotonic()
-        status = Code.OK.name
-        try:
-            return self._predict(ref, inputs, output_filter, decode, describe)
-        except ServingError as e:
-            status = e.code.name
-            raise
-        except Exception:
-            status = Code.INTERNAL.name
-            raise
-        finally:
-            name = ref.name if ref is not None else ""
-            self.metrics.record(name, "Predict", entrypoint, status, time.monotonic() - started)
+        return self._measured(
+            ref, "Predict", entrypoint, lambda: self._predict(ref, inputs, output_filter, decode, describe)
+        )
 
     def _predict(
         self,
@@ -159,6 +187,53 @@ class ServingCore:
             signature.check_tensors(arrays)
             outputs = servable.run(signature, arrays, fetch)
             return PredictResult(ref.name, servable.version, signature.name, {a: outputs[a] for a in fetch})
+
+    def classify(
+        self, ref: ModelRef | None, input_: input_pb2.Input, entrypoint: str = "GRPC"
+    ) -> InferenceResult:
+        return self._measured(ref, "Classify", entrypoint, lambda: self._single(ref, Method.CLASSIFY, input_))
+
+    def regress(
+        self, ref: ModelRef | None, input_: input_pb2.Input, entrypoint: str = "GRPC"
+    ) -> InferenceResult:
+        return self._measured(ref, "Regress", entrypoint, lambda: self._single(ref, Method.REGRESS, input_))
+
+    def _single(self, ref: ModelRef | None, method: Method, input_: input_pb2.Input) -> InferenceResult:
+        if ref is None:
+            raise InvalidArgument("Missing ModelSpec")
+        with self._admitted(), self.manager.servable(ref.name, ref.version, ref.label) as servable:
+            task = single_task(method, ref.signature_name, servable.model.signature_defs)
+            (result,) = self._run_tasks(servable.model, [task], input_)
+            return InferenceResult(ref.name, servable.version, [result])
+
+    def multi_inference(
+        self, tasks: Sequence[tuple[ModelRef, str]], input_: input_pb2.Input, entrypoint: str = "GRPC"
+    ) -> InferenceResult:
+        """Several classify/regress signatures of one model on the same examples, in one run.
+        `tasks` are (model spec, method name) pairs; the first task's spec picks the version."""
+        first = tasks[0][0] if tasks else None
+        return self._measured(first, "MultiInference", entrypoint, lambda: self._multi(tasks, input_))
+
+    def _multi(self, tasks: Sequence[tuple[ModelRef, str]], input_: input_pb2.Input) -> InferenceResult:
+        if not tasks:
+            multi_tasks([], {})  # TF Serving's error for a request without tasks
+        ref = tasks[0][0]
+        if not ref.name:
+            raise InvalidArgument("Found ModelSpec with an empty model name.")
+        with self._admitted(), self.manager.servable(ref.name, ref.version, ref.label) as servable:
+            planned = multi_tasks(
+                [(r.name, r.signature_name, method) for r, method in tasks], servable.model.signature_defs
+            )
+            return InferenceResult(ref.name, servable.version, self._run_tasks(servable.model, planned, input_))
+
+    @staticmethod
+    def _run_tasks(model: SavedModel, tasks: Sequence[Task], input_: input_pb2.Input) -> list[TaskResult]:
+        check_input_dtype(tasks[0])
+        examples = serialized_examples(input_)
+        fetch = list(dict.fromkeys(name for task in tasks for name in task.fetch))
+        values = model.run_tensors({tasks[0].input_tensor: examples}, fetch)
+        outputs = dict(zip(fetch, values, strict=True))
+        return [task_result(task, len(examples), outputs) for task in tasks]
 
     def signature(self, ref: ModelRef) -> Signature:
         """The signature a request would run (REST reads its input dtypes to parse JSON)."""

@@ -3,6 +3,8 @@
     GET  /v1/models/NAME[/versions/N | /labels/L]            model status
     GET  /v1/models/NAME[/versions/N | /labels/L]/metadata   signature defs
     POST /v1/models/NAME[/versions/N | /labels/L]:predict    row (instances) or columnar (inputs)
+    POST /v1/models/NAME[/versions/N | /labels/L]:classify   examples (and context) -> results
+    POST /v1/models/NAME[/versions/N | /labels/L]:regress    examples (and context) -> results
 
 Errors are `{"error": "<message>"}` with TF Serving's status table (`http_status`), the one place
 codes become HTTP statuses. Parsing and the model run happen on worker threads: a 5 MB JSON image
@@ -33,9 +35,14 @@ from model_server.errors import (
     InvalidArgument,
     RequestTooLarge,
     ServingError,
-    Unimplemented,
 )
-from model_server.rest_json import parse_predict_body, predict_response_json
+from model_server.rest_json import (
+    classify_response_json,
+    parse_examples_body,
+    parse_predict_body,
+    predict_response_json,
+    regress_response_json,
+)
 from model_server.signatures import DEFAULT_SIGNATURE, Signature
 
 log = logging.getLogger(__name__)
@@ -111,10 +118,11 @@ def create_app(
         try:
             if method == "POST" and (m := _PREDICT_PATH.fullmatch(path)):
                 ref = _ref(m.group(1), m.group(2), m.group(3))
-                if m.group(4).lower() != "predict":
-                    raise Unimplemented(f"{m.group(4)} is not supported by this model server; use predict")
+                verb = m.group(4).lower()
                 body = await _read_body(request, max_request_bytes)
-                return await in_thread(lambda: _predict(core, ref, body))
+                if verb == "predict":
+                    return await in_thread(lambda: _predict(core, ref, body))
+                return await in_thread(lambda: _classify_or_regress(core, ref, verb, body))
             if method == "GET" and (m := _STATUS_PATH.fullmatch(path)):
                 if not m.group(1):
                     raise InvalidArgument("Missing model name in request.")
@@ -175,6 +183,21 @@ def _predict(core: ServingCore, ref: ModelRef, body: bytes) -> Response:
         named = replace(ref, signature_name=parsed.signature_name)
         result = core.predict(named, parsed.inputs, (), lambda _alias, array: array, entrypoint="REST")
         return Response(predict_response_json(result.outputs, parsed.format), media_type="application/json")
+    except ServingError as e:
+        return _error(e)
+
+
+def _classify_or_regress(core: ServingCore, ref: ModelRef, verb: str, body: bytes) -> Response:
+    try:
+        name, input_ = parse_examples_body(body)
+        named = replace(ref, signature_name=name)
+        if verb == "classify":
+            (task,) = core.classify(named, input_, entrypoint="REST").tasks
+            payload = classify_response_json(task.classifications or [])
+        else:
+            (task,) = core.regress(named, input_, entrypoint="REST").tasks
+            payload = regress_response_json(task.regressions or [])
+        return Response(payload, media_type="application/json")
     except ServingError as e:
         return _error(e)
 

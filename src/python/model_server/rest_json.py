@@ -1,4 +1,4 @@
-"""TF Serving's REST predict JSON: request bodies to arrays, outputs to JSON, with its messages.
+"""TF Serving's REST JSON: predict, classify and regress bodies in, results out, with its messages.
 
 Request: `{"signature_name": …, "instances": [...]}` (row format: one item per example, or one
 object per example with a key per input) or `{"inputs": …}` (columnar: one value, or an object
@@ -15,7 +15,8 @@ import base64
 import binascii
 import enum
 import json
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,11 +25,13 @@ import numpy.typing as npt
 
 from clothing_preproc import numpy_dtype
 from clothing_preproc.errors import TensorCodecError
-from clothing_protos import tensor_pb2
+from clothing_protos import example_pb2, input_pb2, tensor_pb2
 from model_server.errors import InvalidArgument, Unimplemented
 from model_server.signatures import Signature, TensorBinding, tf_type_name
 
 _MAX_SHOWN = 200  # characters of a JSON value quoted in an error message
+# numpy's limit on dimensions; a JSON value nested deeper is refused before it is converted.
+MAX_JSON_RANK = 64
 
 
 class Format(enum.Enum):
@@ -73,15 +76,7 @@ def _is_b64(value: Any) -> bool:
 
 def parse_predict_body(body: bytes, signature_for: Callable[[str], Signature]) -> ParsedPredict:
     """Parse a `:predict` body against the signature it names (looked up by `signature_for`)."""
-    if not body.strip():
-        raise InvalidArgument("JSON Parse error: The document is empty")
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError) as e:
-        # ValueError includes integers of more than 4,300 digits (Python's conversion limit).
-        raise InvalidArgument(f"JSON Parse error: {e}") from None
-    if not isinstance(doc, dict):
-        raise InvalidArgument(f"JSON Value: {_shown(doc)} Is not object")
+    doc = _load_object(body)
     name = doc.get("signature_name", "")
     if not isinstance(name, str):
         raise InvalidArgument(
@@ -220,20 +215,29 @@ def _to_array(value: Any, binding: TensorBinding, row_items: bool = False) -> np
 
 
 def _check_rank(value: Any, binding: TensorBinding) -> None:
-    """Refuse a value nested deeper or shallower than the signature's rank before building anything.
+    """Refuse a value nested deeper than a tensor can be, or than the input's placeholder takes,
+    before building anything.
 
     The JSON's depth is read along its first items (no recursion, no copy), so a deeply nested
     document is refused with the shape message the array would have got, not walked or converted.
+    Other inputs take any rank: the graph decides, as in TF Serving.
     """
-    if binding.shape is None:
-        return
     shape = _shape(value)
-    if len(shape) != len(binding.shape):
-        got = "[" + ",".join(str(d) for d in shape) + "]"
+    want = binding.fed_shape
+    if want is not None and len(shape) != len(want):
         raise InvalidArgument(
-            f"input tensor {binding.alias} has shape {got}, but the signature expects "
-            f"{binding.shape_text()} (-1 = any size)"
+            f"input tensor {binding.alias} has shape {_shape_text(shape)}, but the model's input "
+            f"takes {_shape_text(want)} (-1 = any size)"
         )
+    if len(shape) > MAX_JSON_RANK:
+        raise InvalidArgument(
+            f"input tensor {binding.alias} is nested {len(shape)} lists deep; a JSON input may have "
+            f"at most {MAX_JSON_RANK} dimensions"
+        )
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
 
 
 def _kind_fits(kind: str, target_kind: str) -> bool:
@@ -282,16 +286,7 @@ def _first_leaf(value: Any, ok: Callable[[Any], bool]) -> Any:
 
 def _irregular(value: Any) -> str:
     """TF Serving's message for a nested list whose lists differ in length, or '' if regular."""
-    def shape_of(v: Any) -> list[int]:
-        dims: list[int] = []
-        while isinstance(v, list):
-            dims.append(len(v))
-            if not v:
-                break
-            v = v[0]
-        return dims
-
-    expected = shape_of(value)
+    expected = _shape(value)
 
     def walk(v: Any, level: int) -> str:
         if isinstance(v, list):
@@ -367,7 +362,121 @@ def _fill(out: npt.NDArray[Any], converted: Any) -> None:
     out.reshape(-1)[:] = flat
 
 
+# --- classify and regress requests ------------------------------------------------------------
+
+_INT64_MIN, _INT64_MAX, _UINT64_MAX = -(1 << 63), (1 << 63) - 1, (1 << 64) - 1
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _load_object(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        raise InvalidArgument("JSON Parse error: The document is empty")
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError) as e:
+        # ValueError includes integers of more than 4,300 digits (Python's conversion limit).
+        raise InvalidArgument(f"JSON Parse error: {e}") from None
+    if not isinstance(doc, dict):
+        raise InvalidArgument(f"JSON Value: {_shown(doc)} Is not object")
+    return doc
+
+
+def parse_examples_body(body: bytes) -> tuple[str, input_pb2.Input]:
+    """A `:classify` or `:regress` body: its signature name and its examples as an Input.
+
+    `{"signature_name": …, "context": {feature: value}, "examples": [{feature: value}, …]}`; a
+    value is a number, a string, `{"b64": …}`, true/false, or a flat list of one of these.
+    """
+    doc = _load_object(body)
+    name = doc.get("signature_name", "")
+    if not isinstance(name, str):
+        raise InvalidArgument(
+            f"JSON Value: {_shown(doc)} not formatted correctly. 'signature_name' key must be a string value."
+        )
+    input_ = input_pb2.Input()
+    has_context = "context" in doc
+    if has_context:
+        _fill_example(doc["context"], input_.example_list_with_context.context)
+    if "examples" not in doc:
+        # TF Serving says "classify" for :regress too.
+        raise InvalidArgument(
+            f"JSON Value: {_shown(doc)} When method is classify, key 'examples' is expected and was not found"
+        )
+    examples = doc["examples"]
+    if not isinstance(examples, list):
+        raise InvalidArgument(f"JSON Value: {_shown(doc)} Expecting 'examples' value to be an list/array")
+    if not examples:
+        raise InvalidArgument(f"JSON Value: {_shown(doc)} 'examples' value is an empty array")
+    target = input_.example_list_with_context.examples if has_context else input_.example_list.examples
+    for item in examples:
+        _fill_example(item, target.add())
+    return name, input_
+
+
+_FEATURE_KIND_NAMES = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}
+
+
+def _fill_example(value: Any, example: example_pb2.Example) -> None:
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"Example must be JSON object but got JSON {_json_type(value)}")
+    for name, content in value.items():
+        feature = example.features.feature[name]
+        for item in content if isinstance(content, list) else [content]:
+            _add_feature_value(item, name, feature)
+
+
+def _add_feature_value(value: Any, name: str, feature: example_pb2.Feature) -> None:
+    def kind(wanted: str) -> None:
+        current = feature.WhichOneof("kind")
+        if current is not None and current != wanted:
+            raise InvalidArgument(
+                f"Unexpected element type in feature: {name} expecting type: {_FEATURE_KIND_NAMES[current]}"
+            )
+
+    if value is None or isinstance(value, list) or (isinstance(value, dict) and not _is_b64(value)):
+        raise InvalidArgument(f"Feature: {name} has element with unexpected JSON type: {_json_type(value)}")
+    if isinstance(value, bool):
+        kind("int64_list")
+        feature.int64_list.value.append(1 if value else 0)
+    elif isinstance(value, dict):
+        kind("bytes_list")
+        try:
+            feature.bytes_list.value.append(base64.b64decode(value["b64"], validate=True))
+        except (binascii.Error, ValueError):
+            raise InvalidArgument("Unable to base64 decode") from None
+    elif isinstance(value, str):
+        kind("bytes_list")
+        feature.bytes_list.value.append(value.encode("utf-8"))
+    elif isinstance(value, float):
+        kind("float_list")
+        if math.isfinite(value) and abs(value) > _FLOAT32_MAX:
+            raise InvalidArgument(f"Cannot convert JSON value: {value!r} to float without loss of precision.")
+        feature.float_list.value.append(value)
+    else:
+        kind("int64_list")
+        if _INT64_MAX < value <= _UINT64_MAX:
+            raise InvalidArgument(f"Feature: {name} has uint64 element. Only int64 is supported.")
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise InvalidArgument(f"Feature: {name} has element with unexpected JSON type: Number")
+        feature.int64_list.value.append(value)
+
+
 # --- responses ---------------------------------------------------------------------------------
+
+
+def _float32_json(value: float) -> float:
+    # Shortest decimal that reads back as the same float32 (TF Serving's WriteDecimal).
+    return float(str(np.float32(value)))
+
+
+def classify_response_json(classifications: Sequence[Sequence[tuple[str, float]]]) -> bytes:
+    """`{"results": [[[label, score], …] per example]}`."""
+    return _dumps({"results": [[[label, _float32_json(score)] for label, score in row] for row in classifications]})
+
+
+def regress_response_json(values: Sequence[float]) -> bytes:
+    """`{"results": [value per example]}`."""
+    return _dumps({"results": [_float32_json(v) for v in values]})
 
 
 def _json_values(alias: str, array: npt.NDArray[Any]) -> Any:

@@ -7,6 +7,8 @@
 - `write_xception_model`: the same interface on Keras' Xception architecture (random weights),
   for throughput measurements.
 - `write_two_input_model`: two inputs of different dtypes and two outputs, for multi-input calls.
+- `write_half_plus_two`: TF Serving's own test model (predict, classify and regress signatures on
+  serialized tf.Examples), for the Classify/Regress/MultiInference APIs and TF Serving's REST forms.
 - `write_plain_saved_model`: `tf.saved_model.save(keras_model)`, which TF Serving cannot serve.
 - `write_warmup`: an assets.extra/tf_serving_warmup_requests file.
 """
@@ -77,6 +79,61 @@ def write_two_input_model(version_dir: Path) -> Path:
 
     spec = [tf.TensorSpec((None, 3), tf.float32, name="a"), tf.TensorSpec((None,), tf.int64, name="b")]
     return _export(fn, spec, version_dir)
+
+
+def write_half_plus_two(version_dir: Path, b: float = 2.0) -> Path:
+    """TF Serving's own test model, rebuilt: y = 0.5·x + b from serialized tf.Examples.
+
+    As in TF Serving's testdata (`saved_model_half_plus_two`, `…_half_plus_three` with b=3), a
+    TF1 graph: `tf_example` (a string placeholder [-1]) is parsed for `x` (float [1]) and `x2`
+    (float [1], default 0); `x` is an Identity of the parsed value, signed [-1,1]. Signatures:
+    `serving_default` (predict x → y), `regress_x_to_y`, `regress_x_to_y2` (0.5·x + 3),
+    `regress_x2_to_y3` (reads `x2`, a float input: not a regression input TF Serving can feed),
+    `classify_x_to_y` (scores = y) and `classify_x_to_labels` (classes = y as text, scores = y).
+    """
+    v1 = tf.compat.v1
+    with tf.Graph().as_default(), v1.Session() as session:
+        a = v1.Variable(0.5, name="a")
+        offset = v1.Variable(b, name="b")
+        c = v1.Variable(3.0, name="c")
+        examples = v1.placeholder(tf.string, shape=[None], name="tf_example")
+        parsed = v1.io.parse_example(
+            examples,
+            {
+                "x": v1.io.FixedLenFeature([1], tf.float32),
+                "x2": v1.io.FixedLenFeature([1], tf.float32, default_value=[0.0]),
+            },
+        )
+        x = tf.identity(parsed["x"], name="x")
+        x2 = tf.identity(parsed["x2"], name="x2")
+        y = tf.identity(a * x + offset, name="y")
+        y2 = tf.identity(a * x + c, name="y2")
+        y3 = tf.identity(a * x2 + c, name="y3")
+        labels = tf.identity(tf.strings.as_string(y), name="labels")
+        info = v1.saved_model.utils.build_tensor_info
+        build = v1.saved_model.signature_def_utils.build_signature_def
+
+        def regress(inputs: tf.Tensor, outputs: tf.Tensor) -> Any:
+            return build({"inputs": info(inputs)}, {"outputs": info(outputs)}, "tensorflow/serving/regress")
+
+        def classify(inputs: tf.Tensor, **outputs: tf.Tensor) -> Any:
+            return build(
+                {"inputs": info(inputs)}, {k: info(v) for k, v in outputs.items()}, "tensorflow/serving/classify"
+            )
+
+        signatures = {
+            "serving_default": build({"x": info(x)}, {"y": info(y)}, "tensorflow/serving/predict"),
+            "regress_x_to_y": regress(examples, y),
+            "regress_x_to_y2": regress(examples, y2),
+            "regress_x2_to_y3": regress(x2, y3),
+            "classify_x_to_y": classify(examples, scores=y),
+            "classify_x_to_labels": classify(examples, classes=labels, scores=y),
+        }
+        session.run(v1.global_variables_initializer())
+        builder = v1.saved_model.Builder(str(version_dir))
+        builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=signatures)
+        builder.save()
+    return version_dir
 
 
 def write_plain_saved_model(version_dir: Path) -> Path:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy.typing as npt
 import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2
 
 from clothing_protos import meta_graph_pb2
 from model_server.errors import Code, ServingError
@@ -87,11 +88,12 @@ class SavedModel:
         self,
         session: Any,
         signature_defs: Mapping[str, meta_graph_pb2.SignatureDef],
+        placeholder_shapes: Mapping[str, tuple[int, ...] | None] | None = None,
     ) -> None:
         self._session = session
         self.signature_defs = dict(signature_defs)
-        self.signatures: dict[str, Signature] = signature_map(self.signature_defs)
-        self._callables: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Callable[..., Any]] = {}
+        self.signatures: dict[str, Signature] = signature_map(self.signature_defs, placeholder_shapes or {})
+        self._callables: dict[tuple[tuple[str, ...], tuple[str, ...]], Callable[..., Any]] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -113,7 +115,7 @@ class SavedModel:
             name: meta_graph_pb2.SignatureDef.FromString(sig.SerializeToString())
             for name, sig in meta_graph.signature_def.items()
         }
-        return cls(session, defs)
+        return cls(session, defs, _placeholder_shapes(graph, defs))
 
     def run(
         self,
@@ -130,19 +132,35 @@ class SavedModel:
             raise serving_error(e) from e
         return dict(zip(fetch, values, strict=True))
 
+    def run_tensors(self, feeds: Mapping[str, npt.NDArray[Any]], fetch: Sequence[str]) -> list[npt.NDArray[Any]]:
+        """Run graph tensors by name (Classify and Regress feed serialized examples this way)."""
+        names = tuple(sorted(feeds))
+        run = self._callable_for(names, tuple(fetch))
+        try:
+            return list(run(*(feeds[n] for n in names)))
+        except Exception as e:
+            raise serving_error(e) from e
+
     def _callable(
         self, signature: Signature, feeds: tuple[str, ...], fetch: tuple[str, ...]
     ) -> Callable[..., Any]:
-        # Session.make_callable skips run()'s per-call feed/fetch parsing; one per request shape.
-        key = (signature.name, feeds, fetch)
+        return self._callable_for(
+            tuple(signature.inputs[a].tensor_name for a in feeds),
+            tuple(signature.outputs[a].tensor_name for a in fetch),
+        )
+
+    def _callable_for(self, feeds: tuple[str, ...], fetch: tuple[str, ...]) -> Callable[..., Any]:
+        # A callable made from CallableOptions runs in TensorFlow's C++ session as TF Serving's
+        # Session::Run does: dtypes are checked, shapes are left to the graph's kernels (the
+        # Python Session.run would refuse any feed whose shape differs from the tensor's static
+        # one, e.g. [3] for half_plus_two's [-1,1] x). It also skips run()'s per-call parsing.
+        key = (feeds, fetch)
         with self._lock:
             found = self._callables.get(key)
             if found is None:
+                options = config_pb2.CallableOptions(feed=list(feeds), fetch=list(fetch))
                 try:
-                    found = self._session.make_callable(
-                        [signature.outputs[a].tensor_name for a in fetch],
-                        feed_list=[signature.inputs[a].tensor_name for a in feeds],
-                    )
+                    found = self._session._make_callable_from_options(options)
                 except Exception as e:  # e.g. a signature naming a tensor missing from the graph
                     raise serving_error(e) from e
                 self._callables[key] = found
@@ -150,3 +168,31 @@ class SavedModel:
 
     def close(self) -> None:
         self._session.close()
+
+
+# Ops whose declared shape is the model author's contract for a feed: the graph's kernels were
+# chosen for it, and a oneDNN kernel given another rank aborts the whole process (a Conv2D fed a
+# rank-3 image) instead of failing the call.
+_PLACEHOLDER_OPS = frozenset({"Placeholder", "PlaceholderWithDefault"})
+
+
+def _placeholder_shapes(
+    graph: Any, defs: Mapping[str, meta_graph_pb2.SignatureDef]
+) -> dict[str, tuple[int, ...] | None]:
+    """The declared shape of every signature input that is a placeholder, by tensor name.
+
+    Inputs computed inside the graph (half_plus_two's `x`, an Identity of parsed examples) are
+    left out: their shape is whatever TensorFlow makes of the fed tensor, as in TF Serving.
+    """
+    shapes: dict[str, tuple[int, ...] | None] = {}
+    for sig in defs.values():
+        for info in sig.inputs.values():
+            try:
+                tensor = graph.get_tensor_by_name(info.name)
+            except (KeyError, ValueError):
+                continue  # reported when the signature is run
+            if tensor.op.type not in _PLACEHOLDER_OPS:
+                continue
+            dims = tensor.shape.as_list() if tensor.shape.rank is not None else None
+            shapes[info.name] = None if dims is None else tuple(-1 if d is None else int(d) for d in dims)
+    return shapes

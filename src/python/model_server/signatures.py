@@ -1,9 +1,11 @@
 """A model's signatures, and the checks a Predict request passes before the model runs.
 
 The checks and their messages follow TF Serving's `predict_util.cc` in its order (method name,
-number of inputs, input names, output filter), then add what TF Serving leaves to the runtime:
-dtype (with TensorFlow's own wording) and rank/shape against the signature, because a tensor of the
-wrong rank can abort a oneDNN build of TensorFlow instead of failing the request.
+number of inputs, input names, output filter), then the dtype TensorFlow's session would refuse
+(in its own wording), checked from a tensor's header before it is decoded. Shapes are left to the
+graph, as in TF Serving (half_plus_two's `x`, signed [-1,1], takes [3]), with one exception: an
+input that is a placeholder must fit the shape the placeholder declares, because a oneDNN kernel
+given a tensor of another rank aborts the process instead of failing the call.
 """
 
 from __future__ import annotations
@@ -66,14 +68,23 @@ class TensorBinding:
     tensor_name: str
     dtype: int
     shape: tuple[int, ...] | None  # None: unknown rank; -1: any size
+    # The shape a placeholder behind this alias declares (None: not a placeholder, or of unknown
+    # rank): the only shape a request is held to before the graph runs.
+    fed_shape: tuple[int, ...] | None = None
 
     @classmethod
-    def from_info(cls, alias: str, info: meta_graph_pb2.TensorInfo) -> TensorBinding:
+    def from_info(
+        cls, alias: str, info: meta_graph_pb2.TensorInfo, fed_shape: tuple[int, ...] | None = None
+    ) -> TensorBinding:
         shape = None if info.tensor_shape.unknown_rank else tuple(int(d.size) for d in info.tensor_shape.dim)
-        return cls(alias=alias, tensor_name=info.name, dtype=int(info.dtype), shape=shape)
+        return cls(alias=alias, tensor_name=info.name, dtype=int(info.dtype), shape=shape, fed_shape=fed_shape)
 
     def shape_text(self) -> str:
-        return "[?]" if self.shape is None else "[" + ",".join(str(d) for d in self.shape) + "]"
+        return _shape_text(self.shape)
+
+
+def _shape_text(shape: Sequence[int] | None) -> str:
+    return "[?]" if shape is None else "[" + ",".join(str(d) for d in shape) + "]"
 
 
 @dataclass(frozen=True)
@@ -84,11 +95,17 @@ class Signature:
     outputs: Mapping[str, TensorBinding]
 
     @classmethod
-    def from_def(cls, name: str, sig: meta_graph_pb2.SignatureDef) -> Signature:
+    def from_def(
+        cls,
+        name: str,
+        sig: meta_graph_pb2.SignatureDef,
+        placeholder_shapes: Mapping[str, tuple[int, ...] | None] | None = None,
+    ) -> Signature:
+        fed = placeholder_shapes or {}
         return cls(
             name=name,
             method_name=sig.method_name,
-            inputs={a: TensorBinding.from_info(a, i) for a, i in sorted(sig.inputs.items())},
+            inputs={a: TensorBinding.from_info(a, i, fed.get(i.name)) for a, i in sorted(sig.inputs.items())},
             outputs={a: TensorBinding.from_info(a, i) for a, i in sorted(sig.outputs.items())},
         )
 
@@ -136,7 +153,7 @@ class Signature:
         return tuple(fetch) if fetch else tuple(self.outputs)
 
     def check_tensors(self, inputs: Mapping[str, npt.NDArray[Any]]) -> None:
-        """dtype, rank and shape of each input array against the signature (names already checked)."""
+        """dtype of each input array, and its shape where a placeholder declares one."""
         self.check_inputs({alias: (array_dtype(array), array.shape) for alias, array in inputs.items()})
 
     def check_inputs(self, described: Mapping[str, tuple[int, tuple[int, ...]]]) -> None:
@@ -154,21 +171,26 @@ class Signature:
                     f"Expects arg[{index}] to be {tf_type_name(binding.dtype)} but "
                     f"{tf_type_name(sent)} is provided"
                 )
-            if binding.shape is None:
-                continue
-            fits = len(shape) == len(binding.shape) and all(
-                want in (-1, got) for want, got in zip(binding.shape, shape, strict=True)
+            if binding.fed_shape is None:
+                continue  # TensorFlow decides, as in TF Serving
+            fits = len(shape) == len(binding.fed_shape) and all(
+                want in (-1, got) for want, got in zip(binding.fed_shape, shape, strict=True)
             )
             if not fits:
-                got = "[" + ",".join(str(d) for d in shape) + "]"
                 raise InvalidArgument(
-                    f"input tensor {alias} has shape {got}, but the signature expects "
-                    f"{binding.shape_text()} (-1 = any size)"
+                    f"input tensor {alias} has shape {_shape_text(shape)}, but the model's input "
+                    f"takes {_shape_text(binding.fed_shape)} (-1 = any size)"
                 )
 
 
-def signature_map(meta_graph_signatures: Mapping[str, meta_graph_pb2.SignatureDef]) -> dict[str, Signature]:
-    return {name: Signature.from_def(name, sig) for name, sig in meta_graph_signatures.items()}
+def signature_map(
+    meta_graph_signatures: Mapping[str, meta_graph_pb2.SignatureDef],
+    placeholder_shapes: Mapping[str, tuple[int, ...] | None] | None = None,
+) -> dict[str, Signature]:
+    return {
+        name: Signature.from_def(name, sig, placeholder_shapes)
+        for name, sig in meta_graph_signatures.items()
+    }
 
 
 def find_signature(signatures: Mapping[str, Signature], name: str) -> Signature:
