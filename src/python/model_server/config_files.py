@@ -21,7 +21,7 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
 
-from model_server.errors import ConfigError
+from clothing_settings import SettingError
 
 
 @dataclass(frozen=True)
@@ -61,16 +61,22 @@ class BatchingParameters:
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_enqueued_batches", "num_batch_threads"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"batching parameter {name} must be at least 1")
+                raise SettingError(name, f"batching parameter {name} must be at least 1")
         if self.batch_timeout_micros < 0:
-            raise ConfigError("batching parameter batch_timeout_micros must not be negative")
+            raise SettingError(
+                "batch_timeout_micros", "batching parameter batch_timeout_micros must not be negative"
+            )
         sizes = self.allowed_batch_sizes
         if sizes:
             # TF Serving's own checks (batching_session.cc), with its wording.
             if any(b <= a for a, b in itertools.pairwise(sizes)) or sizes[0] < 1:
-                raise ConfigError("allowed_batch_sizes entries must be monotonically increasing")
+                raise SettingError(
+                    "allowed_batch_sizes", "allowed_batch_sizes entries must be monotonically increasing"
+                )
             if sizes[-1] != self.max_batch_size:
-                raise ConfigError("final entry in allowed_batch_sizes must equal max_batch_size")
+                raise SettingError(
+                    "allowed_batch_sizes", "final entry in allowed_batch_sizes must equal max_batch_size"
+                )
 
 
 def load_model_config_file(path: Path) -> tuple[ModelConfig, ...]:
@@ -80,15 +86,17 @@ def load_model_config_file(path: Path) -> tuple[ModelConfig, ...]:
     message = model_server_config_pb2.ModelServerConfig()
     _parse_text(path, message, "tensorflow.serving.ModelServerConfig")
     if message.WhichOneof("config") != "model_config_list":
-        raise ConfigError(f"{path}: expected a model_config_list")
+        raise SettingError(str(path), f"{path}: expected a model_config_list")
     models: list[ModelConfig] = []
     for entry in message.model_config_list.config:
         if not entry.name or not entry.base_path:
-            raise ConfigError(f"{path}: every config needs a name and a base_path")
+            raise SettingError(str(path), f"{path}: every config needs a name and a base_path")
         if entry.model_platform not in ("", "tensorflow"):
-            raise ConfigError(f"{path}: model {entry.name}: unsupported platform {entry.model_platform!r}")
+            raise SettingError(
+                str(path), f"{path}: model {entry.name}: unsupported platform {entry.model_platform!r}"
+            )
         if any(m.name == entry.name for m in models):
-            raise ConfigError(f"{path}: model {entry.name} is configured twice")
+            raise SettingError(str(path), f"{path}: model {entry.name} is configured twice")
         models.append(
             ModelConfig(
                 name=entry.name,
@@ -98,7 +106,7 @@ def load_model_config_file(path: Path) -> tuple[ModelConfig, ...]:
             )
         )
     if not models:
-        raise ConfigError(f"{path}: no models configured")
+        raise SettingError(str(path), f"{path}: no models configured")
     return tuple(models)
 
 
@@ -108,7 +116,9 @@ def _policy(policy: Any, path: Path, name: str) -> VersionPolicy:
         return VersionPolicy(kind="all")
     if kind == "specific":
         if not policy.specific.versions:
-            raise ConfigError(f"{path}: model {name}: a specific policy needs at least one version")
+            raise SettingError(
+                str(path), f"{path}: model {name}: a specific policy needs at least one version"
+            )
         return VersionPolicy(kind="specific", versions=frozenset(int(v) for v in policy.specific.versions))
     num = int(policy.latest.num_versions) if kind == "latest" and policy.latest.num_versions else 1
     return VersionPolicy(kind="latest", num_versions=num)
@@ -140,7 +150,7 @@ def load_monitoring_config(path: Path) -> str | None:
         return None
     route = prometheus.path or DEFAULT_PROMETHEUS_PATH
     if not route.startswith("/"):
-        raise ConfigError(f"{path}: prometheus_config path must start with '/', got {route!r}")
+        raise SettingError(str(path), f"{path}: prometheus_config path must start with '/', got {route!r}")
     return str(route)
 
 
@@ -148,9 +158,11 @@ def _parse_text(path: Path, message: Any, full_name: str) -> None:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+        raise SettingError(str(path), f"cannot read {path}: {e.strerror}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: Error parsing text-format {full_name}: not UTF-8 text") from None
+        raise SettingError(
+            str(path), f"{path}: Error parsing text-format {full_name}: not UTF-8 text"
+        ) from None
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as e:
@@ -161,7 +173,7 @@ def _parse_text(path: Path, message: Any, full_name: str) -> None:
             location = f"{line}:{column}" if column is not None else f"{line}"
             detail = detail.removeprefix(f"{location} : ")
             detail = f"{location}: {detail}"
-        raise ConfigError(f"{path}: Error parsing text-format {full_name}: {detail}") from None
+        raise SettingError(str(path), f"{path}: Error parsing text-format {full_name}: {detail}") from None
 
 
 _BATCHING_FIELDS: tuple[tuple[str, int, str | None], ...] = (

@@ -9,11 +9,12 @@
     ├── Unavailable              UNAVAILABLE: shutting down; the batch queue is full
     ├── Unimplemented            UNIMPLEMENTED: an API or dtype this server does not offer
     └── Internal                 INTERNAL: the model misbehaved (a bug, never the client's fault)
-    ConfigError                  bad flags, environment or config files: the server does not start
 
 Messages copy TF Serving's wording where TF Serving has a message for the case, so a client that
 matches on them works against both. The transports map `Code` once each: `grpc_front` to gRPC
 status codes, `rest_front` to HTTP statuses (TF Serving's table). Nothing here knows either.
+Unusable flags, environment or config files are `clothing_settings.SettingError`, as in every
+program of the project: the server does not start.
 """
 
 from __future__ import annotations
@@ -86,7 +87,3 @@ class Unimplemented(ServingError):
 
 class Internal(ServingError):
     code = Code.INTERNAL
-
-
-class ConfigError(Exception):
-    """The flags, environment or config files are unusable; the message says which and why."""

@@ -14,8 +14,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from clothing_settings import SettingError
 from malloc_tuning import keep_freed_memory
-from model_server.errors import ConfigError
 from model_server.settings import describe_ignored, parse_settings
 
 log = logging.getLogger("model_server")
@@ -32,7 +32,7 @@ def _configure_logging() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = parse_settings(sys.argv[1:] if argv is None else argv, os.environ)
-    except ConfigError as e:
+    except SettingError as e:
         print(f"model_server: error: {e}", file=sys.stderr)
         return 2
     _configure_logging()

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import uvicorn
 
+from clothing_settings import SettingError
 from model_server.config_files import load_model_config_file
 from model_server.core import ServingCore
-from model_server.errors import ConfigError
 from model_server.grpc_front import GrpcFront
 from model_server.model_manager import ModelManager
 from model_server.monitoring import RequestMetrics
@@ -143,7 +143,7 @@ class ModelServer:
         while not self._stop_polling.wait(interval):
             try:
                 models = load_model_config_file(path)
-            except ConfigError as e:
+            except SettingError as e:
                 if str(e) != last_error:
                     log.error("model config not reloaded, serving the previous one: %s", e)
                 last_error = str(e)

@@ -14,6 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clothing_settings import SettingError, SettingsParser
+from clothing_settings.validators import (
+    flag_bool,
+    non_negative_float,
+    non_negative_int,
+    number,
+    port,
+    positive_int,
+    whole_number,
+)
 from model_server.config_files import (
     BatchingParameters,
     ModelConfig,
@@ -21,7 +31,6 @@ from model_server.config_files import (
     load_model_config_file,
     load_monitoring_config,
 )
-from model_server.errors import ConfigError
 
 # The TF Serving release whose `tensorflow_model_server --help` this command line follows: the
 # one deploy/images/model/Dockerfile pins.
@@ -90,59 +99,6 @@ IGNORED_FLAGS: dict[str, tuple[str, str]] = {
 }
 
 
-def _flag_bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port {value} is outside 0-65535")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-
-
 def parse_channel_arguments(text: str) -> tuple[ChannelArgument, ...]:
     """TF Serving's `--grpc_channel_arguments`: `key=value,key=value`, a value that parses as a
     32-bit integer passed as one, any other as a string."""
@@ -163,22 +119,12 @@ def parse_channel_arguments(text: str) -> tuple[ChannelArgument, ...]:
     return tuple(out)
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:  # also refuses NaN
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-    return value
-
-
 class _VersionAction(argparse.Action):
     """`--version`: what TF Serving prints (its release, then TensorFlow's), then exit 0."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:
-        if values is not None and not _flag_bool(str(values)):
+        if values is not None and not flag_bool(str(values)):
             return
         try:
             tensorflow = importlib.metadata.version("tensorflow")
@@ -189,14 +135,8 @@ class _VersionAction(argparse.Action):
         parser.exit(0)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        # One readable line for main() to print, instead of argparse's usage dump and exit(2).
-        raise ConfigError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = SettingsParser(
         prog="model_server",
         allow_abbrev=False,  # TF Serving takes flags by their full names only
         description=(
@@ -211,10 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
             f"{TF_SERVING_VERSION} is accepted and has no effect here; the server says which at start."
         ),
     )
-    boolean = {"type": _flag_bool, "nargs": "?", "const": True, "metavar": "BOOL"}
-    p.add_argument("--port", type=_port, default=8500,
+    boolean = {"type": flag_bool, "nargs": "?", "const": True, "metavar": "BOOL"}
+    p.add_argument("--port", type=port, default=8500,
                    help="gRPC port (default 8500; 0 picks a free port, printed in the ready line)")
-    p.add_argument("--rest_api_port", type=_port, default=0,
+    p.add_argument("--rest_api_port", type=port, default=0,
                    help="REST port (default 0: no REST server, as in TF Serving; the image uses 8501)")
     p.add_argument("--bind_address", default="0.0.0.0",  # noqa: S104 - TF Serving listens on all interfaces
                    help="address both servers listen on (default 0.0.0.0, as TF Serving; "
@@ -226,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model_config_file", type=Path, default=None,
                    help="ModelServerConfig text file (model_config_list) for several models, version "
                         "policies and version labels; excludes --model_base_path")
-    p.add_argument("--file_system_poll_wait_seconds", type=_non_negative_float, default=1.0,
+    p.add_argument("--file_system_poll_wait_seconds", type=non_negative_float, default=1.0,
                    help="seconds between looks for new or removed versions (default 1; 0: once at start)")
     p.add_argument("--enable_batching", default=False, **boolean,  # type: ignore[arg-type]
                    help="merge concurrent Predict calls into one model run (default false)")
@@ -241,19 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
                    **boolean,  # type: ignore[arg-type]
                    help="send gRPC response tensors in tensor_content instead of the typed *_val "
                         "fields (default false, as in TF Serving)")
-    p.add_argument("--rest_api_timeout_in_ms", type=_non_negative_int, default=30000,
+    p.add_argument("--rest_api_timeout_in_ms", type=non_negative_int, default=30000,
                    help="REST request deadline in ms (default 30000; 0: none)")
-    p.add_argument("--tensorflow_intra_op_parallelism", type=_non_negative_int, default=0,
+    p.add_argument("--tensorflow_intra_op_parallelism", type=non_negative_int, default=0,
                    help="threads within one TensorFlow op (default 0: TensorFlow chooses)")
-    p.add_argument("--tensorflow_inter_op_parallelism", type=_non_negative_int, default=0,
+    p.add_argument("--tensorflow_inter_op_parallelism", type=non_negative_int, default=0,
                    help="TensorFlow ops run at once (default 0: TensorFlow chooses)")
-    p.add_argument("--max_request_bytes", type=_positive_int, default=64 << 20,
+    p.add_argument("--max_request_bytes", type=positive_int, default=64 << 20,
                    help="largest gRPC message or REST body accepted (default 64 MiB); larger is "
                         "RESOURCE_EXHAUSTED / 413")
-    p.add_argument("--max_concurrent_requests", type=_positive_int, default=64,
+    p.add_argument("--max_concurrent_requests", type=positive_int, default=64,
                    help="Predict calls admitted at once (default 64); more are refused at once with "
                         "RESOURCE_EXHAUSTED / 429 instead of queueing without bound")
-    p.add_argument("--drain_seconds", type=_non_negative_float, default=10.0,
+    p.add_argument("--drain_seconds", type=non_negative_float, default=10.0,
                    help="on SIGTERM, how long requests in flight may take to finish (default 10)")
     p.add_argument("--grpc_socket_path", default=None,
                    help="also serve gRPC on this unix socket (a relative or absolute path)")
@@ -263,17 +203,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--monitoring_config_file", type=Path, default=None,
                    help="MonitoringConfig text file; prometheus_config { enable: true path: ... } "
                         "serves Prometheus metrics at that path on the REST port")
-    p.add_argument("--model_config_file_poll_wait_seconds", type=_non_negative_float, default=0.0,
+    p.add_argument("--model_config_file_poll_wait_seconds", type=non_negative_float, default=0.0,
                    help="re-read --model_config_file this often and apply added and removed models, "
                         "version policies and labels (default 0: read once, at start)")
-    p.add_argument("--tensorflow_session_parallelism", type=_non_negative_int, default=0,
+    p.add_argument("--tensorflow_session_parallelism", type=non_negative_int, default=0,
                    help="threads for both TensorFlow pools where the two flags above are 0 "
                         "(default 0: TensorFlow chooses)")
     p.add_argument("--enable_grpc_healthcheck_service", default=True, **boolean,  # type: ignore[arg-type]
                    help="offer grpc.health.v1 (default true here: the local stack relies on it)")
     p.add_argument("--version", action=_VersionAction, nargs="?", metavar="BOOL",
                    help="print the version and exit")
-    types: dict[str, Callable[[str], object]] = {"int": _int, "float": _float, "bool": _flag_bool, "str": str}
+    types: dict[str, Callable[[str], object]] = {
+        "int": whole_number, "float": number, "bool": flag_bool, "str": str
+    }
     for name, (kind, reason) in IGNORED_FLAGS.items():
         extra: dict[str, Any] = {"nargs": "?", "const": True, "metavar": "BOOL"} if kind == "bool" else {}
         p.add_argument(f"--{name}", type=types[kind], default=None,
@@ -282,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> ServerSettings:
-    """Settings from a command line and the environment; `ConfigError` says what is wrong."""
+    """Settings from a command line and the environment; `SettingError` says what is wrong.
+    `--help` and `--version` print and exit 0 (SystemExit)."""
     args = build_parser().parse_args(list(argv))
     models = _models(args, environ)
     batching: BatchingParameters | None = None
@@ -291,7 +234,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> ServerSet
     elif args.enable_batching:
         batching = BatchingParameters()
     if args.port != 0 and args.port == args.rest_api_port:
-        raise ConfigError(f"--port and --rest_api_port are both {args.port}")
+        raise SettingError("--rest_api_port", f"--port and --rest_api_port are both {args.port}")
     prometheus_path: str | None = None
     if args.monitoring_config_file is not None:
         prometheus_path = load_monitoring_config(args.monitoring_config_file)
@@ -336,7 +279,9 @@ def describe_ignored(names: Sequence[str]) -> str:
 def _models(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[ModelConfig, ...]:
     if args.model_config_file is not None:
         if args.model_base_path is not None:
-            raise ConfigError("--model_config_file and --model_base_path cannot both be set")
+            raise SettingError(
+                "--model_base_path", "--model_config_file and --model_base_path cannot both be set"
+            )
         return load_model_config_file(args.model_config_file)
     name = args.model_name or environ.get("MODEL_NAME") or "default"
     base_path = args.model_base_path
@@ -344,5 +289,7 @@ def _models(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[Model
         # The tensorflow/serving image's entrypoint: --model_base_path=${MODEL_BASE_PATH}/${MODEL_NAME}.
         base_path = str(Path(environ["MODEL_BASE_PATH"]) / name)
     if not base_path:
-        raise ConfigError("no model to serve: give --model_base_path (or --model_config_file)")
+        raise SettingError(
+            "--model_base_path", "no model to serve: give --model_base_path (or --model_config_file)"
+        )
     return (ModelConfig(name=name, base_path=Path(base_path)),)

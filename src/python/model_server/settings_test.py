@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from clothing_settings import SettingError
 from model_server.config_files import BatchingParameters, VersionPolicy
-from model_server.errors import ConfigError
 from model_server.settings import parse_settings
 
 
@@ -132,7 +132,7 @@ def test_bad_settings_say_what_is_wrong(
     if "c" in files:
         path.write_text(files["c"])
     argv = [a.replace("{c}", str(path)) for a in argv]
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(SettingError) as caught:
         parse_settings(argv, {})
     assert str(caught.value) == message.replace("{c}", str(path))
 
@@ -225,7 +225,7 @@ def test_monitoring_config(tmp_path: Path, text: str, path: str | None) -> None:
 def test_a_bad_monitoring_config_is_reported_in_tf_servings_words(tmp_path: Path) -> None:
     config = tmp_path / "monitoring.config"
     config.write_text("prometheus_config { enabled: true }")
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(SettingError) as caught:
         parse_settings(["--model_base_path=/m", f"--monitoring_config_file={config}"], {})
     assert str(caught.value).startswith(
         f"{config}: Error parsing text-format tensorflow.serving.MonitoringConfig: 1:"

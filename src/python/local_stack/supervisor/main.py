@@ -6,8 +6,9 @@ import os
 import sys
 from collections.abc import Sequence
 
+from clothing_settings import SettingError
 from local_stack.supervisor.errors import StackError
-from local_stack.supervisor.settings import parse
+from local_stack.supervisor.settings import parse_settings
 from local_stack.supervisor.stack import Stack
 
 
@@ -17,12 +18,12 @@ def say(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        settings = parse(sys.argv[1:] if argv is None else argv, os.environ)
-    except SystemExit as e:  # --help (0) or a usage error (2), already printed by argparse
+        settings = parse_settings(sys.argv[1:] if argv is None else argv, os.environ)
+    except SystemExit as e:  # --help, already printed by argparse
         return int(e.code or 0)
-    except StackError as e:
+    except SettingError as e:
         print(f"local-stack: error: {e}", file=sys.stderr)
-        return e.exit_code
+        return 2
     stack = Stack(settings, say)
     stack.install_signal_handlers()
     try:

@@ -1,17 +1,20 @@
-"""The stack's settings: flags, each with an environment variable as its default, read once."""
+"""The stack's settings: flags, each with an environment variable as its default, read once.
+
+`FLAGS` defines every flag once (name, variable, default, meaning); the parser, `--help` and the
+README's table (`flags_table()`, checked by settings_test.py) are all made from it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from local_stack.supervisor.errors import SettingsError
-
-DEFAULT_MODEL_NAME = "clothing-model"
-
+from clothing_preproc.signature import COURSE_MODEL_NAME
+from clothing_settings import SettingError, SettingsParser, markdown_table
+from clothing_settings.validators import host_port, port, seconds
 
 # The cache's demo models live in `<cache>/models-r<DEMO_REVISION>`. Bump the revision when `export
 # demo` starts writing something the stack relies on that demos exported earlier lack (2: the
@@ -50,8 +53,69 @@ class StackSettings:
         return self.cache_dir / f"models-r{DEMO_REVISION}"
 
 
+@dataclass(frozen=True)
+class Flag:
+    """One flag: its default is `default`, or the value of `variable` when that is set."""
+
+    name: str
+    meaning: str
+    default: str | None  # as typed on the command line; None: not given
+    shown: str  # the default in words, for --help and the README
+    variable: str | None = None
+    kind: Callable[[str], object] = str
+    metavar: str | None = None
+
+
+_CACHE_SHOWN = "`~/.cache/clothing-classifier/local-stack`"
+
+FLAGS: tuple[Flag, ...] = (
+    Flag(
+        "--model-dir",
+        "a model folder as export writes it: `<base>/<name>`, holding numbered versions",
+        None,
+        "the demo model",
+        "CLOTHING_MODEL_DIR",
+        Path,
+    ),
+    Flag(
+        "--tf-serving",
+        "`host:port` of a running TF Serving (gRPC) to use instead",
+        None,
+        "start the local model server",
+        "CLOTHING_TF_SERVING",
+        host_port,
+        "HOST:PORT",
+    ),
+    Flag(
+        "--model-name",
+        "the model's name in TF Serving",
+        COURSE_MODEL_NAME,
+        f"`{COURSE_MODEL_NAME}`",
+        "CLOTHING_MODEL_NAME",
+    ),
+    Flag("--cache-dir", "where the demo model is exported", None, _CACHE_SHOWN, "CLOTHING_CACHE_DIR", Path),
+    Flag(
+        "--host",
+        "address the gateway listens on: this machine only; `0.0.0.0` for the network",
+        "127.0.0.1",
+        "`127.0.0.1`",
+    ),
+    Flag("--port", "the gateway's port", "9696", "`9696`", kind=port),
+    Flag("--grpc-port", "the local model server's gRPC port", "8500", "`8500`", kind=port),
+    Flag("--rest-port", "the local model server's REST port; 0: off", "8501", "`8501`", kind=port),
+    Flag(
+        "--ready-timeout",
+        "seconds to wait for everything to be ready before giving up; a first run also exports the "
+        "demo model",
+        "300",
+        "`300`",
+        kind=seconds,
+    ),
+)
+
+
 def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = SettingsParser(
         prog="local_stack",
         description=(
             "Run the clothing classifier locally: the TF-Serving-compatible model server and the gateway "
@@ -64,65 +128,30 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
             "on this machine."
         ),
     )
-    env = environ.get
-    p.add_argument(
-        "--model-dir",
-        type=Path,
-        default=env("CLOTHING_MODEL_DIR") or None,
-        help="a model folder as export writes it: <base>/<model name>, holding numbered versions "
-        "(env CLOTHING_MODEL_DIR; default: the demo model)",
-    )
-    p.add_argument(
-        "--tf-serving",
-        default=env("CLOTHING_TF_SERVING") or None,
-        metavar="HOST:PORT",
-        help="use this running TF Serving (gRPC) instead of starting the local model server "
-        "(env CLOTHING_TF_SERVING)",
-    )
-    p.add_argument(
-        "--model-name",
-        default=env("CLOTHING_MODEL_NAME") or DEFAULT_MODEL_NAME,
-        help=f"the model's name in TF Serving (env CLOTHING_MODEL_NAME; default {DEFAULT_MODEL_NAME})",
-    )
-    p.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address the gateway listens on (default 127.0.0.1: this machine only; 0.0.0.0 for the network)",
-    )
-    p.add_argument("--port", type=_port, default=9696, help="the gateway's port (default 9696)")
-    p.add_argument(
-        "--grpc-port", type=_port, default=8500, help="the model server's gRPC port (default 8500)"
-    )
-    p.add_argument(
-        "--rest-port", type=_port, default=8501, help="the model server's REST port (default 8501; 0: off)"
-    )
-    p.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=env("CLOTHING_CACHE_DIR") or default_cache_dir(environ),
-        help="where the demo model is exported (env CLOTHING_CACHE_DIR; "
-        "default ~/.cache/clothing-classifier/local-stack)",
-    )
-    p.add_argument(
-        "--ready-timeout",
-        type=float,
-        default=300.0,
-        help="seconds to wait for everything to be ready before giving up (default 300)",
-    )
+    for flag in FLAGS:
+        default = (environ.get(flag.variable) if flag.variable else None) or flag.default
+        where = f"env {flag.variable}; " if flag.variable else ""
+        p.add_argument(
+            flag.name,
+            type=flag.kind,
+            default=default,
+            metavar=flag.metavar,
+            # argparse reads % in help as a format; the meanings hold none but a literal one.
+            help=f"{flag.meaning} ({where}default: {flag.shown})".replace("%", "%%").replace("`", ""),
+        )
     return p
 
 
-def parse(argv: Sequence[str], environ: Mapping[str, str]) -> StackSettings:
-    """Settings from the command line and the environment (argparse exits on --help and usage errors)."""
+def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> StackSettings:
+    """Settings from the command line and the environment; `SettingError` says what is wrong.
+    `--help` prints and exits 0 (SystemExit)."""
     ns = parser(environ).parse_args(list(argv))
     if ns.model_dir is not None and ns.tf_serving is not None:
-        raise SettingsError(
-            "give --model-dir or --tf-serving, not both: an existing TF Serving has its own model"
+        raise SettingError(
+            "--tf-serving",
+            "give --model-dir or --tf-serving, not both: an existing TF Serving has its own model",
         )
-    if ns.tf_serving is not None and (":" not in ns.tf_serving or any(c.isspace() for c in ns.tf_serving)):
-        raise SettingsError(f"--tf-serving {ns.tf_serving!r}: expected HOST:PORT, e.g. localhost:8500")
-    if not ns.ready_timeout > 0:
-        raise SettingsError("--ready-timeout must be more than 0 seconds")
+    cache_dir = ns.cache_dir if ns.cache_dir is not None else default_cache_dir(environ)
     return StackSettings(
         model_dir=ns.model_dir.expanduser().resolve() if ns.model_dir else None,
         tf_serving=ns.tf_serving,
@@ -131,16 +160,20 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> StackSettings:
         port=ns.port,
         grpc_port=ns.grpc_port,
         rest_port=ns.rest_port,
-        cache_dir=ns.cache_dir.expanduser(),
+        cache_dir=cache_dir.expanduser(),
         ready_timeout=ns.ready_timeout,
     )
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535)")
-    return value
+FLAGS_TABLE_HEADER = ("flag", "variable", "default", "meaning")
+
+
+def flags_table() -> str:
+    """The README's table of the stack's flags."""
+    return markdown_table(
+        FLAGS_TABLE_HEADER,
+        [
+            (f"`{f.name}`", f"`{f.variable}`" if f.variable else "", f.shown, f.meaning)
+            for f in FLAGS
+        ],
+    )
