@@ -224,16 +224,16 @@ PREDICT_ERRORS: dict[str, tuple[Callable[[], serving_pb2.PredictRequest], grpc.S
         "output tensor alias not found in signature: logits "
         f"Outputs expected to be in the set {{{COURSE_OUTPUT_NAME}}}.",
     ),
-    "wrong rank (would abort TensorFlow)": (
+    "wrong rank for a placeholder (would abort oneDNN's Conv2D)": (
         lambda: image_request(images=sample_models.random_images(1)[0]),
         grpc.StatusCode.INVALID_ARGUMENT,
-        f"input tensor {COURSE_INPUT_NAME} has shape [299,299,3], but the signature expects [-1,299,299,3] "
+        f"input tensor {COURSE_INPUT_NAME} has shape [299,299,3], but the model's input takes [-1,299,299,3] "
         "(-1 = any size)",
     ),
-    "wrong image size": (
+    "wrong image size for a placeholder": (
         lambda: image_request(images=np.zeros((1, 150, 150, 3), np.float32)),
         grpc.StatusCode.INVALID_ARGUMENT,
-        f"input tensor {COURSE_INPUT_NAME} has shape [1,150,150,3], but the signature expects [-1,299,299,3] "
+        f"input tensor {COURSE_INPUT_NAME} has shape [1,150,150,3], but the model's input takes [-1,299,299,3] "
         "(-1 = any size)",
     ),
     "hostile header: complex128 [2^26], one value": (
@@ -250,7 +250,7 @@ PREDICT_ERRORS: dict[str, tuple[Callable[[], serving_pb2.PredictRequest], grpc.S
         lambda: _header_only(dtype=tensor_pb2.DT_FLOAT, float_val=[1.0]),
         grpc.StatusCode.INVALID_ARGUMENT,
         f"input tensor {COURSE_INPUT_NAME} has shape [67108864], "
-        "but the signature expects [-1,299,299,3] (-1 = any size)",
+        "but the model's input takes [-1,299,299,3] (-1 = any size)",
     ),
     "hostile header: 300 dimensions": (
         lambda: _header_only(dtype=tensor_pb2.DT_FLOAT, shape=(1,) * 300),
