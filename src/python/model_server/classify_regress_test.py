@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -265,7 +264,8 @@ def test_predict_feeds_shapes_other_than_the_signatures_to_the_graph(stub: Any) 
 def _serialized_example(x: float) -> bytes:
     example = tf.train.Example()
     example.features.feature["x"].float_list.value.append(x)
-    return example.SerializeToString()
+    serialized: bytes = example.SerializeToString()
+    return serialized
 
 
 REST_ANSWERS: dict[str, tuple[str, Any, Any]] = {
@@ -287,7 +287,9 @@ REST_ANSWERS: dict[str, tuple[str, Any, Any]] = {
         {"predictions": [[3.0]]},
     ),
     "classify (TF Serving's suite)": (
-        ":classify", {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]}, {"results": [[["", 3.0]]]},
+        ":classify",
+        {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]},
+        {"results": [[["", 3.0]]]},
     ),
     "classify with labels": (
         ":classify",
@@ -324,7 +326,8 @@ REST_ERRORS: dict[str, tuple[str, Any, int, str]] = {
         """JSON Value: {"examples":{"x":1.0}} Expecting 'examples' value to be an list/array""",
     ),
     "no examples": (
-        ":regress", {"examples": []}, 400, """JSON Value: {"examples":[]} 'examples' value is an empty array""",
+        ":regress", {"examples": []}, 400,
+        """JSON Value: {"examples":[]} 'examples' value is an empty array""",
     ),
     "an example that is not an object": (
         ":regress", {"examples": [1.0]}, 400, "Example must be JSON object but got JSON Number",

@@ -224,7 +224,8 @@ class ServingCore:
             planned = multi_tasks(
                 [(r.name, r.signature_name, method) for r, method in tasks], servable.model.signature_defs
             )
-            return InferenceResult(ref.name, servable.version, self._run_tasks(servable.model, planned, input_))
+            results = self._run_tasks(servable.model, planned, input_)
+            return InferenceResult(ref.name, servable.version, results)
 
     @staticmethod
     def _run_tasks(model: SavedModel, tasks: Sequence[Task], input_: input_pb2.Input) -> list[TaskResult]:

@@ -233,8 +233,8 @@ PREDICT_ERRORS: dict[str, tuple[Callable[[], serving_pb2.PredictRequest], grpc.S
     "wrong image size for a placeholder": (
         lambda: image_request(images=np.zeros((1, 150, 150, 3), np.float32)),
         grpc.StatusCode.INVALID_ARGUMENT,
-        f"input tensor {COURSE_INPUT_NAME} has shape [1,150,150,3], but the model's input takes [-1,299,299,3] "
-        "(-1 = any size)",
+        f"input tensor {COURSE_INPUT_NAME} has shape [1,150,150,3], "
+        "but the model's input takes [-1,299,299,3] (-1 = any size)",
     ),
     "hostile header: complex128 [2^26], one value": (
         lambda: _header_only(dcomplex_val=[1.0, 2.0]),

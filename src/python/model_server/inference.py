@@ -169,7 +169,9 @@ def multi_tasks(
         if not model:
             model = model_name
         elif model_name != model:
-            raise InvalidArgument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+            raise InvalidArgument(
+                "All ModelSpecs in a MultiInferenceRequest must access the same model name."
+            )
         name = signature_name(requested)
         if name in seen:
             raise InvalidArgument(f"Duplicate evaluation of signature: {name}")
@@ -218,9 +220,11 @@ def task_result(task: Task, num_examples: int, outputs: Mapping[str, npt.NDArray
     if task.method is Method.CLASSIFY:
         classes = outputs[task.classes_tensor] if task.classes_tensor is not None else None
         scores = outputs[task.scores_tensor] if task.scores_tensor is not None else None
-        return TaskResult(task.signature_name, task.method, classifications=_classifications(num_examples, classes, scores))
+        classifications = _classifications(num_examples, classes, scores)
+        return TaskResult(task.signature_name, task.method, classifications=classifications)
     assert task.outputs_tensor is not None
-    return TaskResult(task.signature_name, task.method, regressions=_regressions(num_examples, outputs[task.outputs_tensor]))
+    regressions = _regressions(num_examples, outputs[task.outputs_tensor])
+    return TaskResult(task.signature_name, task.method, regressions=regressions)
 
 
 def _classifications(
@@ -250,7 +254,8 @@ def _classifications(
             )
     if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
         raise InvalidArgument(
-            f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. {scores.shape[1]}"
+            "Tensors class and score should match in dim_size(1). "
+            f"Got {classes.shape[1]} vs. {scores.shape[1]}"
         )
     width = (classes if classes is not None else scores).shape[1]  # type: ignore[union-attr]
     out: Classifications = []

@@ -471,7 +471,8 @@ def _float32_json(value: float) -> float:
 
 def classify_response_json(classifications: Sequence[Sequence[tuple[str, float]]]) -> bytes:
     """`{"results": [[[label, score], …] per example]}`."""
-    return _dumps({"results": [[[label, _float32_json(score)] for label, score in row] for row in classifications]})
+    rows = [[[label, _float32_json(score)] for label, score in row] for row in classifications]
+    return _dumps({"results": rows})
 
 
 def regress_response_json(values: Sequence[float]) -> bytes:

@@ -118,7 +118,9 @@ def write_half_plus_two(version_dir: Path, b: float = 2.0) -> Path:
 
         def classify(inputs: tf.Tensor, **outputs: tf.Tensor) -> Any:
             return build(
-                {"inputs": info(inputs)}, {k: info(v) for k, v in outputs.items()}, "tensorflow/serving/classify"
+                {"inputs": info(inputs)},
+                {k: info(v) for k, v in outputs.items()},
+                "tensorflow/serving/classify",
             )
 
         signatures = {

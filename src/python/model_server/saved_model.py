@@ -132,7 +132,9 @@ class SavedModel:
             raise serving_error(e) from e
         return dict(zip(fetch, values, strict=True))
 
-    def run_tensors(self, feeds: Mapping[str, npt.NDArray[Any]], fetch: Sequence[str]) -> list[npt.NDArray[Any]]:
+    def run_tensors(
+        self, feeds: Mapping[str, npt.NDArray[Any]], fetch: Sequence[str]
+    ) -> list[npt.NDArray[Any]]:
         """Run graph tensors by name (Classify and Regress feed serialized examples this way)."""
         names = tuple(sorted(feeds))
         run = self._callable_for(names, tuple(fetch))

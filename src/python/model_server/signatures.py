@@ -77,7 +77,9 @@ class TensorBinding:
         cls, alias: str, info: meta_graph_pb2.TensorInfo, fed_shape: tuple[int, ...] | None = None
     ) -> TensorBinding:
         shape = None if info.tensor_shape.unknown_rank else tuple(int(d.size) for d in info.tensor_shape.dim)
-        return cls(alias=alias, tensor_name=info.name, dtype=int(info.dtype), shape=shape, fed_shape=fed_shape)
+        return cls(
+            alias=alias, tensor_name=info.name, dtype=int(info.dtype), shape=shape, fed_shape=fed_shape
+        )
 
     def shape_text(self) -> str:
         return _shape_text(self.shape)
