@@ -9,6 +9,7 @@ daemon's data root live in a cache folder outside the repository.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy_testlib import apt_install, run
+from deploy_testlib import apt_install, build_root, run
 
 BASE_IMAGE = "clothing-py311-base:bookworm"
 _SOCKET_DIR = Path("/run/clothing-docker")
@@ -145,3 +146,47 @@ def base_image(docker: Docker) -> str:
         tarball, BASE_IMAGE,
     )  # fmt: skip
     return BASE_IMAGE
+
+
+def pants_package(
+    docker: Docker, targets: list[str], tag: str, workdir: Path, **build_env: str
+) -> dict[str, str]:
+    """`./pants package TARGETS` into `docker`'s daemon; returns each image's ID by repository.
+
+    A second Pants while the outer one runs the test: `--no-pantsd` (the outer run holds the
+    build root's pantsd, and a nested client would wait for it forever) and a workdir of its own.
+    It shares the user's Pants caches, so a warm run only builds what changed. Its environment is
+    built from scratch (the test process carries the outer pytest PEX's variables): IMAGE_TAG,
+    the daemon, and `build_env` (build arguments such as BASE_IMAGE, or CLOTHING_MODEL).
+    """
+    root = build_root()
+    # The distdir must be inside the build root; .pants.d is ignored by Pants and git.
+    dist = Path(".pants.d") / "image-tests" / tag
+    env = {
+        "PATH": os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": str(user_home()),
+        "LANG": "C.UTF-8",
+        # The caches the outer Pants and cache_dir() use, when they are not under HOME.
+        **({"XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"]} if "XDG_CACHE_HOME" in os.environ else {}),
+        "IMAGE_TAG": tag,
+        "DOCKER_CONFIG": str(cache_dir() / ".docker"),
+        **({"DOCKER_HOST": docker.env["DOCKER_HOST"]} if "DOCKER_HOST" in docker.env else {}),
+        **build_env,
+    }
+    images: dict[str, str] = {}
+    try:
+        result = run(
+            [root / "pants", "--no-pantsd", "--no-dynamic-ui", "--no-watch-filesystem",
+             f"--pants-workdir={workdir}", f"--pants-distdir={dist}", "package", *targets],
+            env=env, cwd=root, timeout=1800,
+        )  # fmt: skip
+        print(result.stderr[-3000:], result.stdout)
+        for info_file in (root / dist).glob("*/*.docker-info.json"):
+            info = json.loads(info_file.read_text())
+            names = {t["name"] for registry in info["registries"] for t in registry["tags"]}
+            (repository,) = {name.split(":")[0] for name in names}
+            assert names == {f"{repository}:{tag}", f"{repository}:latest"}, names
+            images[repository] = info["image_id"]
+    finally:
+        shutil.rmtree(root / dist, ignore_errors=True)
+    return images

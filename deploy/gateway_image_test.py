@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,12 +20,11 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import loadtest
 import pytest
-from deploy_testlib import DEPLOY_DIR, build_root, run
-from docker_support import Docker, base_image, cache_dir, docker_daemon, user_home
+from deploy_testlib import DEPLOY_DIR, run
+from docker_support import Docker, base_image, docker_daemon, pants_package
 from loopback_image import serve_image
 from PIL import Image
 
@@ -86,50 +83,12 @@ def docker() -> Iterator[Docker]:
         yield daemon
 
 
-def pants_package_gateway(docker: Docker, tag: str, workdir: Path) -> str:
-    """`./pants package deploy/images/gateway` into `docker`'s daemon; returns the image ID.
-
-    A second Pants while the outer one runs this test: `--no-pantsd` (the outer run holds the
-    build root's pantsd, and a nested client would wait for it forever) and a workdir of its own.
-    It shares the user's Pants caches, so a warm run only builds the image. Its environment is
-    built from scratch: the test process carries the outer pytest PEX's variables.
-    """
-    root = build_root()
-    # The distdir must be inside the build root; .pants.d is ignored by Pants and git.
-    dist = Path(".pants.d") / "gateway-image-test" / tag
-    env = {
-        "PATH": os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "HOME": str(user_home()),
-        "LANG": "C.UTF-8",
-        # The caches the outer Pants and cache_dir() use, when they are not under HOME.
-        **({"XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"]} if "XDG_CACHE_HOME" in os.environ else {}),
-        # pants.toml's [docker] build_args and env_vars pass these on to `docker build`.
-        "BASE_IMAGE": base_image(docker),
-        "IMAGE_TAG": tag,
-        "DOCKER_CONFIG": str(cache_dir() / ".docker"),
-        **({"DOCKER_HOST": docker.env["DOCKER_HOST"]} if "DOCKER_HOST" in docker.env else {}),
-    }
-    try:
-        result = run(
-            [root / "pants", "--no-pantsd", "--no-dynamic-ui", "--no-watch-filesystem",
-             f"--pants-workdir={workdir}", f"--pants-distdir={dist}",
-             "package", "deploy/images/gateway"],
-            env=env, cwd=root, timeout=900,
-        )  # fmt: skip
-        print(result.stderr[-3000:], result.stdout)
-        info = json.loads((root / dist / "deploy.images.gateway/gateway.docker-info.json").read_text())
-    finally:
-        shutil.rmtree(root / dist, ignore_errors=True)
-    names = {t["name"] for registry in info["registries"] for t in registry["tags"]}
-    assert names == {f"clothing-gateway:{tag}", "clothing-gateway:latest"}
-    image_id: str = info["image_id"]
-    return image_id
-
-
 @pytest.fixture(scope="module")
 def image(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tag = f"test-{uuid.uuid4().hex[:8]}"
-    image_id = pants_package_gateway(docker, tag, tmp_path_factory.mktemp("pants-workdir"))
+    workdir = tmp_path_factory.mktemp("pants-workdir")
+    images = pants_package(docker, ["deploy/images/gateway"], tag, workdir, BASE_IMAGE=base_image(docker))
+    image_id = images["clothing-gateway"]
     name = f"clothing-gateway:{tag}"
     # The image Pants reported, tagged as BUILD says, with the tag recorded in its label.
     assert docker("image", "inspect", "--format", "{{.Id}}", name).stdout.strip().startswith(

@@ -19,7 +19,7 @@ MODEL = (DEPLOY_DIR / "images/model/Dockerfile").read_text()
 
 
 def test_both_images_are_there() -> None:
-    assert [p.parent.name for p in DOCKERFILES] == ["gateway", "model"]
+    assert [p.parent.name for p in DOCKERFILES] == ["gateway", "model", "tf-serving-standin"]
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)

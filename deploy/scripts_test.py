@@ -415,7 +415,8 @@ def test_model_exports_the_users_file_into_the_model_image_before_the_gateway(
 def test_the_model_build_file_exports_what_the_environment_names(tmp_path: Path) -> None:
     # deploy/images/model/BUILD reads the variables the scripts set; Pants evaluates it the same way.
     build = (DEPLOY_DIR / "images/model/BUILD").read_text()
-    for variable in ("CLOTHING_MODEL", "CLOTHING_MODEL_LABELS", "CLOTHING_MODEL_FAMILY", "CLOTHING_MODEL_TARGET_SIZE"):
+    for suffix in ("", "_LABELS", "_FAMILY", "_TARGET_SIZE"):
+        variable = f"CLOTHING_MODEL{suffix}"
         assert f'env("{variable}", "")' in build
     assert '"CLOTHING_MODEL_SHA256"' in build  # keys the cached export on the file's content
 
@@ -494,7 +495,7 @@ def test_the_export_tools_reason_is_the_scripts_one_line(tmp_path: Path) -> None
         'case "$1" in\n'
         '  -v|--version) echo "Docker version 27.3.1" ;;\n'
         '  image) exit 0 ;;\n'
-        f'  run) echo "ProcessExecutionFailure: Process \'Running export\' failed"; echo "{reason}"; exit 1 ;;\n'
+        f'  run) echo "ProcessExecutionFailure: Running export failed"; echo "{reason}"; exit 1 ;;\n'
         "esac\n"
     )
     env = {**_env([bin_dir], tmp_path), "CLOTHING_BUILDER": "always"}
@@ -511,7 +512,9 @@ def test_model_options_need_a_model(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "describe the file given with --model PATH" in result.stderr
     model = _model_file(tmp_path)
-    result = run(_up("kind", "--model", str(model), "--target-size", "big"), env=_env([], tmp_path), check=False)
+    result = run(
+        _up("kind", "--model", str(model), "--target-size", "big"), env=_env([], tmp_path), check=False
+    )
     assert result.returncode == 1
     assert "--target-size big: expected HxW" in result.stderr
 
@@ -526,7 +529,9 @@ def test_model_options_need_a_model(tmp_path: Path) -> None:
                   r"eksctl delete cluster -f \S+ --wait"]),
     ],
 )  # fmt: skip
-def test_eks_url_and_down_print_their_whole_sequence(tmp_path: Path, command: str, expected: list[str]) -> None:
+def test_eks_url_and_down_print_their_whole_sequence(
+    tmp_path: Path, command: str, expected: list[str]
+) -> None:
     result = run(
         ["bash", WORKFLOWS["eks"], "--dry-run", "--region", "us-east-2", "--tag", "t", command],
         env=_env([], tmp_path),
