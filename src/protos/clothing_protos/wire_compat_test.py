@@ -19,14 +19,25 @@ from hypothesis import strategies as st
 from tensorflow.core.framework import tensor_pb2 as tf_tensor_pb2
 from tensorflow.core.framework import types_pb2 as tf_types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2 as tf_meta_graph_pb2
+from tensorflow_serving.apis import classification_pb2 as tf_classification_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2 as tf_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2 as tf_status_pb2
+from tensorflow_serving.apis import inference_pb2 as tf_inference_pb2
 from tensorflow_serving.apis import predict_pb2 as tf_predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2 as tf_log_pb2
+from tensorflow_serving.apis import regression_pb2 as tf_regression_pb2
 
 from clothing_preproc.sample_signatures import image_signature_def
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_MODEL_NAME, COURSE_OUTPUT_NAME
-from clothing_protos import serving_pb2, tensor_pb2
+from clothing_protos import (
+    classification_pb2,
+    example_pb2,
+    inference_pb2,
+    input_pb2,
+    regression_pb2,
+    serving_pb2,
+    tensor_pb2,
+)
 
 names = st.text(min_size=0, max_size=12)
 dims = st.lists(st.integers(min_value=-1, max_value=2**40), max_size=5)
@@ -158,6 +169,76 @@ def test_warmup_prediction_log_round_trips() -> None:
     assert_same_both_ways(log, tf_log_pb2.PredictionLog)
 
 
+@st.composite
+def features(draw: st.DrawFn) -> example_pb2.Features:
+    out = example_pb2.Features()
+    for key in draw(st.lists(names, max_size=3, unique=True)):
+        feature = out.feature[key]
+        kind = draw(st.sampled_from(["bytes", "float", "int64", "none"]))
+        if kind == "bytes":
+            feature.bytes_list.value.extend(draw(st.lists(st.binary(max_size=8), max_size=3)))
+        elif kind == "float":
+            feature.float_list.value.extend(draw(st.lists(st.floats(width=32, allow_nan=False), max_size=3)))
+        elif kind == "int64":
+            feature.int64_list.value.extend(draw(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3)))
+    return out
+
+
+@st.composite
+def inputs(draw: st.DrawFn) -> input_pb2.Input:
+    out = input_pb2.Input()
+    examples = draw(st.lists(features(), max_size=3))
+    if draw(st.booleans()):
+        out.example_list_with_context.context.features.CopyFrom(draw(features()))
+        target = out.example_list_with_context.examples
+    else:
+        target = out.example_list.examples
+    for example in examples:
+        target.add().features.CopyFrom(example)
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(model_specs(), inputs())
+def test_classify_and_regress_requests_round_trip(
+    spec: serving_pb2.ModelSpec, input_: input_pb2.Input
+) -> None:
+    assert_same_both_ways(
+        classification_pb2.ClassificationRequest(model_spec=spec, input=input_),
+        tf_classification_pb2.ClassificationRequest,
+    )
+    assert_same_both_ways(
+        regression_pb2.RegressionRequest(model_spec=spec, input=input_), tf_regression_pb2.RegressionRequest
+    )
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(model_specs(), names), max_size=3), inputs())
+def test_multi_inference_request_round_trips(
+    tasks: list[tuple[serving_pb2.ModelSpec, str]], input_: input_pb2.Input
+) -> None:
+    request = inference_pb2.MultiInferenceRequest(input=input_)
+    for spec, method in tasks:
+        request.tasks.add(model_spec=spec, method_name=method)
+    assert_same_both_ways(request, tf_inference_pb2.MultiInferenceRequest)
+
+
+def test_classify_regress_and_multi_inference_responses_round_trip() -> None:
+    classify = classification_pb2.ClassificationResponse()
+    classify.model_spec.name = "default"
+    classify.model_spec.version.value = 123
+    classify.result.classifications.add().classes.add(label="3.000000", score=3.0)
+    assert_same_both_ways(classify, tf_classification_pb2.ClassificationResponse)
+    regress = regression_pb2.RegressionResponse()
+    regress.result.regressions.add(value=3.5)
+    assert_same_both_ways(regress, tf_regression_pb2.RegressionResponse)
+    multi = inference_pb2.MultiInferenceResponse()
+    multi.results.add().regression_result.CopyFrom(regress.result)
+    multi.results.add().classification_result.CopyFrom(classify.result)
+    multi.results[1].model_spec.signature_name = "classify_x_to_y"
+    assert_same_both_ways(multi, tf_inference_pb2.MultiInferenceResponse)
+
+
 _DESCRIBE_SERVICES = """
 import json, sys, importlib
 official = sys.argv[1] == "official"
@@ -192,6 +273,9 @@ def test_service_method_paths_are_tf_servings() -> None:
     official = _method_paths("official")
     assert set(ours) == {
         "/tensorflow.serving.PredictionService/Predict",
+        "/tensorflow.serving.PredictionService/Classify",
+        "/tensorflow.serving.PredictionService/Regress",
+        "/tensorflow.serving.PredictionService/MultiInference",
         "/tensorflow.serving.PredictionService/GetModelMetadata",
         "/tensorflow.serving.ModelService/GetModelStatus",
     }
