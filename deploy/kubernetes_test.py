@@ -17,7 +17,7 @@ from deploy_testlib import DEPLOY_DIR, run, tool
 from k8s_manifests import Manifest, containers, find, one, render
 
 from gateway.serving import DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS
-from gateway.settings import ENVIRONMENT, Settings
+from gateway.settings import VARIABLES, parse_settings
 
 # The Kubernetes both clusters run (deploy/eks/cluster.yaml, deploy/kind/cluster.yaml's node image).
 KUBERNETES_VERSION = "1.35.0"
@@ -265,12 +265,12 @@ def _stop_bound(manifests: list[Manifest]) -> float:
     channel = dict(pair.split("=", 1) for pair in arguments.split(","))
     age = int(channel["grpc.max_connection_age_ms"]) / 1000
     age_grace = int(channel["grpc.max_connection_age_grace_ms"]) / 1000
-    settings = Settings.from_environ(one(manifests, "ConfigMap", "gateway-config")["data"])
+    settings = parse_settings([], one(manifests, "ConfigMap", "gateway-config")["data"])
     return (
         ENDPOINT_AND_DNS_DELAY
         + age * 1.1  # gRPC adds up to 10 % jitter to the max connection age
         + DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS / 1000
-        + min(settings.predict_timeout, age_grace)  # calls already on the closing connection
+        + min(settings.serving.timeout, age_grace)  # calls already on the closing connection
     )
 
 
@@ -362,10 +362,10 @@ def test_gateway_config_sets_only_real_settings_and_bounds_every_connection(
 ) -> None:
     _, manifests = overlay
     data = one(manifests, "ConfigMap", "gateway-config")["data"]
-    known = {name for name, _, _ in ENVIRONMENT}
+    known = {variable.name for variable in VARIABLES}
     assert set(data) <= known, f"not gateway settings: {sorted(set(data) - known)}"
     # Every connection bound is explicit in the pod spec, and valid.
-    limits = Settings.from_environ(data).connection_limits
+    limits = parse_settings([], data).connections
     for name in known:
         if name.startswith(CONNECTION_SETTINGS):
             assert name in data, name
@@ -509,10 +509,11 @@ def test_gateway_disk_holds_every_upload_its_limits_allow(overlay: tuple[str, li
     # admitted request carrying a full batch of files just under the image limit.
     _, manifests = overlay
     data = one(manifests, "ConfigMap", "gateway-config")["data"]
-    settings = Settings.from_environ(data)
+    settings = parse_settings([], data)
     for name in ("GATEWAY_MAX_CONCURRENCY", "GATEWAY_MAX_BATCH", "GATEWAY_MAX_IMAGE_BYTES"):
         assert name in data, f"{name} sizes the gateway's disk: write it out in gateway-config"
-    uploads = settings.max_concurrency * settings.max_batch * settings.limits.max_bytes
+    admission, serving = settings.admission, settings.serving
+    uploads = admission.max_concurrency * serving.max_batch * serving.limits.max_bytes
     pod = _deployment(manifests, "gateway")["spec"]["template"]["spec"]
     (tmp,) = (v for v in pod["volumes"] if v["name"] == "tmp")
     size_limit = _bytes(tmp["emptyDir"]["sizeLimit"])

@@ -2,12 +2,33 @@
 
 Public API:
 
-- `Settings` (and `SettingsError`): everything configurable, read once with `Settings.from_environ`.
+- `Settings` and its parts (`ServingTarget`, `Admission`, `FetchPolicy`, `ConnectionLimits`,
+  `Listener`): everything configurable, read once with `parse_settings(argv, environ)`, which
+  raises `clothing_settings.SettingError`; `VARIABLES` lists the environment variables.
 - `create_app(settings, resolver=…)`: the ASGI app; `resolver` resolves image URL host names.
 - `main()`: the `python -m gateway` entry point (uvicorn).
 """
 
 from gateway.app import create_app
-from gateway.settings import ENVIRONMENT, Settings, SettingsError
+from gateway.fetch import FetchPolicy
+from gateway.settings import (
+    VARIABLES,
+    Admission,
+    ConnectionLimits,
+    Listener,
+    ServingTarget,
+    Settings,
+    parse_settings,
+)
 
-__all__ = ["ENVIRONMENT", "Settings", "SettingsError", "create_app"]
+__all__ = [
+    "VARIABLES",
+    "Admission",
+    "ConnectionLimits",
+    "FetchPolicy",
+    "Listener",
+    "ServingTarget",
+    "Settings",
+    "create_app",
+    "parse_settings",
+]

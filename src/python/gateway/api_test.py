@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
-import ipaddress
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -16,14 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clothing_preproc import CLOTHING_LABELS, Limits, PreprocessConfig
+from clothing_preproc import CLOTHING_LABELS
 from clothing_preproc.signature import COURSE_MODEL_NAME
-from gateway import Settings
+from gateway import Settings, parse_settings
 from gateway.conftest import ImageHost, Reply, RunningGateway, image_bytes
 from gateway.live_stack import LiveModelServer, demo_model
 
 RunGateway = Callable[..., RunningGateway]
-LOOPBACK_ALLOWED = (ipaddress.ip_network("127.0.0.0/8"),)
 
 RED = image_bytes("JPEG", (640, 480), (200, 30, 60))
 BLUE = image_bytes("PNG", (300, 500), (20, 40, 220))
@@ -46,9 +43,11 @@ def images(image_host: ImageHost) -> ImageHost:
     return image_host
 
 
-def gateway_settings(server: LiveModelServer, **overrides: object) -> Settings:
-    base = Settings(tf_serving_host=server.address, fetch_allow_networks=LOOPBACK_ALLOWED)
-    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+def gateway_settings(server: LiveModelServer, **variables: str) -> Settings:
+    """The gateway in front of `server`, configured by these environment variables, its images
+    served on loopback."""
+    environ = {"TF_SERVING_HOST": server.address, "GATEWAY_FETCH_ALLOW_NETWORKS": "127.0.0.0/8"}
+    return parse_settings([], environ | variables)
 
 
 @pytest.fixture()
@@ -73,7 +72,7 @@ def test_the_pixels_and_float32_signatures_give_the_same_answer(
     # Sending uint8 pixels (normalised in the graph) or float32 images normalised here must not
     # change a single bit of the logits, one image or a batch.
     pixels = run_gateway(gateway_settings(model_server))
-    floats = run_gateway(gateway_settings(model_server, signature_name="serving_default"))
+    floats = run_gateway(gateway_settings(model_server, GATEWAY_SIGNATURE="serving_default"))
     urls = [images.url(p) for p in ("/red.jpg", "/blue.png", "/green.webp")]
     answers = {}
     for name, gw in (("pixels", pixels), ("serving_default", floats)):
@@ -162,8 +161,7 @@ def test_bad_images_get_their_status(
     status: int,
     code: str,
 ) -> None:
-    limits = Limits(max_pixels=10_000_000)
-    gw = run_gateway(gateway_settings(model_server, preprocessing=PreprocessConfig(limits=limits)))
+    gw = run_gateway(gateway_settings(model_server, GATEWAY_MAX_IMAGE_PIXELS="10000000"))
     r = httpx.post(f"{gw.url}/v1/classify", **send(images.url))  # type: ignore[arg-type]
     assert (r.status_code, r.json()["error"]["code"]) == (status, code)
 
@@ -232,7 +230,7 @@ def test_the_course_call_and_a_single_image_still_fail_whole(
 def test_an_unknown_model_is_503(
     run_gateway: RunGateway, model_server: LiveModelServer, images: ImageHost
 ) -> None:
-    gw = run_gateway(gateway_settings(model_server, model_name="no-such-model"))
+    gw = run_gateway(gateway_settings(model_server, GATEWAY_MODEL_NAME="no-such-model"))
     r = httpx.post(f"{gw.url}/predict", json={"url": images.url("/red.jpg")})
     assert (r.status_code, r.json()["error"]["code"]) == (503, "model_unavailable")
     ready = httpx.get(f"{gw.url}/readyz")
@@ -242,7 +240,7 @@ def test_an_unknown_model_is_503(
 def test_wrong_labels_are_reported_by_readiness(
     run_gateway: RunGateway, model_server: LiveModelServer
 ) -> None:
-    gw = run_gateway(gateway_settings(model_server, labels=("a", "b", "c")))
+    gw = run_gateway(gateway_settings(model_server, GATEWAY_LABELS="a,b,c"))
     ready = httpx.get(f"{gw.url}/readyz")
     assert ready.status_code == 503
     assert "10 outputs but the gateway knows 3 labels" in ready.json()["reason"]
@@ -327,8 +325,11 @@ def test_a_batch_mixes_base64_and_urls(gateway: RunningGateway, images: ImageHos
 def test_base64_images_meet_the_byte_and_pixel_limits(
     run_gateway: RunGateway, model_server: LiveModelServer
 ) -> None:
-    limits = Limits(max_bytes=len(RED), max_pixels=640 * 480 - 1)
-    gw = run_gateway(gateway_settings(model_server, preprocessing=PreprocessConfig(limits=limits)))
+    gw = run_gateway(
+        gateway_settings(
+            model_server, GATEWAY_MAX_IMAGE_BYTES=str(len(RED)), GATEWAY_MAX_IMAGE_PIXELS=str(640 * 480 - 1)
+        )
+    )
     # One byte over, whichever way it is spelled: refused, never classified.
     r = httpx.post(f"{gw.url}/v1/classify", json={"b64": b64(RED + b"\0")})
     assert (r.status_code, r.json()["error"]["code"]) == (413, "too_large")

@@ -19,14 +19,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from clothing_preproc import PreprocessingError
 from gateway.classify import Classifier
 from gateway.errors import GatewayError, describe, error_response
-from gateway.fetch import Fetcher, FetchPolicy
+from gateway.fetch import Fetcher
 from gateway.guarded_resolver import Resolver
 from gateway.idle_memory import give_back_when_idle
 from gateway.inputs import BodyLimit, json_limit
 from gateway.metrics import Metrics
 from gateway.name_lookup import BoundedResolver
 from gateway.openapi import openapi_schema
-from gateway.routes import Api, Services
+from gateway.routes import Api, Services, metrics_response
 from gateway.serving import ServingClient
 from gateway.settings import Settings
 
@@ -35,51 +35,34 @@ log = logging.getLogger("gateway")
 _JSON_OVERHEAD = 1024 * 1024
 
 
-def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starlette:
+def create_app(
+    settings: Settings, *, resolver: Resolver | None = None, metrics: Metrics | None = None
+) -> Starlette:
     """The gateway app. `resolver` resolves image URL host names (default: the operating system's,
-    within `settings.lookup_limits`; tests pass their own)."""
-    metrics = Metrics()
-    api = Api(settings, metrics, openapi_schema(settings))
+    within `settings.fetch.lookups`; tests pass their own). Each part gets only its own settings.
+    With `GATEWAY_METRICS_PORT` set, /metrics is not among its routes: `metrics_app(metrics)`
+    serves them on that port."""
+    target = settings.serving
+    metrics = metrics or Metrics()
+    api = Api(target, metrics, openapi_schema(target))
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        serving = ServingClient(settings)
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
+        serving = ServingClient(target)
         lookups = None
         names = resolver
         if names is None:
             # Its own bounded threads: a hung DNS answer costs only the requests that need it.
-            names = lookups = BoundedResolver(settings.lookup_limits)
-        fetcher = Fetcher(
-            FetchPolicy(
-                max_bytes=settings.limits.max_bytes,
-                connect_timeout=settings.fetch_connect_timeout,
-                read_timeout=settings.fetch_read_timeout,
-                total_timeout=settings.fetch_total_timeout,
-                max_redirects=settings.fetch_max_redirects,
-                allow_networks=settings.fetch_allow_networks,
-            ),
-            names,
-        )
-        pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="preprocess")
-        classifier = Classifier(
-            serving,
-            fetcher,
-            pool,
-            metrics,
-            max_batch=settings.max_batch,
-            max_image_bytes=settings.limits.max_bytes,
-            max_concurrency=settings.max_concurrency,
-            max_active=settings.active,
-            model_name=settings.model_name,
-            deadline=settings.predict_timeout,
-        )
-        api.services = Services(serving=serving, classifier=classifier)
+            names = lookups = BoundedResolver(settings.fetch.lookups)
+        fetcher = Fetcher(settings.fetch, names, max_bytes=target.limits.max_bytes)
+        pool = ThreadPoolExecutor(max_workers=settings.admission.threads, thread_name_prefix="preprocess")
+        classifier = Classifier(serving, fetcher, pool, metrics, settings.admission)
         state = await serving.readiness()
         if state.ready:
             info = await serving.info()
             log.info(
                 "model %s ready: input %s, output %s, image %s, %d labels",
-                settings.model_name, info.input_name, info.output_name,
+                target.model_name, info.input_name, info.output_name,
                 "×".join(map(str, info.preprocessing.target_size)), len(info.labels),
             )  # fmt: skip
         else:
@@ -87,14 +70,14 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
             log.warning("TF Serving not ready yet: %s", state.detail or state.reason)
         # With no memory kept (GATEWAY_KEEP_FREED_MB=0) glibc gives it back by itself.
         trimmer = None
-        if settings.keep_freed_mb:
+        if settings.listener.keep_freed_mb:
             trimmer = asyncio.create_task(give_back_when_idle(classifier.limit, pool))
         try:
-            yield
+            # Starlette hands this state to every request (`request.state.services`).
+            yield {"services": Services(serving=serving, classifier=classifier)}
         finally:
             if trimmer is not None:
                 trimmer.cancel()
-            api.services = None
             await fetcher.aclose()
             if lookups is not None:
                 lookups.close()
@@ -102,7 +85,7 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
             pool.shutdown(wait=True, cancel_futures=True)
 
     async def on_error(request: Request, exc: Exception) -> Response:
-        metrics.errors.labels(describe(exc)[1]).inc()
+        metrics.errors.labels(describe(exc).code).inc()
         return error_response(exc, request.url.path)
 
     routes = [
@@ -125,12 +108,13 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
         Route("/v2/models/{name}/infer", api.v2_infer, methods=["POST"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
-        Route("/metrics", api.metrics_page, methods=["GET"]),
         Route("/openapi.json", api.openapi_schema, methods=["GET"]),
     ]
+    if not settings.listener.metrics_port:
+        routes.append(Route("/metrics", api.metrics_page, methods=["GET"]))
     known_paths = {route.path for route in routes}
     # The largest request: a full batch of images as base64 JSON (a third more than uploads).
-    max_body = json_limit(settings.max_batch, settings.limits.max_bytes) + _JSON_OVERHEAD
+    max_body = json_limit(target.max_batch, target.limits.max_bytes) + _JSON_OVERHEAD
     return Starlette(
         routes=routes,
         middleware=[
@@ -150,6 +134,15 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> Starl
         },
         lifespan=lifespan,
     )
+
+
+def metrics_app(metrics: Metrics) -> Starlette:
+    """/metrics alone, for GATEWAY_METRICS_PORT: a port the public Service does not publish."""
+
+    async def page(request: Request) -> Response:
+        return metrics_response(metrics)
+
+    return Starlette(routes=[Route("/metrics", page, methods=["GET"])])
 
 
 class _CountRequests:

@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
-import ipaddress
 import re
 import socket
 import threading
@@ -16,18 +14,18 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from gateway import Settings, errors
+from gateway import Settings, errors, parse_settings
 from gateway.base64_images import text_limit
 from gateway.conftest import ImageHost, Reply, RunningGateway, closed_port_address, image_bytes
 from gateway.errors import GatewayError
 
-LOOPBACK_ALLOWED = (ipaddress.ip_network("127.0.0.0/8"),)
 RunGateway = Callable[..., RunningGateway]
 
 
-def settings(**overrides: object) -> Settings:
-    base = Settings(tf_serving_host=closed_port_address(), fetch_allow_networks=LOOPBACK_ALLOWED)
-    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+def settings(**variables: str) -> Settings:
+    """The gateway as configured by these environment variables, its images served on loopback."""
+    environ = {"TF_SERVING_HOST": closed_port_address(), "GATEWAY_FETCH_ALLOW_NETWORKS": "127.0.0.0/8"}
+    return parse_settings([], environ | variables)
 
 
 @pytest.fixture()
@@ -89,7 +87,7 @@ def test_a_hung_tf_serving_is_504_after_the_deadline(
     run_gateway: RunGateway, image_host: ImageHost, black_hole: str
 ) -> None:
     image_host.routes["/shirt.jpg"] = Reply(200, image_bytes())
-    gw = run_gateway(settings(tf_serving_host=black_hole, predict_timeout=1.0))
+    gw = run_gateway(settings(TF_SERVING_HOST=black_hole, GATEWAY_PREDICT_TIMEOUT="1"))
     r = httpx.post(f"{gw.url}/predict", json={"url": image_host.url("/shirt.jpg")}, timeout=30)
     assert error_of(r) == (504, "deadline_exceeded")
 
@@ -97,7 +95,7 @@ def test_a_hung_tf_serving_is_504_after_the_deadline(
 def test_the_concurrency_limit_answers_429_at_once(run_gateway: RunGateway, image_host: ImageHost) -> None:
     release = threading.Event()
     image_host.routes["/slow.jpg"] = Reply(200, image_bytes(), hold=release)
-    gw = run_gateway(settings(max_concurrency=1))
+    gw = run_gateway(settings(GATEWAY_MAX_CONCURRENCY="1"))
     first: list[httpx.Response] = []
     holder = threading.Thread(
         target=lambda: first.append(
@@ -157,18 +155,14 @@ def test_the_concurrency_limit_answers_429_at_once(run_gateway: RunGateway, imag
 def test_bad_requests_get_a_clear_error(
     run_gateway: RunGateway, path: str, kwargs: dict[str, object], status: int, code: str
 ) -> None:
-    from clothing_preproc import Limits, PreprocessConfig
-
-    gw = run_gateway(settings(preprocessing=PreprocessConfig(limits=Limits(max_bytes=1000))))
+    gw = run_gateway(settings(GATEWAY_MAX_IMAGE_BYTES="1000"))
     r = httpx.post(f"{gw.url}{path}", **kwargs)  # type: ignore[arg-type]
     assert error_of(r) == (status, code)
     assert r.json()["error"]["message"]
 
 
 def test_a_chunked_body_over_the_limit_is_cut_off(run_gateway: RunGateway) -> None:
-    from clothing_preproc import Limits, PreprocessConfig
-
-    gw = run_gateway(settings(max_batch=1, preprocessing=PreprocessConfig(limits=Limits(max_bytes=1000))))
+    gw = run_gateway(settings(GATEWAY_MAX_BATCH="1", GATEWAY_MAX_IMAGE_BYTES="1000"))
 
     def chunks() -> Iterator[bytes]:
         for _ in range(64):
@@ -221,8 +215,8 @@ def test_the_openapi_schema_documents_every_route_and_error_code(run_gateway: Ru
     assert {"not_an_image", "unreadable_image", "internal"} <= codes
     # The base64 bound is the one the decoder enforces, from the same byte limit.
     b64 = schema["components"]["schemas"]["Base64Request"]["properties"]["b64"]
-    assert b64["maxLength"] == text_limit(Settings().limits.max_bytes)
-    assert str(Settings().limits.max_bytes) in b64["description"]
+    assert b64["maxLength"] == text_limit(Settings().serving.limits.max_bytes)
+    assert str(Settings().serving.limits.max_bytes) in b64["description"]
 
 
 def _all_subclasses(cls: type[GatewayError]) -> list[type[GatewayError]]:
@@ -270,9 +264,7 @@ def test_metrics_count_requests_errors_and_stages(run_gateway: RunGateway, image
 
 def test_base64_images_are_bounded_and_checked_before_the_model_is_asked(run_gateway: RunGateway) -> None:
     # TF Serving is down here: every answer below comes from decoding the base64 alone.
-    from clothing_preproc import Limits, PreprocessConfig
-
-    gw = run_gateway(settings(preprocessing=PreprocessConfig(limits=Limits(max_bytes=1000))))
+    gw = run_gateway(settings(GATEWAY_MAX_IMAGE_BYTES="1000"))
     for path in ("/predict", "/v1/classify"):
         r = httpx.post(f"{gw.url}{path}", json={"b64": "not base64!"})
         assert error_of(r) == (400, "bad_request")

@@ -34,6 +34,7 @@ from gateway.errors import BadRequest, GatewayError, ModelDeadlineExceeded, Over
 from gateway.fetch import Fetcher, check_url
 from gateway.metrics import STAGES, Metrics
 from gateway.serving import ModelInfo, PredictCall, ServingClient
+from gateway.settings import Admission
 
 
 @dataclass(frozen=True)
@@ -163,24 +164,21 @@ class Classifier:
         fetcher: Fetcher,
         pool: ThreadPoolExecutor,
         metrics: Metrics,
-        *,
-        max_batch: int,
-        max_image_bytes: int,
-        max_concurrency: int,
-        max_active: int,
-        model_name: str,
-        deadline: float,
+        admission: Admission,
     ) -> None:
+        """Admission bounds the requests; the batch size, image size, model name and deadline are
+        those of the serving client's target."""
         self._serving = serving
         self._fetcher = fetcher
         self._pool = pool
         self._metrics = metrics
-        self._max_batch = max_batch
-        self._max_image_bytes = max_image_bytes
-        self._model_name = model_name
-        self.limit = ConcurrencyLimit(max_concurrency)
-        self.slots = WorkSlots(max_active)
-        self._deadline = deadline
+        target = serving.target
+        self._max_batch = target.max_batch
+        self._max_image_bytes = target.limits.max_bytes
+        self._model_name = target.model_name
+        self.limit = ConcurrencyLimit(admission.max_concurrency)
+        self.slots = WorkSlots(admission.work_slots)
+        self._deadline = target.timeout
 
     async def classify(self, sources: Sequence[ImageSource], *, each: bool = False) -> Classification:
         """Scores for every image, or the error that stopped the request.

@@ -6,7 +6,6 @@ Serving address, an upload far over the byte limit.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import socket
 import time
@@ -15,16 +14,16 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from clothing_preproc import Limits, PreprocessConfig
-from gateway import Settings
+from gateway import Settings, parse_settings
 from gateway.conftest import RunningGateway, closed_port_address, resolver_from
 
 RunGateway = Callable[..., RunningGateway]
 CLASSIFY_ROUTES = ["/predict", "/v1/classify", "/v1/classify/batch"]
 
 
-def settings(**overrides: object) -> Settings:
-    return dataclasses.replace(Settings(tf_serving_host=closed_port_address()), **overrides)  # type: ignore[arg-type]
+def settings(**variables: str) -> Settings:
+    """The gateway as configured by these environment variables."""
+    return parse_settings([], {"TF_SERVING_HOST": closed_port_address()} | variables)
 
 
 def error_of(response: httpx.Response) -> tuple[int, str]:
@@ -109,7 +108,7 @@ def test_readiness_and_unavailable_answers_do_not_publish_the_tf_serving_address
 ) -> None:
     address = closed_port_address()
     port = address.rsplit(":", 1)[1]
-    gw = run_gateway(settings(tf_serving_host=address), resolver_from({}))
+    gw = run_gateway(settings(TF_SERVING_HOST=address), resolver_from({}))
     ready = httpx.get(f"{gw.url}/readyz")
     assert ready.status_code == 503
     assert set(ready.json()) == {"ready", "reason", "model", "versions", "checked_in_ms"}
@@ -130,7 +129,7 @@ def test_an_upload_far_over_the_limit_is_refused_while_it_arrives(run_gateway: R
     total = 300 * 1024 * 1024
     # A batch of 160 such images would be 320 MiB: the whole body is within the request's limit,
     # so only the per-file limit, counted while the file arrives, can stop it.
-    gw = run_gateway(settings(max_batch=160, preprocessing=PreprocessConfig(limits=Limits(max_bytes=limit))))
+    gw = run_gateway(settings(GATEWAY_MAX_BATCH="160", GATEWAY_MAX_IMAGE_BYTES=str(limit)))
     host, port = gw.url.removeprefix("http://").rsplit(":", 1)
     boundary = "b0undary"
     head = (
@@ -177,7 +176,7 @@ def test_an_upload_far_over_the_limit_is_refused_while_it_arrives(run_gateway: R
 def test_the_schema_states_the_bounds_the_server_enforces(run_gateway: RunGateway) -> None:
     # Each bound the schema documents: the server refuses one past it and takes the bound itself
     # (it then goes on to the next step, which fails here for other reasons: no model server).
-    gw = run_gateway(settings(max_batch=4))
+    gw = run_gateway(settings(GATEWAY_MAX_BATCH="4"))
     schema = httpx.get(f"{gw.url}/openapi.json").json()
     top_k = next(p for p in schema["paths"]["/v1/classify"]["post"]["parameters"] if p["name"] == "top_k")
     by_urls, by_images = schema["components"]["schemas"]["BatchRequest"]["oneOf"]

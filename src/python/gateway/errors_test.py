@@ -20,7 +20,7 @@ from clothing_preproc import (
     UnreadableImage,
     UnsupportedImage,
 )
-from gateway import Settings, errors, openapi, routes
+from gateway import errors, openapi, parse_settings, routes
 
 
 @pytest.mark.parametrize(
@@ -131,7 +131,7 @@ def test_an_unexpected_error_is_a_500_whose_traceback_is_logged_once(
     kind: type[Exception],
 ) -> None:
     monkeypatch.setattr(routes.Api, "healthz", broken)
-    gateway = run_gateway(Settings(tf_serving_host="127.0.0.1:9"))
+    gateway = run_gateway(parse_settings([], {"TF_SERVING_HOST": "127.0.0.1:9"}))
     # uvicorn logs the errors Starlette re-raises on its own logger, which does not propagate, and
     # only once the answer is sent: wait for a first record, then a while for a second one.
     server_log = logging.getLogger("uvicorn.error")

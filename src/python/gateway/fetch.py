@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from yarl import URL
 
+from clothing_preproc.config import DEFAULT_LIMITS
 from gateway.addresses import AddressPolicy, IPNetwork, parse_address
 from gateway.errors import BadRequest, ImageHostFailed, ImageHostTimeout, PayloadTooLarge, UrlNotAllowed
 from gateway.guarded_resolver import GuardedResolver, Resolver, refuse_literal, system_resolver
+from gateway.name_lookup import LookupLimits
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_URL_LENGTH = 4096
@@ -26,12 +28,15 @@ _MAX_URL_LENGTH = 4096
 
 @dataclass(frozen=True)
 class FetchPolicy:
-    max_bytes: int = 20 * 1024 * 1024
+    """How image URLs are fetched: timeouts, redirects, the private networks allowed after all, and
+    the bounds of the host name lookups (gateway.name_lookup)."""
+
     connect_timeout: float = 5.0
     read_timeout: float = 10.0
-    total_timeout: float = 15.0
+    total_timeout: float = 15.0  # across redirects
     max_redirects: int = 3
     allow_networks: tuple[IPNetwork, ...] = ()
+    lookups: LookupLimits = field(default_factory=LookupLimits)
 
 
 class Fetcher:
@@ -40,8 +45,16 @@ class Fetcher:
     Create it inside the running event loop (the app's lifespan); `aclose()` it at shutdown.
     """
 
-    def __init__(self, policy: FetchPolicy, resolver: Resolver = system_resolver) -> None:
+    def __init__(
+        self,
+        policy: FetchPolicy,
+        resolver: Resolver = system_resolver,
+        *,
+        max_bytes: int = DEFAULT_LIMITS.max_bytes,
+    ) -> None:
+        """`max_bytes`: the largest image body read (the gateway's image limit)."""
         self._policy = policy
+        self._max_bytes = max_bytes
         self._addresses = AddressPolicy(policy.allow_networks)
         connector = aiohttp.TCPConnector(
             resolver=GuardedResolver(self._addresses, resolver),
@@ -125,7 +138,7 @@ class Fetcher:
             raise ImageHostFailed(f"the image host {host} failed: {type(e).__name__} {e}".rstrip()) from None
 
     async def _read_limited(self, response: aiohttp.ClientResponse) -> bytes:
-        limit = self._policy.max_bytes
+        limit = self._max_bytes
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"the image is {declared} bytes; the limit is {limit}")

@@ -44,9 +44,14 @@ def secret() -> Iterator[ImageHost]:
         assert host.hits == [], "the internal service was contacted"
 
 
-def fetcher(answers: dict[str, list[str]], calls: list[str] | None = None, **policy: object) -> Fetcher:
+def fetcher(
+    answers: dict[str, list[str]],
+    calls: list[str] | None = None,
+    max_bytes: int = 20 * 1024 * 1024,
+    **policy: object,
+) -> Fetcher:
     settings = FetchPolicy(allow_networks=ONLY_127_0_0_1, **policy)  # type: ignore[arg-type]
-    return Fetcher(settings, resolver_from(answers, calls))
+    return Fetcher(settings, resolver_from(answers, calls), max_bytes=max_bytes)
 
 
 async def test_an_allowed_host_is_fetched(image_host: ImageHost) -> None:

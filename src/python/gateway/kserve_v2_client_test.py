@@ -24,7 +24,7 @@ from clothing_preproc import (
 from clothing_preproc.sample_signatures import available_model_status, image_model_metadata
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_MODEL_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
-from gateway import Settings
+from gateway import parse_settings
 from gateway.conftest import RunningGateway, image_bytes
 
 RunGateway = Callable[..., RunningGateway]
@@ -78,7 +78,7 @@ def tf_serving() -> Iterator[str]:
 
 @pytest.fixture()
 def gateway(run_gateway: RunGateway, tf_serving: str) -> RunningGateway:
-    return run_gateway(Settings(tf_serving_host=tf_serving))
+    return run_gateway(parse_settings([], {"TF_SERVING_HOST": tf_serving}))
 
 
 def client(gateway: RunningGateway) -> triton.InferenceServerClient:

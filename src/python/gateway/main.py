@@ -2,55 +2,54 @@
 
 from __future__ import annotations
 
-import argparse
 import os
+import socket
 import sys
+import threading
 from collections.abc import Sequence
 
 import httptools  # noqa: F401 - uvicorn's C HTTP parser (selected below); imported so the PEX carries it
+import uvicorn
 
-from gateway.app import create_app
+from clothing_settings import SettingError
+from gateway.app import create_app, metrics_app
 from gateway.connection_limits import LimitedServer, limited_config
-from gateway.settings import ENVIRONMENT, Settings, SettingsError
+from gateway.metrics import Metrics
+from gateway.settings import Listener, parse_settings
 from malloc_tuning import keep_freed_memory
 
 
-def _parser() -> argparse.ArgumentParser:
-    rows = "\n".join(
-        f"  {name:<30} {meaning} (default: {default or 'empty'})" for name, default, meaning in ENVIRONMENT
-    )
-    return argparse.ArgumentParser(
-        prog="gateway",
-        description="The clothing classifier's HTTP gateway: image URL or upload -> TF Serving -> scores. "
-        "It is configured by environment variables, read once at startup.",
-        epilog=f"environment:\n{rows}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    _parser().parse_args(argv)
     try:
-        settings = Settings.from_environ(os.environ)
-    except SettingsError as e:
+        settings = parse_settings(sys.argv[1:] if argv is None else argv, os.environ)
+    except SettingError as e:
         print(f"gateway: {e}", file=sys.stderr)
         return 2
+    listener = settings.listener
     # Every image allocates and frees a few MB; without this, glibc faults those pages in anew.
-    keep_freed_memory(settings.keep_freed_mb * 1024 * 1024)
+    keep_freed_memory(listener.keep_freed_mb * 1024 * 1024)
+    metrics = Metrics()
+    if listener.metrics_port:
+        try:
+            _serve_metrics(metrics, listener)
+        except OSError as e:
+            reason = e.strerror or str(e)
+            print(f"gateway: GATEWAY_METRICS_PORT={listener.metrics_port}: {reason}", file=sys.stderr)
+            return 1
     # The connection limits (header bytes and count, head/body/idle timeouts, the connection cap)
     # live in a subclass of uvicorn's httptools protocol: gateway/connection_limits.py.
     config, guard = limited_config(
-        create_app(settings),
-        settings.connection_limits,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
+        create_app(settings, metrics=metrics),
+        settings.connections,
+        host=listener.host,
+        port=listener.port,
+        log_level=listener.log_level,
         lifespan="on",
         # The stock asyncio loop, which grpc.aio supports. The HTTP protocol is uvicorn's
         # httptools one (C parser; h11, the pure-Python default, costs more CPU per request).
         loop="asyncio",
         # SIGTERM stops accepting connections, then in-flight requests get this long to finish.
-        timeout_graceful_shutdown=int(settings.shutdown_grace),
+        timeout_graceful_shutdown=int(listener.shutdown_grace),
         # Behind a load balancer the client address comes in X-Forwarded-For; nothing here uses
         # it, so do not trust it.
         proxy_headers=False,
@@ -63,3 +62,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     # here when started without a signal, or when startup failed (port taken, lifespan error:
     # `started` stays false).
     return 0 if server.started else 1
+
+
+def _serve_metrics(metrics: Metrics, listener: Listener) -> None:
+    """/metrics on its own port, from a thread with its own event loop: it takes no part in the
+    main server's signals and drain, and ends with the process. The socket is bound here, so a
+    port that cannot be had stops the start (OSError) instead of a gateway without metrics."""
+    family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+    sock = socket.create_server((listener.host, listener.metrics_port), family=family, reuse_port=False)
+    config = uvicorn.Config(
+        metrics_app(metrics),
+        log_level=listener.log_level,
+        lifespan="off",
+        loop="asyncio",
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="metrics", daemon=True).start()

@@ -14,7 +14,7 @@ from gateway.conftest import ImageHost, Reply, image_bytes
 from gateway.errors import ImageHostTimeout
 from gateway.fetch import Fetcher, FetchPolicy
 from gateway.name_lookup import BoundedResolver, LookupLimits, domain_of
-from gateway.settings import Settings
+from gateway.settings import Settings, parse_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -144,13 +144,13 @@ async def test_resolver_errors_pass_through_and_free_the_place(hung: HungDns) ->
 
 
 def test_the_lookup_timeout_stays_within_the_connect_timeout() -> None:
-    assert Settings().lookup_limits == LookupLimits(threads=32, timeout=3.0, per_domain=2)
-    short = Settings.from_environ({"GATEWAY_FETCH_CONNECT_TIMEOUT": "1", "GATEWAY_DNS_TIMEOUT": "3"})
-    assert short.lookup_limits.timeout == 1.0
-    tuned = Settings.from_environ(
-        {"GATEWAY_DNS_THREADS": "4", "GATEWAY_DNS_TIMEOUT": "0.5", "GATEWAY_DNS_MAX_PER_DOMAIN": "1"}
+    assert Settings().fetch.lookups == LookupLimits(threads=32, timeout=3.0, per_domain=2)
+    short = parse_settings([], {"GATEWAY_FETCH_CONNECT_TIMEOUT": "1", "GATEWAY_DNS_TIMEOUT": "3"})
+    assert short.fetch.lookups.timeout == 1.0
+    tuned = parse_settings(
+        [], {"GATEWAY_DNS_THREADS": "4", "GATEWAY_DNS_TIMEOUT": "0.5", "GATEWAY_DNS_MAX_PER_DOMAIN": "1"}
     )
-    assert tuned.lookup_limits == LookupLimits(threads=4, timeout=0.5, per_domain=1)
+    assert tuned.fetch.lookups == LookupLimits(threads=4, timeout=0.5, per_domain=1)
 
 
 async def test_eight_hung_urls_leave_a_fetch_by_name_prompt(hung: HungDns, image_host: ImageHost) -> None:

@@ -12,7 +12,7 @@ from gateway import errors
 from gateway.base64_images import encoded_length, text_limit
 from gateway.inputs import LOGITS_VALUES, TOP_K_DEFAULT, TOP_K_MAX
 from gateway.metrics import STAGES
-from gateway.settings import Settings
+from gateway.settings import ServingTarget
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -34,7 +34,7 @@ def status_meaning(status: int) -> str:
 _CLASSIFY_ERRORS = (400, 413, 415, 422, 429, 502, 503, 504)
 
 
-def openapi_schema(settings: Settings) -> dict[str, Any]:
+def openapi_schema(settings: ServingTarget) -> dict[str, Any]:
     labels = list(settings.labels)
     scores = {
         "type": "object",
@@ -384,7 +384,7 @@ def _plain_errors(*statuses: int) -> dict[str, Any]:
     }
 
 
-def _tf_serving_paths(settings: Settings, b64: dict[str, Any]) -> dict[str, Any]:
+def _tf_serving_paths(settings: ServingTarget, b64: dict[str, Any]) -> dict[str, Any]:
     """TF Serving's REST API, KServe v1 (gateway/tf_serving_rest.py)."""
     image = {"type": "object", "required": ["b64"], "properties": {"b64": b64}}
     wrapped = {"type": "object", "required": ["image_bytes"], "properties": {"image_bytes": image}}
@@ -477,7 +477,7 @@ def _tf_serving_paths(settings: Settings, b64: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def _v2_paths(settings: Settings, b64: dict[str, Any]) -> dict[str, Any]:
+def _v2_paths(settings: ServingTarget, b64: dict[str, Any]) -> dict[str, Any]:
     """KServe's Open Inference Protocol (v2), REST (gateway/kserve_v2.py)."""
     model_name = {"type": "string", "enum": [settings.model_name]}
     name = [{"name": "name", "in": "path", "required": True, "schema": model_name}]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import ipaddress
 import os
 import shutil
 import subprocess
@@ -14,7 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from gateway import Settings
+from gateway import parse_settings
 from gateway.conftest import ImageHost, Reply, RunningGateway, image_bytes
 from gateway.live_stack import LiveModelServer, demo_model
 
@@ -64,9 +62,8 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveModel
 def page(
     browser: Browser, run_gateway: RunGateway, model_server: LiveModelServer
 ) -> Iterator[tuple[Page, RunningGateway]]:
-    settings = dataclasses.replace(
-        Settings(tf_serving_host=model_server.address),
-        fetch_allow_networks=(ipaddress.ip_network("127.0.0.0/8"),),
+    settings = parse_settings(
+        [], {"TF_SERVING_HOST": model_server.address, "GATEWAY_FETCH_ALLOW_NETWORKS": "127.0.0.0/8"}
     )
     gw = run_gateway(settings)
     # A phone-sized viewport: the page must work there.

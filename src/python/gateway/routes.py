@@ -25,7 +25,7 @@ from gateway.inputs import (
 )
 from gateway.metrics import Metrics
 from gateway.serving import ServingClient
-from gateway.settings import Settings
+from gateway.settings import ServingTarget
 
 # The page and its assets are files of this package (no CDN, nothing loaded from elsewhere).
 _STATIC = {
@@ -43,27 +43,27 @@ def _static(name: str) -> bytes:
     return resources.files("gateway").joinpath("static", name).read_bytes()
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
-    """The long-lived clients, created in the app's lifespan."""
+    """The long-lived clients, created in the app's lifespan and kept in its state, which Starlette
+    hands every request as `request.state`."""
 
     serving: ServingClient
     classifier: Classifier
 
 
+def _services(request: Request) -> Services:
+    services: Services = request.state.services
+    return services
+
+
 class Api:
-    def __init__(self, settings: Settings, metrics: Metrics, openapi: dict[str, object]) -> None:
-        self.settings = settings
+    def __init__(self, target: ServingTarget, metrics: Metrics, openapi: dict[str, object]) -> None:
+        self.target = target
         self.metrics = metrics
         self.openapi = openapi
-        self.services: Services | None = None
         self._page = _static("index.html")
         self._assets = {name: _static(name) for name in _STATIC}
-
-    @property
-    def _svc(self) -> Services:
-        assert self.services is not None, "the app's lifespan has not started"
-        return self.services
 
     async def page(self, request: Request) -> Response:
         return Response(
@@ -85,19 +85,19 @@ class Api:
     async def predict(self, request: Request) -> Response:
         """The course's endpoint: `{"url": …}` (or `{"b64": …}`) -> `{class: logit}`."""
         with self.metrics.request_seconds.labels("/predict").time():
-            body = await read_json(request, json_limit(1, self.settings.limits.max_bytes))
-            result = await self._svc.classifier.classify([source_of(body)])
+            body = await read_json(request, json_limit(1, self.target.limits.max_bytes))
+            result = await _services(request).classifier.classify([source_of(body)])
             return JSONResponse(_only(result).scores())
 
     async def classify(self, request: Request) -> Response:
         with self.metrics.request_seconds.labels("/v1/classify").time():
             top_k, logits = _options(request)
             sources = await read_sources(
-                request, max_images=1, max_image_bytes=self.settings.limits.max_bytes
+                request, max_images=1, max_image_bytes=self.target.limits.max_bytes
             )
             if len(sources) != 1:
                 raise BadRequest("send one image here; several go to /v1/classify/batch")
-            result = await self._svc.classifier.classify(sources)
+            result = await _services(request).classifier.classify(sources)
             body = _model(result) | _image(_only(result), top_k, logits)
             body["timings_ms"] = result.timings.as_ms()
             return JSONResponse(body)
@@ -106,9 +106,9 @@ class Api:
         with self.metrics.request_seconds.labels("/v1/classify/batch").time():
             top_k, logits = _options(request)
             sources = await read_sources(
-                request, max_images=self.settings.max_batch, max_image_bytes=self.settings.limits.max_bytes
+                request, max_images=self.target.max_batch, max_image_bytes=self.target.limits.max_bytes
             )
-            result = await self._svc.classifier.classify(sources, each=True)
+            result = await _services(request).classifier.classify(sources, each=True)
             body = _model(result)
             body["results"] = [self._image_or_error(r, top_k, logits) for r in result.results]
             body["timings_ms"] = result.timings.as_ms()
@@ -125,8 +125,8 @@ class Api:
 
     def _model_named(self, request: Request) -> str:
         name = str(request.path_params["name"])
-        if name != self.settings.model_name:
-            served = self.settings.model_name
+        if name != self.target.model_name:
+            served = self.target.model_name
             raise HTTPException(404, f"no model named {name[:100]!r}; this gateway serves {served!r}")
         return name
 
@@ -134,25 +134,25 @@ class Api:
         return JSONResponse({"live": True})
 
     async def v2_ready(self, request: Request) -> Response:
-        state = await self._svc.serving.readiness()
+        state = await _services(request).serving.readiness()
         # The protocol: 200 is ready, a 4xx is not.
         return JSONResponse({"ready": state.ready}, status_code=200 if state.ready else 400)
 
     async def v2_model_ready(self, request: Request) -> Response:
         name = self._model_named(request)
-        state = await self._svc.serving.readiness()
+        state = await _services(request).serving.readiness()
         return JSONResponse({"name": name, "ready": state.ready}, status_code=200 if state.ready else 400)
 
     async def v2_model(self, request: Request) -> Response:
         name = self._model_named(request)
-        state = await self._svc.serving.readiness()
-        return JSONResponse(kserve_v2.metadata(name, state.versions, self.settings.labels))
+        state = await _services(request).serving.readiness()
+        return JSONResponse(kserve_v2.metadata(name, state.versions, self.target.labels))
 
     async def v2_infer(self, request: Request) -> Response:
         """KServe v2 inference: a BYTES input of encoded images, as base64 JSON or binary data."""
         with self.metrics.request_seconds.labels("/v2/models/{name}/infer").time():
             name = self._model_named(request)
-            max_images, max_bytes = self.settings.max_batch, self.settings.limits.max_bytes
+            max_images, max_bytes = self.target.max_batch, self.target.limits.max_bytes
             limit = max(json_limit(max_images, max_bytes), kserve_v2.element_limit(max_images, max_bytes))
             body = await read_body(request, limit, "the inference request")
             infer = kserve_v2.InferRequest(
@@ -161,10 +161,10 @@ class Api:
                 max_images=max_images,
                 max_image_bytes=max_bytes,
             )
-            result = await self._svc.classifier.classify(infer.sources)
+            result = await _services(request).classifier.classify(infer.sources)
             images = [r for r in result.results if isinstance(r, ImageResult)]
             content, header_length = kserve_v2.infer_response(
-                infer, name, result.model_version, images, self.settings.labels
+                infer, name, result.model_version, images, self.target.labels
             )
             if header_length is None:
                 return Response(content, media_type="application/json")
@@ -179,10 +179,10 @@ class Api:
         with self.metrics.request_seconds.labels("/v1/models/{name}:predict").time():
             self._model_named(request)
             await self._served_version(request)
-            max_images, max_bytes = self.settings.max_batch, self.settings.limits.max_bytes
+            max_images, max_bytes = self.target.max_batch, self.target.limits.max_bytes
             body = await read_json(request, json_limit(max_images, max_bytes))
             images, row = tf_serving_rest.sources(body, max_images)
-            result = await self._svc.classifier.classify(images)
+            result = await _services(request).classifier.classify(images)
             results = [r for r in result.results if isinstance(r, ImageResult)]
             return JSONResponse(tf_serving_rest.predict_response(results, row))
 
@@ -192,7 +192,7 @@ class Api:
         version, label = request.path_params.get("version"), request.path_params.get("label")
         if version is None and label is None:
             return
-        state = await self._svc.serving.readiness()
+        state = await _services(request).serving.readiness()
         served = max(state.versions, default=None)
         if label is not None or version != str(served):
             asked = f"version {version}" if label is None else f"label {label!r}"
@@ -204,7 +204,7 @@ class Api:
 
     async def v1_model_status(self, request: Request) -> Response:
         self._model_named(request)
-        state = await self._svc.serving.readiness()
+        state = await _services(request).serving.readiness()
         return JSONResponse(tf_serving_rest.model_status(state.versions, state.ready, state.reason))
 
     async def healthz(self, request: Request) -> Response:
@@ -212,21 +212,26 @@ class Api:
 
     async def readyz(self, request: Request) -> Response:
         start = time.perf_counter()
-        state = await self._svc.serving.readiness()
+        state = await _services(request).serving.readiness()
         body: dict[str, object] = {
             "ready": state.ready,
             "reason": state.reason,
-            "model": self.settings.model_name,
+            "model": self.target.model_name,
             "versions": list(state.versions),
             "checked_in_ms": round((time.perf_counter() - start) * 1000, 3),
         }
         return JSONResponse(body, status_code=200 if state.ready else 503)
 
     async def metrics_page(self, request: Request) -> Response:
-        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return metrics_response(self.metrics)
 
     async def openapi_schema(self, request: Request) -> Response:
         return JSONResponse(self.openapi)
+
+
+def metrics_response(metrics: Metrics) -> Response:
+    """The Prometheus text page, on the gateway's port or GATEWAY_METRICS_PORT's."""
+    return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 def _options(request: Request) -> tuple[int, bool]:

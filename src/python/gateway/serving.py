@@ -27,7 +27,7 @@ from clothing_preproc import (
 )
 from clothing_protos import prediction_service_pb2, prediction_service_pb2_grpc, serving_pb2
 from gateway.errors import GatewayError, ModelDeadlineExceeded, ModelFailed, ModelUnavailable
-from gateway.settings import Settings
+from gateway.settings import ServingTarget
 
 # One float32 image of 299×299×3 is 1,072,890 bytes on the wire (uint8 pixels: a quarter of it);
 # room for a full batch of float32 plus headers.
@@ -90,9 +90,9 @@ class Readiness:
     detail: str | None = None  # for the log: TF Serving's address and its own words
 
 
-def channel_options(settings: Settings) -> list[tuple[str, object]]:
-    h, w = settings.preprocessing.target_size
-    request_bytes = settings.max_batch * h * w * 3 * 4 + _HEADROOM
+def channel_options(target: ServingTarget) -> list[tuple[str, object]]:
+    h, w = target.preprocessing.target_size
+    request_bytes = target.max_batch * h * w * 3 * 4 + _HEADROOM
     options: list[tuple[str, object]] = [
         ("grpc.max_send_message_length", request_bytes),
         # Answers are logits (small), but a misconfigured output could be big; bound it anyway.
@@ -111,12 +111,12 @@ def channel_options(settings: Settings) -> list[tuple[str, object]]:
         # would silently not be retried.
         ("grpc.enable_retries", 1),
         ("grpc.per_rpc_retry_buffer_size", request_bytes),
-        ("grpc.service_config", json.dumps(service_config(settings))),
+        ("grpc.service_config", json.dumps(service_config(target))),
     ]
     return options
 
 
-def service_config(settings: Settings) -> dict[str, Any]:
+def service_config(target: ServingTarget) -> dict[str, Any]:
     """gRPC's service config for the channel: load balancing, and the retry of UNAVAILABLE."""
     config: dict[str, Any] = {
         "methodConfig": [
@@ -126,18 +126,18 @@ def service_config(settings: Settings) -> dict[str, Any]:
             }
         ]
     }
-    if settings.grpc_load_balancing == "round_robin":
+    if target.load_balancing == "round_robin":
         # A headless Service's DNS name lists every TF Serving pod; round_robin keeps a subchannel
         # to each and spreads calls over them (pick_first would pin everything to one pod).
         config["loadBalancingConfig"] = [{"round_robin": {}}]
     return config
 
 
-def channel_target(settings: Settings) -> str:
-    host = settings.tf_serving_host
+def channel_target(target: ServingTarget) -> str:
+    host = target.address
     # A gRPC target with its resolver named (dns:, ipv4:127.0.0.1:1,127.0.0.1:2, unix:...) is kept.
     named = "://" in host or host.startswith(("dns:", "ipv4:", "ipv6:", "unix:"))
-    if settings.grpc_load_balancing == "round_robin" and not named:
+    if target.load_balancing == "round_robin" and not named:
         return f"dns:///{host}"
     return host
 
@@ -145,9 +145,9 @@ def channel_target(settings: Settings) -> str:
 class ServingClient:
     """TF Serving for one model; `info()` discovers the signature once and caches it."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._channel = grpc.aio.insecure_channel(channel_target(settings), options=channel_options(settings))
+    def __init__(self, target: ServingTarget) -> None:
+        self.target = target
+        self._channel = grpc.aio.insecure_channel(channel_target(target), options=channel_options(target))
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         # Predict takes requests serialised beforehand by predict_call(), in the decode threads:
         # building and serialising a 1 MB tensor message would otherwise hold the event loop.
@@ -177,14 +177,14 @@ class ServingClient:
         self._info = None
 
     async def _discover(self) -> ModelInfo:
-        s = self._settings
+        s = self.target
         request = serving_pb2.GetModelMetadataRequest(
             model_spec=serving_pb2.ModelSpec(name=s.model_name), metadata_field=["signature_def"]
         )
         response: serving_pb2.GetModelMetadataResponse = await self._call(
             self._predict.GetModelMetadata,
             request,
-            min(_METADATA_TIMEOUT, s.predict_timeout),
+            min(_METADATA_TIMEOUT, s.timeout),
             "GetModelMetadata",
         )
         if "signature_def" not in response.metadata:
@@ -215,7 +215,7 @@ class ServingClient:
     async def readiness(self) -> Readiness:
         """Ready when a version of the model is AVAILABLE and its signature fits the gateway."""
         request = serving_pb2.GetModelStatusRequest(
-            model_spec=serving_pb2.ModelSpec(name=self._settings.model_name)
+            model_spec=serving_pb2.ModelSpec(name=self.target.model_name)
         )
         try:
             response: serving_pb2.GetModelStatusResponse = await self._call(
@@ -236,7 +236,7 @@ class ServingClient:
                 for v in response.model_version_status
             )
             return Readiness(
-                False, f"no version of {self._settings.model_name} is AVAILABLE ({states or 'none'})"
+                False, f"no version of {self.target.model_name} is AVAILABLE ({states or 'none'})"
             )
         try:
             await self.info()
@@ -255,7 +255,7 @@ class ServingClient:
                 f"signature {info.signature.signature_name} takes {np.dtype(expected)}, not {batch.dtype}"
             )
         spec = serving_pb2.ModelSpec(
-            name=self._settings.model_name, signature_name=info.signature.signature_name
+            name=self.target.model_name, signature_name=info.signature.signature_name
         )
         request = serving_pb2.PredictRequest(model_spec=spec, output_filter=[info.output_name])
         array_to_tensor_proto(batch, into=request.inputs[info.input_name])
@@ -266,13 +266,13 @@ class ServingClient:
     ) -> tuple[npt.NDArray[np.float64], int | None]:
         """Logits of shape (N, classes), and the model version that answered.
 
-        `timeout` is the call's deadline in seconds (default: the settings' predict timeout).
+        `timeout` is the call's deadline in seconds (default: the target's, GATEWAY_PREDICT_TIMEOUT).
         """
         try:
             response: serving_pb2.PredictResponse = await self._call(
                 self._predict_serialised,
                 call.request,
-                self._settings.predict_timeout if timeout is None else timeout,
+                self.target.timeout if timeout is None else timeout,
                 "Predict",
             )
         except (ModelFailed, ModelUnavailable):
@@ -294,20 +294,20 @@ class ServingClient:
         try:
             return await method(request, timeout=timeout)
         except grpc.aio.AioRpcError as e:
-            raise _gateway_error(e, name, self._settings) from None
+            raise _gateway_error(e, name, self.target) from None
 
 
-def _gateway_error(e: grpc.aio.AioRpcError, call: str, settings: Settings) -> GatewayError:
+def _gateway_error(e: grpc.aio.AioRpcError, call: str, target: ServingTarget) -> GatewayError:
     # TF Serving's own words carry its address and the graph's node names: the log gets them,
     # the client gets what failed.
     code = e.code()
-    detail = f"{call} to TF Serving at {settings.tf_serving_host}: {code.name} {e.details() or ''}".rstrip()
+    detail = f"{call} to TF Serving at {target.address}: {code.name} {e.details() or ''}".rstrip()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return ModelDeadlineExceeded(f"TF Serving did not answer {call} within the deadline", detail=detail)
     if code == grpc.StatusCode.UNAVAILABLE:
         return ModelUnavailable("TF Serving is unavailable", detail=detail)
     if code == grpc.StatusCode.NOT_FOUND:
-        return ModelUnavailable(f"TF Serving has no model {settings.model_name!r} loaded", detail=detail)
+        return ModelUnavailable(f"TF Serving has no model {target.model_name!r} loaded", detail=detail)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return ModelUnavailable("TF Serving is overloaded", detail=detail)
     return ModelFailed(f"TF Serving refused {call} ({code.name})", detail=detail)

@@ -27,7 +27,7 @@ from gateway.serving import (
     channel_target,
     service_config,
 )
-from gateway.settings import Settings
+from gateway.settings import ServingTarget
 
 
 @dataclass
@@ -86,9 +86,9 @@ def backends() -> Iterator[tuple[Running, Running]]:
     b.server.stop(0)
 
 
-def _settings(a: Running, b: Running) -> Settings:
+def _settings(a: Running, b: Running) -> ServingTarget:
     # Both addresses behind one target, as a headless Service's DNS answer lists every pod.
-    return Settings(tf_serving_host=f"ipv4:{a.address},{b.address}", grpc_load_balancing="round_robin")
+    return ServingTarget(address=f"ipv4:{a.address},{b.address}", load_balancing="round_robin")
 
 
 def _one_image() -> np.ndarray:
@@ -187,7 +187,7 @@ def test_invalid_argument_is_not_retried(backends: tuple[Running, Running]) -> N
 
 def test_the_service_config_is_grpcs_json_for_the_methods_the_gateway_calls() -> None:
     for lb in ("pick_first", "round_robin"):
-        settings = Settings(tf_serving_host="tf-serving-headless:8500", grpc_load_balancing=lb)
+        settings = ServingTarget(address="tf-serving-headless:8500", load_balancing=lb)
         options = dict(channel_options(settings))
         assert options["grpc.enable_retries"] == 1
         config = json.loads(str(options["grpc.service_config"]))
@@ -203,7 +203,7 @@ def test_the_service_config_is_grpcs_json_for_the_methods_the_gateway_calls() ->
         assert int(str(options["grpc.per_rpc_retry_buffer_size"])) >= settings.max_batch * h * w * 3 * 4
         balancing = config.get("loadBalancingConfig")
         assert balancing == ([{"round_robin": {}}] if lb == "round_robin" else None)
-    round_robin = Settings(tf_serving_host="tf-serving-headless:8500", grpc_load_balancing="round_robin")
+    round_robin = ServingTarget(address="tf-serving-headless:8500", load_balancing="round_robin")
     assert channel_target(round_robin) == "dns:///tf-serving-headless:8500"
-    listed = Settings(tf_serving_host="ipv4:127.0.0.1:1,127.0.0.1:2", grpc_load_balancing="round_robin")
+    listed = ServingTarget(address="ipv4:127.0.0.1:1,127.0.0.1:2", load_balancing="round_robin")
     assert channel_target(listed) == "ipv4:127.0.0.1:1,127.0.0.1:2"

@@ -1,16 +1,25 @@
-"""The gateway's settings: read once from the environment in `main()`, then passed around frozen.
+"""The gateway's settings: read once from the environment by `parse_settings`, then passed around frozen.
 
-Every variable is listed in `ENVIRONMENT` (name, default, meaning); the README's "Settings" table
-and `python -m gateway --help` are both made from it, so they cannot drift apart.
+`Settings` nests one small frozen value object per part of the gateway, the way httpx nests its
+`Timeout` and `Limits`, and each part is handed only its own: `ServingTarget` (TF Serving, the
+model and what one request may carry: `serving.ServingClient`, the routes), `Admission`
+(`classify.Classifier`), `FetchPolicy` (`fetch.Fetcher`), `ConnectionLimits`
+(`connection_limits`) and `Listener` (`main`: where and how uvicorn serves).
+
+Each default is written once, as the default of its value object's field. `VARIABLES` says which
+field each environment variable sets and what it means; `python -m gateway --help` and the README's
+table (`environment_table()`, held to the README by settings_test.py) are made from it.
 """
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from clothing_preproc import (
     AUTO_SIGNATURE,
@@ -20,121 +29,52 @@ from clothing_preproc import (
     PreprocessConfig,
     load_labels,
 )
-from gateway.name_lookup import LookupLimits
+from clothing_preproc.signature import COURSE_MODEL_NAME
+from clothing_settings import SettingError, SettingsParser, markdown_table
+from gateway.addresses import IPNetwork
+from gateway.fetch import FetchPolicy
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOAD_BALANCING = ("pick_first", "round_robin")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
-# (variable, default, meaning). Defaults are strings exactly as they would be written in the env.
-ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
-    ("TF_SERVING_HOST", "localhost:8500", "TF Serving's gRPC address, host:port (the course's name)"),
-    ("GATEWAY_MODEL_NAME", "clothing-model", "model name sent in every request's ModelSpec"),
-    (
-        "GATEWAY_SIGNATURE",
-        AUTO_SIGNATURE,
-        "signature to call; auto: the model's `pixels` signature if it has one (uint8 pixels, a quarter "
-        "of the bytes, normalised by the model), else serving_default (float32, normalised here)",
-    ),
-    ("GATEWAY_INPUT_NAME", "", "input tensor name; empty: discovered from GetModelMetadata"),
-    ("GATEWAY_OUTPUT_NAME", "", "output tensor name; empty: discovered from GetModelMetadata"),
-    ("GATEWAY_PREPROCESSING", "xception", "keras.applications family whose preprocess_input to apply"),
-    ("GATEWAY_IMAGE_SIZE", "299", "resize target (height=width) when the signature does not fix it"),
-    ("GATEWAY_LABELS", ",".join(CLOTHING_LABELS), "class names in output order, comma-separated"),
-    (
-        "GATEWAY_LABELS_FILE",
-        "",
-        "file with the class names (JSON list or one per line); wins over GATEWAY_LABELS",
-    ),
-    ("GATEWAY_HOST", "0.0.0.0", "address to listen on"),  # noqa: S104 - a service listens on all interfaces
-    ("GATEWAY_PORT", "9696", "port to listen on"),
-    (
-        "GATEWAY_PREDICT_TIMEOUT",
-        "20",
-        "deadline for TF Serving's answer, seconds: waiting for a work slot plus the Predict call",
-    ),
-    ("GATEWAY_MAX_CONCURRENCY", "64", "classification requests in flight; more are answered 429"),
-    (
-        "GATEWAY_MAX_ACTIVE",
-        "0",
-        "requests decoding or waiting on TF Serving at once; the others queue in arrival order; "
-        "0: twice the preprocessing threads",
-    ),
-    ("GATEWAY_MAX_BATCH", "16", "images in one batch request (one Predict call)"),
-    ("GATEWAY_MAX_IMAGE_BYTES", str(20 * 1024 * 1024), "largest image accepted, bytes (uploads and URLs)"),
-    ("GATEWAY_MAX_IMAGE_PIXELS", "50000000", "largest image accepted, width × height"),
-    ("GATEWAY_PREPROCESS_THREADS", "0", "threads decoding images off the event loop; 0: one per CPU"),
-    ("GATEWAY_FETCH_CONNECT_TIMEOUT", "5", "image URL connect timeout, seconds"),
-    ("GATEWAY_FETCH_READ_TIMEOUT", "10", "image URL timeout between received bytes, seconds"),
-    ("GATEWAY_FETCH_TOTAL_TIMEOUT", "15", "image URL total time including redirects, seconds"),
-    ("GATEWAY_FETCH_MAX_REDIRECTS", "3", "redirects followed per image URL (each one re-checked)"),
-    (
-        "GATEWAY_DNS_THREADS",
-        "32",
-        "threads resolving image URL host names, used for nothing else (the OS resolver blocks one "
-        "per lookup)",
-    ),
-    (
-        "GATEWAY_DNS_TIMEOUT",
-        "3",
-        "longest wait for one host name lookup, seconds, queueing included (then 504); at most "
-        "GATEWAY_FETCH_CONNECT_TIMEOUT",
-    ),
-    (
-        "GATEWAY_DNS_MAX_PER_DOMAIN",
-        "2",
-        "lookups running at once for names under one domain, counting those whose request already gave "
-        "up; more wait their turn: a domain whose DNS never answers holds at most this many threads",
-    ),
-    (
-        "GATEWAY_FETCH_ALLOW_NETWORKS",
-        "",
-        "comma-separated CIDRs image URLs may reach although private (development only, e.g. 127.0.0.0/8)",
-    ),
-    (
-        "GATEWAY_GRPC_LOAD_BALANCING",
-        "pick_first",
-        "pick_first, or round_robin over all DNS addresses (headless Service)",
-    ),
-    ("GATEWAY_SHUTDOWN_GRACE", "20", "seconds in-flight requests get to finish on SIGTERM"),
-    (
-        "GATEWAY_MAX_CONNECTIONS",
-        "4096",
-        "open client connections; past it a new one closes the oldest connection that has no request "
-        "being answered (idle or still sending its head), or gets 503 if none has; lowered at start-up "
-        "to fit the process's descriptor limit",
-    ),
-    ("GATEWAY_MAX_HEADER_BYTES", "16384", "largest request line plus headers, bytes; more: 431"),
-    ("GATEWAY_MAX_HEADERS", "100", "most header fields in one request; more: 431"),
-    (
-        "GATEWAY_HEADER_TIMEOUT",
-        "10",
-        "seconds from a request's first byte to the end of its headers; later: 408 and closed",
-    ),
-    (
-        "GATEWAY_BODY_TIMEOUT",
-        "15",
-        "seconds a request body may pause between bytes (while the gateway is reading it), and an "
-        "answer may wait for the client to read it; longer: 408 and closed, or closed",
-    ),
-    (
-        "GATEWAY_IDLE_TIMEOUT",
-        "5",
-        "seconds a connection may stay open without a request, before the first one or between two; "
-        "then closed",
-    ),
-    (
-        "GATEWAY_CONNECTION_LOG_INTERVAL",
-        "10",
-        "seconds between log lines that count refused and timed-out connections (one line per interval, "
-        "never one per connection)",
-    ),
-    (
-        "GATEWAY_KEEP_FREED_MB",
-        "64",
-        "freed memory kept for the next requests, MiB per allocator arena (glibc), given back after "
-        "10 s without requests; 0: glibc's default, which hands it back and faults it in again per image",
-    ),
-    ("GATEWAY_LOG_LEVEL", "info", "uvicorn log level: critical, error, warning, info, debug"),
-)
+
+@dataclass(frozen=True)
+class ServingTarget:
+    """TF Serving, the model the gateway calls there, and the images one request may carry."""
+
+    address: str = "localhost:8500"
+    model_name: str = COURSE_MODEL_NAME
+    signature_name: str = AUTO_SIGNATURE
+    input_name: str | None = None  # None: discovered from GetModelMetadata
+    output_name: str | None = None
+    labels: tuple[str, ...] = CLOTHING_LABELS
+    preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
+    max_batch: int = 16  # images in one request, sent in one Predict call
+    timeout: float = 20.0  # TF Serving's answer: waiting for a work slot plus the Predict call
+    load_balancing: str = "pick_first"
+
+    @property
+    def limits(self) -> Limits:
+        """The bytes and pixels one image may have."""
+        return self.preprocessing.limits
+
+
+@dataclass(frozen=True)
+class Admission:
+    """How much work the gateway takes on at once (classify.Classifier)."""
+
+    max_concurrency: int = 64  # classification requests in flight; more are answered 429
+    max_active: int = 0  # requests decoding or waiting on TF Serving; 0: twice the threads
+    preprocess_threads: int = 0  # 0: one per CPU
+
+    @property
+    def threads(self) -> int:
+        return self.preprocess_threads or (os.cpu_count() or 1)
+
+    @property
+    def work_slots(self) -> int:
+        """Requests working at once: enough to keep the decode threads and a Predict call busy."""
+        return self.max_active or 2 * self.threads
 
 
 @dataclass(frozen=True)
@@ -150,119 +90,291 @@ class ConnectionLimits:
     log_interval: float = 10.0
 
 
-class SettingsError(ValueError):
-    """A variable holds a value the gateway cannot use; the message names the variable."""
+@dataclass(frozen=True)
+class Listener:
+    """Where and how the process serves (gateway.main)."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on all interfaces
+    port: int = 9696
+    metrics_port: int = 0  # 0: /metrics on `port` with everything else
+    shutdown_grace: float = 20.0
+    keep_freed_mb: int = 64
+    log_level: str = "info"
 
 
 @dataclass(frozen=True)
 class Settings:
-    tf_serving_host: str = "localhost:8500"
-    model_name: str = "clothing-model"
-    signature_name: str = AUTO_SIGNATURE
-    input_name: str | None = None
-    output_name: str | None = None
-    labels: tuple[str, ...] = CLOTHING_LABELS
-    preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
-    host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on all interfaces
-    port: int = 9696
-    predict_timeout: float = 20.0
-    max_concurrency: int = 64
-    max_active: int = 0
-    max_batch: int = 16
-    preprocess_threads: int = 0
-    fetch_connect_timeout: float = 5.0
-    fetch_read_timeout: float = 10.0
-    fetch_total_timeout: float = 15.0
-    fetch_max_redirects: int = 3
-    fetch_allow_networks: tuple[IPNetwork, ...] = ()
-    dns_threads: int = 32
-    dns_timeout: float = 3.0
-    dns_max_per_domain: int = 2
-    grpc_load_balancing: str = "pick_first"
-    shutdown_grace: float = 20.0
-    connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
-    keep_freed_mb: int = 64
-    log_level: str = "info"
+    serving: ServingTarget = field(default_factory=ServingTarget)
+    admission: Admission = field(default_factory=Admission)
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    listener: Listener = field(default_factory=Listener)
 
-    @property
-    def limits(self) -> Limits:
-        return self.preprocessing.limits
 
-    @property
-    def threads(self) -> int:
-        return self.preprocess_threads or (os.cpu_count() or 1)
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: the field it sets (`value`, read from a `Settings`) and its meaning.
+    Its default is that field's value in `Settings()`; `shown` words it where the value would not."""
 
-    @property
-    def lookup_limits(self) -> LookupLimits:
-        """Host name lookups for image URLs; a lookup never outlasts the fetch's connect timeout."""
-        return LookupLimits(
-            threads=self.dns_threads,
-            timeout=min(self.dns_timeout, self.fetch_connect_timeout),
-            per_domain=self.dns_max_per_domain,
-        )
+    name: str
+    value: Callable[[Settings], object]
+    meaning: str
+    shown: str | None = None
 
-    @property
-    def active(self) -> int:
-        """Requests working at once: enough to keep the decode threads and a Predict call busy."""
-        return self.max_active or 2 * self.threads
+    def default(self) -> str:
+        """The default as the README and --help show it."""
+        if self.shown is not None:
+            return self.shown
+        value = self.value(Settings())
+        if value is None or value in ("", ()):
+            return "(empty)"
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return f"`{value}`"
 
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> Settings:
-        """Build the settings from environment variables (unset or empty: the default)."""
-        env = _Env(environ)
-        labels_file = env.text("GATEWAY_LABELS_FILE")
-        if labels_file:
-            try:
-                labels = load_labels(Path(labels_file))
-            except (OSError, ValueError) as e:
-                raise SettingsError(f"GATEWAY_LABELS_FILE: {e}") from None
-        else:
-            labels = tuple(x.strip() for x in env.text("GATEWAY_LABELS").split(",") if x.strip())
-            if not labels or len(set(labels)) != len(labels):
-                raise SettingsError("GATEWAY_LABELS must list distinct class names, comma-separated")
-        family = env.text("GATEWAY_PREPROCESSING")
-        if family not in FAMILY_MODES:
-            raise SettingsError(f"GATEWAY_PREPROCESSING={family!r}: one of {', '.join(sorted(FAMILY_MODES))}")
-        size = env.integer("GATEWAY_IMAGE_SIZE", 1, 8192)
-        limits = Limits(
-            max_bytes=env.integer("GATEWAY_MAX_IMAGE_BYTES", 1, 1 << 30),
-            max_pixels=env.integer("GATEWAY_MAX_IMAGE_PIXELS", 1, 1 << 31),
-        )
-        lb = env.text("GATEWAY_GRPC_LOAD_BALANCING")
-        if lb not in ("pick_first", "round_robin"):
-            raise SettingsError(f"GATEWAY_GRPC_LOAD_BALANCING={lb!r}: pick_first or round_robin")
-        level = env.text("GATEWAY_LOG_LEVEL").lower()
-        if level not in ("critical", "error", "warning", "info", "debug"):
-            raise SettingsError(f"GATEWAY_LOG_LEVEL={level!r}: critical, error, warning, info or debug")
-        host = env.text("TF_SERVING_HOST")
-        if not host or any(c.isspace() for c in host):
-            raise SettingsError(f"TF_SERVING_HOST={host!r} is not a host:port")
-        return cls(
-            tf_serving_host=host,
-            model_name=env.text("GATEWAY_MODEL_NAME"),
-            signature_name=env.text("GATEWAY_SIGNATURE"),
-            input_name=env.text("GATEWAY_INPUT_NAME") or None,
-            output_name=env.text("GATEWAY_OUTPUT_NAME") or None,
-            labels=labels,
-            preprocessing=PreprocessConfig(target_size=(size, size), family=family, limits=limits),
-            host=env.text("GATEWAY_HOST"),
-            port=env.integer("GATEWAY_PORT", 0, 65535),
-            predict_timeout=env.seconds("GATEWAY_PREDICT_TIMEOUT"),
-            max_concurrency=env.integer("GATEWAY_MAX_CONCURRENCY", 1, 100_000),
-            max_active=env.integer("GATEWAY_MAX_ACTIVE", 0, 100_000),
-            max_batch=env.integer("GATEWAY_MAX_BATCH", 1, 1024),
-            preprocess_threads=env.integer("GATEWAY_PREPROCESS_THREADS", 0, 1024),
-            fetch_connect_timeout=env.seconds("GATEWAY_FETCH_CONNECT_TIMEOUT"),
-            fetch_read_timeout=env.seconds("GATEWAY_FETCH_READ_TIMEOUT"),
-            fetch_total_timeout=env.seconds("GATEWAY_FETCH_TOTAL_TIMEOUT"),
-            fetch_max_redirects=env.integer("GATEWAY_FETCH_MAX_REDIRECTS", 0, 20),
-            fetch_allow_networks=env.networks("GATEWAY_FETCH_ALLOW_NETWORKS"),
-            dns_threads=env.integer("GATEWAY_DNS_THREADS", 1, 1024),
-            dns_timeout=env.seconds("GATEWAY_DNS_TIMEOUT"),
-            dns_max_per_domain=env.integer("GATEWAY_DNS_MAX_PER_DOMAIN", 1, 1024),
-            grpc_load_balancing=lb,
-            shutdown_grace=env.seconds("GATEWAY_SHUTDOWN_GRACE"),
-            connection_limits=ConnectionLimits(
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "TF_SERVING_HOST",
+        lambda s: s.serving.address,
+        "TF Serving's gRPC address, host:port (the course's name)",
+    ),
+    Variable(
+        "GATEWAY_MODEL_NAME",
+        lambda s: s.serving.model_name,
+        "model name sent in every request's ModelSpec",
+    ),
+    Variable(
+        "GATEWAY_SIGNATURE",
+        lambda s: s.serving.signature_name,
+        "signature to call; auto: the model's `pixels` signature if it has one (uint8 pixels, a quarter "
+        "of the bytes, normalised by the model), else serving_default (float32, normalised here)",
+    ),
+    Variable(
+        "GATEWAY_INPUT_NAME",
+        lambda s: s.serving.input_name,
+        "input tensor name; empty: discovered from GetModelMetadata",
+    ),
+    Variable(
+        "GATEWAY_OUTPUT_NAME",
+        lambda s: s.serving.output_name,
+        "output tensor name; empty: discovered from GetModelMetadata",
+    ),
+    Variable(
+        "GATEWAY_PREPROCESSING",
+        lambda s: s.serving.preprocessing.family,
+        "keras.applications family whose preprocess_input to apply",
+    ),
+    Variable(
+        "GATEWAY_IMAGE_SIZE",
+        lambda s: s.serving.preprocessing.target_size[0],
+        "resize target (height=width) when the signature does not fix it",
+    ),
+    Variable(
+        "GATEWAY_LABELS",
+        lambda s: ",".join(s.serving.labels),
+        "class names in output order, comma-separated",
+        shown="the ten course classes",
+    ),
+    Variable(
+        "GATEWAY_LABELS_FILE",
+        lambda s: None,
+        "file with the class names (JSON list or one per line); wins over GATEWAY_LABELS",
+    ),
+    Variable("GATEWAY_HOST", lambda s: s.listener.host, "address to listen on"),
+    Variable("GATEWAY_PORT", lambda s: s.listener.port, "port to listen on"),
+    Variable(
+        "GATEWAY_METRICS_PORT",
+        lambda s: s.listener.metrics_port,
+        "port serving /metrics alone, on GATEWAY_HOST, so a public Service need not publish it; "
+        "0: /metrics is on GATEWAY_PORT with everything else",
+    ),
+    Variable(
+        "GATEWAY_PREDICT_TIMEOUT",
+        lambda s: s.serving.timeout,
+        "deadline for TF Serving's answer, seconds: waiting for a work slot plus the Predict call",
+    ),
+    Variable(
+        "GATEWAY_MAX_CONCURRENCY",
+        lambda s: s.admission.max_concurrency,
+        "classification requests in flight; more are answered 429",
+    ),
+    Variable(
+        "GATEWAY_MAX_ACTIVE",
+        lambda s: s.admission.max_active,
+        "requests decoding or waiting on TF Serving at once; the others queue in arrival order; "
+        "0: twice the preprocessing threads",
+    ),
+    Variable(
+        "GATEWAY_MAX_BATCH",
+        lambda s: s.serving.max_batch,
+        "images in one batch request (one Predict call)",
+    ),
+    Variable(
+        "GATEWAY_MAX_IMAGE_BYTES",
+        lambda s: s.serving.limits.max_bytes,
+        "largest image accepted, bytes (uploads and URLs)",
+    ),
+    Variable(
+        "GATEWAY_MAX_IMAGE_PIXELS",
+        lambda s: s.serving.limits.max_pixels,
+        "largest image accepted, width × height",
+    ),
+    Variable(
+        "GATEWAY_PREPROCESS_THREADS",
+        lambda s: s.admission.preprocess_threads,
+        "threads decoding images off the event loop; 0: one per CPU",
+    ),
+    Variable(
+        "GATEWAY_FETCH_CONNECT_TIMEOUT",
+        lambda s: s.fetch.connect_timeout,
+        "image URL connect timeout, seconds",
+    ),
+    Variable(
+        "GATEWAY_FETCH_READ_TIMEOUT",
+        lambda s: s.fetch.read_timeout,
+        "image URL timeout between received bytes, seconds",
+    ),
+    Variable(
+        "GATEWAY_FETCH_TOTAL_TIMEOUT",
+        lambda s: s.fetch.total_timeout,
+        "image URL total time including redirects, seconds",
+    ),
+    Variable(
+        "GATEWAY_FETCH_MAX_REDIRECTS",
+        lambda s: s.fetch.max_redirects,
+        "redirects followed per image URL (each one re-checked)",
+    ),
+    Variable(
+        "GATEWAY_DNS_THREADS",
+        lambda s: s.fetch.lookups.threads,
+        "threads resolving image URL host names, used for nothing else (the OS resolver blocks one "
+        "per lookup)",
+    ),
+    Variable(
+        "GATEWAY_DNS_TIMEOUT",
+        lambda s: s.fetch.lookups.timeout,
+        "longest wait for one host name lookup, seconds, queueing included (then 504); at most "
+        "`GATEWAY_FETCH_CONNECT_TIMEOUT`",
+    ),
+    Variable(
+        "GATEWAY_DNS_MAX_PER_DOMAIN",
+        lambda s: s.fetch.lookups.per_domain,
+        "lookups running at once for names under one domain, counting those whose request already gave "
+        "up; more wait their turn: a domain whose DNS never answers holds at most this many threads",
+    ),
+    Variable(
+        "GATEWAY_FETCH_ALLOW_NETWORKS",
+        lambda s: s.fetch.allow_networks,
+        "comma-separated CIDRs image URLs may reach although private (development only, e.g. 127.0.0.0/8)",
+    ),
+    Variable(
+        "GATEWAY_GRPC_LOAD_BALANCING",
+        lambda s: s.serving.load_balancing,
+        "pick_first, or round_robin over all DNS addresses (headless Service)",
+    ),
+    Variable(
+        "GATEWAY_SHUTDOWN_GRACE",
+        lambda s: s.listener.shutdown_grace,
+        "seconds in-flight requests get to finish on SIGTERM",
+    ),
+    Variable(
+        "GATEWAY_MAX_CONNECTIONS",
+        lambda s: s.connections.max_connections,
+        "open client connections; past it a new one closes the oldest connection that has no request "
+        "being answered (idle or still sending its head), or gets 503 if none has; lowered at start-up "
+        "to fit the process's descriptor limit",
+    ),
+    Variable(
+        "GATEWAY_MAX_HEADER_BYTES",
+        lambda s: s.connections.max_header_bytes,
+        "largest request line plus headers, bytes; more: 431",
+    ),
+    Variable(
+        "GATEWAY_MAX_HEADERS",
+        lambda s: s.connections.max_headers,
+        "most header fields in one request; more: 431",
+    ),
+    Variable(
+        "GATEWAY_HEADER_TIMEOUT",
+        lambda s: s.connections.header_timeout,
+        "seconds from a request's first byte to the end of its headers; later: 408 and closed",
+    ),
+    Variable(
+        "GATEWAY_BODY_TIMEOUT",
+        lambda s: s.connections.body_timeout,
+        "seconds a request body may pause between bytes (while the gateway is reading it), and an "
+        "answer may wait for the client to read it; longer: 408 and closed, or closed",
+    ),
+    Variable(
+        "GATEWAY_IDLE_TIMEOUT",
+        lambda s: s.connections.idle_timeout,
+        "seconds a connection may stay open without a request, before the first one or between two; "
+        "then closed",
+    ),
+    Variable(
+        "GATEWAY_CONNECTION_LOG_INTERVAL",
+        lambda s: s.connections.log_interval,
+        "seconds between log lines that count refused and timed-out connections (one line per interval, "
+        "never one per connection)",
+    ),
+    Variable(
+        "GATEWAY_KEEP_FREED_MB",
+        lambda s: s.listener.keep_freed_mb,
+        "freed memory kept for the next requests, MiB per allocator arena (glibc), given back after "
+        "10 s without requests; 0: glibc's default, which hands it back and faults it in again per image",
+    ),
+    Variable(
+        "GATEWAY_LOG_LEVEL",
+        lambda s: s.listener.log_level,
+        "uvicorn log level: critical, error, warning, info, debug",
+    ),
+)
+
+ENVIRONMENT_TABLE_HEADER = ("variable", "default", "meaning")
+
+
+def environment_table() -> str:
+    """The README's table of the gateway's environment variables."""
+    return markdown_table(
+        ENVIRONMENT_TABLE_HEADER, [(f"`{v.name}`", v.default(), v.meaning) for v in VARIABLES]
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    rows = "\n".join(
+        f"  {v.name:<31} {v.meaning} (default: {v.default().strip('`')})".replace("%", "%%")
+        for v in VARIABLES
+    )
+    return SettingsParser(
+        prog="gateway",
+        description="The clothing classifier's HTTP gateway: image URL or upload -> TF Serving -> scores. "
+        "It is configured by environment variables, read once at startup.",
+        epilog=f"environment:\n{rows}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
+    """The settings from the command line (only --help) and the environment (unset or empty: the
+    default); `SettingError` names the variable and the problem. `--help` prints and exits 0."""
+    parser().parse_args(list(argv))
+    env = _Env(environ)
+    defaults = Settings()
+    return Settings(
+        serving=_serving(env, defaults.serving),
+        admission=replace(
+            defaults.admission,
+            **env.given(
+                max_concurrency=env.integer("GATEWAY_MAX_CONCURRENCY", 1, 100_000),
+                max_active=env.integer("GATEWAY_MAX_ACTIVE", 0, 100_000),
+                preprocess_threads=env.integer("GATEWAY_PREPROCESS_THREADS", 0, 1024),
+            ),
+        ),
+        fetch=_fetch(env, defaults.fetch),
+        connections=replace(
+            defaults.connections,
+            **env.given(
                 max_connections=env.integer("GATEWAY_MAX_CONNECTIONS", 1, 1_000_000),
                 max_header_bytes=env.integer("GATEWAY_MAX_HEADER_BYTES", 1024, 1 << 20),
                 max_headers=env.integer("GATEWAY_MAX_HEADERS", 1, 10_000),
@@ -271,48 +383,161 @@ class Settings:
                 idle_timeout=env.seconds("GATEWAY_IDLE_TIMEOUT"),
                 log_interval=env.seconds("GATEWAY_CONNECTION_LOG_INTERVAL"),
             ),
+        ),
+        listener=_listener(env, defaults.listener),
+    )
+
+
+def _serving(env: _Env, default: ServingTarget) -> ServingTarget:
+    labels_file = env.text("GATEWAY_LABELS_FILE")
+    labels: tuple[str, ...] | None = None
+    if labels_file:
+        try:
+            labels = load_labels(Path(labels_file))
+        except (OSError, ValueError) as e:
+            raise SettingError("GATEWAY_LABELS_FILE", str(e)) from None
+    elif env.text("GATEWAY_LABELS"):
+        labels = tuple(x.strip() for x in env.text("GATEWAY_LABELS").split(",") if x.strip())
+        if not labels or len(set(labels)) != len(labels):
+            raise SettingError(
+                "GATEWAY_LABELS", "GATEWAY_LABELS must list distinct class names, comma-separated"
+            )
+    family = env.choice("GATEWAY_PREPROCESSING", sorted(FAMILY_MODES))
+    size = env.integer("GATEWAY_IMAGE_SIZE", 1, 8192)
+    preprocessing = default.preprocessing
+    preprocessing = replace(
+        preprocessing,
+        **env.given(
+            family=family,
+            target_size=(size, size) if size is not None else None,
+            limits=replace(
+                preprocessing.limits,
+                **env.given(
+                    max_bytes=env.integer("GATEWAY_MAX_IMAGE_BYTES", 1, 1 << 30),
+                    max_pixels=env.integer("GATEWAY_MAX_IMAGE_PIXELS", 1, 1 << 31),
+                ),
+            ),
+        ),
+    )
+    address = env.text("TF_SERVING_HOST")
+    if any(c.isspace() for c in address):
+        raise SettingError("TF_SERVING_HOST", f"TF_SERVING_HOST={address!r} is not a host:port")
+    return replace(
+        default,
+        preprocessing=preprocessing,
+        **env.given(
+            address=address or None,
+            model_name=env.text("GATEWAY_MODEL_NAME") or None,
+            signature_name=env.text("GATEWAY_SIGNATURE") or None,
+            input_name=env.text("GATEWAY_INPUT_NAME") or None,
+            output_name=env.text("GATEWAY_OUTPUT_NAME") or None,
+            labels=labels,
+            max_batch=env.integer("GATEWAY_MAX_BATCH", 1, 1024),
+            timeout=env.seconds("GATEWAY_PREDICT_TIMEOUT"),
+            load_balancing=env.choice("GATEWAY_GRPC_LOAD_BALANCING", LOAD_BALANCING),
+        ),
+    )
+
+
+def _fetch(env: _Env, default: FetchPolicy) -> FetchPolicy:
+    connect = env.seconds("GATEWAY_FETCH_CONNECT_TIMEOUT") or default.connect_timeout
+    lookups = replace(
+        default.lookups,
+        **env.given(
+            threads=env.integer("GATEWAY_DNS_THREADS", 1, 1024),
+            timeout=env.seconds("GATEWAY_DNS_TIMEOUT"),
+            per_domain=env.integer("GATEWAY_DNS_MAX_PER_DOMAIN", 1, 1024),
+        ),
+    )
+    return replace(
+        default,
+        connect_timeout=connect,
+        # A lookup never outlasts the fetch's connect timeout.
+        lookups=replace(lookups, timeout=min(lookups.timeout, connect)),
+        **env.given(
+            read_timeout=env.seconds("GATEWAY_FETCH_READ_TIMEOUT"),
+            total_timeout=env.seconds("GATEWAY_FETCH_TOTAL_TIMEOUT"),
+            max_redirects=env.integer("GATEWAY_FETCH_MAX_REDIRECTS", 0, 20),
+            allow_networks=env.networks("GATEWAY_FETCH_ALLOW_NETWORKS"),
+        ),
+    )
+
+
+def _listener(env: _Env, default: Listener) -> Listener:
+    listener = replace(
+        default,
+        **env.given(
+            host=env.text("GATEWAY_HOST") or None,
+            port=env.integer("GATEWAY_PORT", 0, 65535),
+            metrics_port=env.integer("GATEWAY_METRICS_PORT", 0, 65535),
+            shutdown_grace=env.seconds("GATEWAY_SHUTDOWN_GRACE"),
             keep_freed_mb=env.integer("GATEWAY_KEEP_FREED_MB", 0, 2047),
-            log_level=level,
+            log_level=env.choice("GATEWAY_LOG_LEVEL", LOG_LEVELS, lower=True),
+        ),
+    )
+    if listener.metrics_port and listener.metrics_port == listener.port:
+        raise SettingError(
+            "GATEWAY_METRICS_PORT",
+            f"GATEWAY_METRICS_PORT={listener.metrics_port} is GATEWAY_PORT; 0 puts /metrics there",
         )
-
-
-_DEFAULTS = {name: default for name, default, _ in ENVIRONMENT}
+    return listener
 
 
 class _Env:
+    """The variables as given: each reader returns None when its variable is unset or empty (the
+    default applies), the value when it is usable, and raises `SettingError` otherwise."""
+
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
 
-    def text(self, name: str) -> str:
-        value = self._environ.get(name, "").strip()
-        return value or _DEFAULTS[name]
+    @staticmethod
+    def given(**values: Any) -> dict[str, Any]:
+        """The fields whose variable was given, for `dataclasses.replace` (typed by the readers)."""
+        return {name: value for name, value in values.items() if value is not None}
 
-    def integer(self, name: str, low: int, high: int) -> int:
+    def text(self, name: str) -> str:
+        return self._environ.get(name, "").strip()
+
+    def integer(self, name: str, low: int, high: int) -> int | None:
         raw = self.text(name)
+        if not raw:
+            return None
         try:
             value = int(raw)
         except ValueError:
-            raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+            raise SettingError(name, f"{name}={raw!r} is not a whole number") from None
         if not low <= value <= high:
-            raise SettingsError(f"{name}={value} is outside {low}..{high}")
+            raise SettingError(name, f"{name}={value} is outside {low}..{high}")
         return value
 
-    def seconds(self, name: str) -> float:
+    def seconds(self, name: str) -> float | None:
         raw = self.text(name)
+        if not raw:
+            return None
         try:
             value = float(raw)
         except ValueError:
-            raise SettingsError(f"{name}={raw!r} is not a number of seconds") from None
+            raise SettingError(name, f"{name}={raw!r} is not a number of seconds") from None
         if not 0 < value <= 3600:
-            raise SettingsError(f"{name}={value} must be more than 0 and at most 3600 seconds")
+            raise SettingError(name, f"{name}={value} must be more than 0 and at most 3600 seconds")
         return value
 
-    def networks(self, name: str) -> tuple[IPNetwork, ...]:
+    def choice(self, name: str, choices: Sequence[str], *, lower: bool = False) -> str | None:
+        raw = self.text(name)
+        value = raw.lower() if lower else raw
+        if not value:
+            return None
+        if value not in choices:
+            raise SettingError(name, f"{name}={value!r}: one of {', '.join(choices)}")
+        return value
+
+    def networks(self, name: str) -> tuple[IPNetwork, ...] | None:
         out = []
         for part in self.text(name).split(","):
             if part.strip():
                 try:
                     out.append(ipaddress.ip_network(part.strip(), strict=False))
                 except ValueError:
-                    raise SettingsError(f"{name}: {part.strip()!r} is not a CIDR like 10.0.0.0/8") from None
-        return tuple(out)
+                    problem = f"{name}: {part.strip()!r} is not a CIDR like 10.0.0.0/8"
+                    raise SettingError(name, problem) from None
+        return tuple(out) or None
