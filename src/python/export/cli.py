@@ -1,10 +1,15 @@
 """The `export` command: a Keras model file (or the demo model) -> a TF Serving model directory.
 
-    export MODEL --base DIR [--name clothing-model] [options]   .keras, .h5 (Keras 3 or 2), SavedModel dir
-    export demo --base DIR [--kind tiny|xception] [options]      the seeded, untrained demo model
-    export show VERSION_DIR [--check]                            print an export's signature
+    export [export] MODEL --base DIR [--name clothing-model] [options]   .keras, .h5, SavedModel dir
+    export demo --base DIR [--kind tiny|xception] [options]              the seeded, untrained demo model
+    export show VERSION_DIR [--check]                                    print an export's signature
 
-Progress goes to stderr, the result to stdout; any error is one line on stderr and exit status 1.
+`export` is the default subcommand: a first argument that names no subcommand is the model, so
+`export model.h5 --base models` works as it always did. A model file literally named `show` or
+`demo` is exported as `export ./show …` or `export export show …`.
+
+Progress goes to stderr, the result to stdout. A bad flag is one line on stderr and exit status 2;
+an export that fails is one line and exit status 1.
 """
 
 from __future__ import annotations
@@ -13,14 +18,18 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_MODEL_NAME, COURSE_OUTPUT_NAME
+from clothing_settings import SettingError, SettingsParser
+from clothing_settings.validators import non_negative_float, positive_int, whole_number
 from export.errors import BadOption, ExportError, one_line
 
-COMMANDS = ("demo", "show")
+COMMANDS = ("export", "demo", "show")
+DEFAULT_COMMAND = "export"
 DEMO_KINDS = ("tiny", "xception")
 
 
@@ -28,14 +37,14 @@ DEMO_KINDS = ("tiny", "xception")
 class ExportSettings:
     """Everything one `export` run needs, parsed once from the command line."""
 
-    command: str  # "model", "demo" or "show"
-    path: Path | None  # the model file (model), the version directory (show)
+    command: str  # "export", "demo" or "show"
+    path: Path | None  # the model file (export), the version directory (show)
     base: Path | None
-    name: str = "clothing-model"
+    name: str = COURSE_MODEL_NAME
     version: int | None = None
     overwrite: bool = False
-    input_name: str = "input_8"
-    output_name: str = "dense_7"
+    input_name: str = COURSE_INPUT_NAME
+    output_name: str = COURSE_OUTPUT_NAME
     labels_file: Path | None = None
     family: str | None = None
     target_size: tuple[int, int] | None = None
@@ -53,11 +62,13 @@ def main(
 ) -> int:
     """Run the command; returns the exit status (0 ok, 1 export failed, 2 bad usage, 130 Ctrl-C)."""
     out, err = stdout or sys.stdout, stderr or sys.stderr
-    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        settings = parse_args(args)
-    except SystemExit as e:  # argparse: --help (0) or a usage error (2), already printed
+        settings = parse_settings(list(sys.argv[1:] if argv is None else argv), os.environ)
+    except SystemExit as e:  # --help, already printed by argparse
         return int(e.code or 0)
+    except SettingError as e:
+        print(f"export: error: {e}", file=err)
+        return 2
     _quiet_tensorflow()
     try:
         if settings.command == "show":
@@ -74,21 +85,28 @@ def main(
         return 1
 
 
-def parse_args(argv: Sequence[str]) -> ExportSettings:
-    """Build the settings from the command line (argparse exits on --help and usage errors)."""
-    if argv and argv[0] == "show":
-        ns = _show_parser().parse_args(argv[1:])
+def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> ExportSettings:
+    """The settings of one run from its command line; `SettingError` says what is wrong, `--help`
+    prints and exits 0 (SystemExit). The export reads no environment variables."""
+    args = list(argv)
+    if not args or args[0] not in COMMANDS:
+        # The default subcommand: `export model.h5 …`, `export --help`.
+        args.insert(0, DEFAULT_COMMAND)
+    ns = parser().parse_args(args)
+    if ns.command == "show":
         return ExportSettings(command="show", path=ns.version_dir, base=None, check=ns.check)
-    command = "demo" if argv and argv[0] == "demo" else "model"
-    parser = _export_parser(command)
-    ns = parser.parse_args(argv[1:] if command == "demo" else argv)
+    common = {
+        "base": ns.base,
+        "name": ns.name,
+        "version": ns.version,
+        "overwrite": ns.overwrite,
+        "verify": ns.verify,
+    }
+    if ns.command == "demo":
+        return ExportSettings(command="demo", path=None, kind=ns.kind, seed=ns.seed, **common)
     return ExportSettings(
-        command=command,
-        path=getattr(ns, "model", None),
-        base=ns.base,
-        name=ns.name,
-        version=ns.version,
-        overwrite=ns.overwrite,
+        command="export",
+        path=ns.model,
         input_name=ns.input_name,
         output_name=ns.output_name,
         labels_file=ns.labels,
@@ -96,43 +114,71 @@ def parse_args(argv: Sequence[str]) -> ExportSettings:
         target_size=ns.target_size,
         sample_images=tuple(ns.sample_images),
         warmup=ns.warmup,
-        verify=ns.verify,
         tolerance=ns.tolerance,
-        kind=getattr(ns, "kind", "tiny"),
-        seed=getattr(ns, "seed", 0),
+        **common,
     )
 
 
-def _export_parser(command: str) -> argparse.ArgumentParser:
-    if command == "demo":
-        parser = argparse.ArgumentParser(
-            prog="export demo",
-            description="Build the seeded, UNTRAINED demo model with the clothing model's interface "
-            "((batch, 299, 299, 3) float32 -> (batch, 10) logits) and export it like a real model. "
-            "Its scores mean nothing; its description says trained=false.",
-        )
-        parser.add_argument(
-            "--kind",
-            choices=DEMO_KINDS,
-            default="tiny",
-            help="tiny: a small CNN, ~1 ms per image; xception: keras.applications.Xception (no weights) "
-            "nested in the course's head, real size and speed (default: tiny)",
-        )
-        parser.add_argument("--seed", type=int, default=0, help="random seed of the weights (default: 0)")
-    else:
-        parser = argparse.ArgumentParser(
-            prog="export",
-            description="Export a Keras image classifier for TF Serving as <base>/<name>/<version>/ "
-            "(saved_model.pb, variables/, assets.extra/), then load it the way TF Serving does and "
-            "check its outputs against the model's. Other commands: 'export demo --help' (the "
-            "untrained demo model), 'export show --help' (print an export's signature).",
-        )
-        parser.add_argument(
-            "model",
-            type=Path,
-            help="a .keras file, a .h5 file written by Keras 3 or by Keras 2 / tf.keras (like the course's "
-            "xception_v4_large_08_0.894.h5), or a SavedModel directory to re-export",
-        )
+def parser() -> argparse.ArgumentParser:
+    top = SettingsParser(
+        prog="export",
+        description="Export a Keras image classifier for TF Serving, export the demo model, or show an "
+        "export. The default command is `export`.",
+    )
+    commands = top.add_subparsers(dest="command", required=True, metavar="{export,demo,show}")
+    model = commands.add_parser(
+        "export",
+        prog="export [export]",
+        help="a Keras model file -> <base>/<name>/<version>/ (the default command)",
+        description="Export a Keras image classifier for TF Serving as <base>/<name>/<version>/ "
+        "(saved_model.pb, variables/, assets.extra/), then load it the way TF Serving does and "
+        "check its outputs against the model's. Other commands: 'export demo --help' (the "
+        "untrained demo model), 'export show --help' (print an export's signature). A model file "
+        "named show or demo: 'export ./show …' or 'export export show …'.",
+    )
+    model.add_argument(
+        "model",
+        type=Path,
+        help="a .keras file, a .h5 file written by Keras 3 or by Keras 2 / tf.keras (like the course's "
+        "xception_v4_large_08_0.894.h5), or a SavedModel directory to re-export",
+    )
+    _add_output_flags(model)
+    _add_model_flags(model)
+    demo = commands.add_parser(
+        "demo",
+        prog="export demo",
+        help="the seeded, untrained demo model, exported like a real one",
+        description="Build the seeded, UNTRAINED demo model with the clothing model's interface "
+        "((batch, 299, 299, 3) float32 -> (batch, 10) logits) and export it like a real model. "
+        "Its scores mean nothing; its description says trained=false.",
+    )
+    demo.add_argument(
+        "--kind",
+        choices=DEMO_KINDS,
+        default="tiny",
+        help="tiny: a small CNN, ~1 ms per image; xception: keras.applications.Xception (no weights) "
+        "nested in the course's head, real size and speed (default: tiny)",
+    )
+    demo.add_argument("--seed", type=whole_number, default=0, help="random seed of the weights (default: 0)")
+    _add_output_flags(demo)
+    show = commands.add_parser(
+        "show",
+        prog="export show",
+        help="print an export's signature and description",
+        description="Print an export's serving signature as `saved_model_cli show --all` does, and its "
+        "model description.",
+    )
+    show.add_argument("version_dir", type=Path, help="a version directory, <base>/<name>/<version>")
+    show.add_argument(
+        "--check",
+        action="store_true",
+        help="also load it the way TF Serving does and replay its warmup records",
+    )
+    return top
+
+
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+    """Where an export goes, and whether it is verified: for a model file and the demo alike."""
     parser.add_argument(
         "--base",
         type=Path,
@@ -141,24 +187,36 @@ def _export_parser(command: str) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--name",
-        default="clothing-model",
-        help="model name: the directory under --base (default: clothing-model)",
+        default=COURSE_MODEL_NAME,
+        help=f"model name: the directory under --base (default: {COURSE_MODEL_NAME})",
     )
     parser.add_argument(
         "--version",
-        type=_positive_int,
+        type=positive_int,
         help="version number: the directory under <base>/<name> (default: highest existing + 1)",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the version if it exists (default: refuse)"
     )
     parser.add_argument(
-        "--input-name", default="input_8", help="the signature's input name (default: input_8, the course's)"
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="skip loading the export as TF Serving does and comparing it with the model",
+    )
+
+
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """What a model file's export is told about the model."""
+    parser.add_argument(
+        "--input-name",
+        default=COURSE_INPUT_NAME,
+        help=f"the signature's input name (default: {COURSE_INPUT_NAME}, the course's)",
     )
     parser.add_argument(
         "--output-name",
-        default="dense_7",
-        help="the signature's output name (default: dense_7, the course's)",
+        default=COURSE_OUTPUT_NAME,
+        help=f"the signature's output name (default: {COURSE_OUTPUT_NAME}, the course's)",
     )
     parser.add_argument(
         "--labels",
@@ -194,34 +252,12 @@ def _export_parser(command: str) -> argparse.ArgumentParser:
         help="do not write assets.extra/tf_serving_warmup_requests",
     )
     parser.add_argument(
-        "--no-verify",
-        dest="verify",
-        action="store_false",
-        help="skip loading the export as TF Serving does and comparing it with the model",
-    )
-    parser.add_argument(
         "--tolerance",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=0.0,
         help="largest absolute difference allowed between the export's and the model's scores "
         "(default: 0, bit-identical)",
     )
-    return parser
-
-
-def _show_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="export show",
-        description="Print an export's serving signature as `saved_model_cli show --all` does, and its "
-        "model description.",
-    )
-    parser.add_argument("version_dir", type=Path, help="a version directory, <base>/<name>/<version>")
-    parser.add_argument(
-        "--check",
-        action="store_true",
-        help="also load it the way TF Serving does and replay its warmup records",
-    )
-    return parser
 
 
 def _export(settings: ExportSettings, out: TextIO, err: TextIO) -> int:
@@ -234,13 +270,6 @@ def _export(settings: ExportSettings, out: TextIO, err: TextIO) -> int:
 
     assert settings.base is not None
     progress = Progress(stream=err)
-    labels = None
-    if settings.labels_file is not None:
-        try:
-            labels = load_labels(settings.labels_file)
-        except ValueError as e:  # names the file and the problem
-            raise BadOption(f"labels: {e}") from None
-    images = read_images(settings.sample_images)
     if settings.command == "demo":
         version_dir = export_demo_model(
             settings.base,
@@ -254,6 +283,13 @@ def _export(settings: ExportSettings, out: TextIO, err: TextIO) -> int:
         )
     else:
         assert settings.path is not None
+        labels = None
+        if settings.labels_file is not None:
+            try:
+                labels = load_labels(settings.labels_file)
+            except ValueError as e:  # names the file and the problem
+                raise BadOption(f"labels: {e}") from None
+        images = read_images(settings.sample_images)
         with progress.step("load", f"loading {settings.path}"):
             source = load_source(settings.path)
         version_dir = export_model(
@@ -327,26 +363,6 @@ def _quiet_tensorflow() -> None:
     # The TF1 loader the verification uses is deprecated and says so on every call.
     for name in ("tensorflow", "absl", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError("must be zero or more")
-    return value
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import keras
@@ -10,7 +11,7 @@ import pytest
 
 from clothing_preproc import ModelDescription
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_MODEL_NAME, COURSE_OUTPUT_NAME
-from export.cli import main
+from export.cli import main, parse_settings
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -102,11 +103,45 @@ def test_show_prints_an_export_and_checks_it(tmp_path: Path) -> None:
     assert "warmup records replayed" in out
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["show"]])
+@pytest.mark.parametrize(
+    ("argv", "command", "path"),
+    [
+        (["model.h5", "--base", "m"], "export", Path("model.h5")),
+        (["--base", "m", "model.h5"], "export", Path("model.h5")),
+        (["export", "model.h5", "--base", "m"], "export", Path("model.h5")),
+        # A model file named like a subcommand: a path that is not the bare word, or `export` first.
+        (["./show", "--base", "m"], "export", Path("show")),
+        (["export", "show", "--base", "m"], "export", Path("show")),
+        (["export", "demo", "--base", "m"], "export", Path("demo")),
+        (["show", "m/clothing-model/1"], "show", Path("m/clothing-model/1")),
+        (["demo", "--base", "m", "--kind", "xception"], "demo", None),
+    ],
+)
+def test_subcommands_keep_todays_spellings(argv: list[str], command: str, path: Path | None) -> None:
+    settings = parse_settings(argv, {})
+    assert (settings.command, settings.path) == (command, path)
+
+
+def test_a_model_named_like_a_subcommand_is_exported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run("demo", "--base", str(tmp_path / "demo"), "--no-verify")[0] == 0
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tmp_path / "demo" / COURSE_MODEL_NAME / "1", tmp_path / "show")  # a SavedModel
+
+    code, out, err = run("./show", "--base", "out", "--no-verify")
+    assert code == 0, err
+    assert f"exported {Path('out') / COURSE_MODEL_NAME / '1'}" in out
+
+    code, out, err = run("export", "show", "--base", "out", "--no-verify")
+    assert code == 0, err
+    assert f"exported {Path('out') / COURSE_MODEL_NAME / '2'}" in out
+
+
+@pytest.mark.parametrize("command", [[], ["export"], ["demo"], ["show"]])
 def test_help_explains_every_flag(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*command, "--help"]) == 0
     text = capsys.readouterr().out
     flags = {
+        ("export",): ["--base", "--name", "--input-name", "--tolerance"],
         (): ["--base", "--name", "--version", "--overwrite", "--input-name", "--output-name", "--labels",
              "--family", "--target-size", "--sample-images", "--no-warmup", "--no-verify", "--tolerance"],
         ("demo",): ["--kind", "--seed", "--base", "--no-verify"],
@@ -116,6 +151,17 @@ def test_help_explains_every_flag(command: list[str], capsys: pytest.CaptureFixt
         assert flag in text
 
 
-def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--base", "x", "--version", "zero"]) == 2
-    assert "not a whole number" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["demo", "--base", "x", "--version", "zero"], "argument --version: not a whole number: 'zero'"),
+        (["demo", "--base", "x", "--labels", "l.txt"], "unrecognized arguments: --labels l.txt"),
+        (["model.h5"], "the following arguments are required: --base"),
+        (["show"], "the following arguments are required: version_dir"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_2(
+    argv: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"export: error: {line}\n"
