@@ -60,55 +60,55 @@ class Flag:
     name: str
     meaning: str
     default: str | None  # as typed on the command line; None: not given
-    shown: str  # the default in words, for --help and the README
     variable: str | None = None
     kind: Callable[[str], object] = str
     metavar: str | None = None
+    words: str | None = None  # the default in words, where `default` is None or not what is meant
 
+    @property
+    def shown(self) -> str:
+        """The default as --help and the README show it."""
+        return self.words if self.words is not None else f"`{self.default}`"
 
-_CACHE_SHOWN = "`~/.cache/clothing-classifier/local-stack`"
 
 FLAGS: tuple[Flag, ...] = (
     Flag(
         "--model-dir",
         "a model folder as export writes it: `<base>/<name>`, holding numbered versions",
         None,
-        "the demo model",
         "CLOTHING_MODEL_DIR",
         Path,
+        words="the demo model",
     ),
     Flag(
         "--tf-serving",
         "`host:port` of a running TF Serving (gRPC) to use instead",
         None,
-        "start the local model server",
         "CLOTHING_TF_SERVING",
         host_port,
         "HOST:PORT",
+        words="start the local model server",
+    ),
+    Flag("--model-name", "the model's name in TF Serving", COURSE_MODEL_NAME, "CLOTHING_MODEL_NAME"),
+    Flag(
+        "--cache-dir",
+        "where the demo model is exported",
+        None,
+        "CLOTHING_CACHE_DIR",
+        Path,
+        words="`~/.cache/clothing-classifier/local-stack`",
     ),
     Flag(
-        "--model-name",
-        "the model's name in TF Serving",
-        COURSE_MODEL_NAME,
-        f"`{COURSE_MODEL_NAME}`",
-        "CLOTHING_MODEL_NAME",
+        "--host", "address the gateway listens on: this machine only; `0.0.0.0` for the network", "127.0.0.1"
     ),
-    Flag("--cache-dir", "where the demo model is exported", None, _CACHE_SHOWN, "CLOTHING_CACHE_DIR", Path),
-    Flag(
-        "--host",
-        "address the gateway listens on: this machine only; `0.0.0.0` for the network",
-        "127.0.0.1",
-        "`127.0.0.1`",
-    ),
-    Flag("--port", "the gateway's port", "9696", "`9696`", kind=port),
-    Flag("--grpc-port", "the local model server's gRPC port", "8500", "`8500`", kind=port),
-    Flag("--rest-port", "the local model server's REST port; 0: off", "8501", "`8501`", kind=port),
+    Flag("--port", "the gateway's port", "9696", kind=port),
+    Flag("--grpc-port", "the local model server's gRPC port", "8500", kind=port),
+    Flag("--rest-port", "the local model server's REST port; 0: off", "8501", kind=port),
     Flag(
         "--ready-timeout",
         "seconds to wait for everything to be ready before giving up; a first run also exports the "
         "demo model",
         "300",
-        "`300`",
         kind=seconds,
     ),
 )
