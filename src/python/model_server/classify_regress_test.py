@@ -28,8 +28,9 @@ from tensorflow_serving.apis import (
 )
 
 from model_server import sample_models
-from model_server.conftest import free_port, write_config
+from model_server.conftest import write_config
 from model_server.process_support import ServerProcess
+from testing_support.ports import free_port
 
 VERSION = 123
 
@@ -315,6 +316,12 @@ def test_rest_forms_answer_as_tf_serving_does(rest: httpx.Client, case: str) -> 
     assert response.json() == expected
 
 
+def _nested(value: Any, depth: int) -> Any:
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 REST_ERRORS: dict[str, tuple[str, Any, int, str]] = {
     "classify without examples": (
         ":classify", {"signature_name": "classify_x_to_y"}, 400,
@@ -347,6 +354,10 @@ REST_ERRORS: dict[str, tuple[str, Any, int, str]] = {
     "an integer for a float feature (TensorFlow's parse error)": (
         ":regress", {"signature_name": "regress_x_to_y", "examples": [{"x": 2}]}, 400,
         "Name: <unknown>, Key: x, Index: 0.  Data types don't match.",
+    ),
+    "JSON deeper than any tensor, for an input of any rank": (
+        ":predict", {"instances": _nested(2.0, 66)}, 400,
+        "input tensor x is nested 66 lists deep; a JSON input may have at most 64 dimensions",
     ),
     "wrong JSON type for a float input": (
         ":predict", {"instances": ["a"]}, 400, 'JSON Value: "a" Type: String is not of expected type: float',
