@@ -484,6 +484,43 @@ def test_eksctl_config_enables_what_the_manifests_rely_on() -> None:
     assert group["minSize"] >= 2  # two TF Serving replicas on different nodes
 
 
+# What one m5.xlarge offers pods on EKS (the EKS AMI's kubelet reservations for 4 vCPUs and its
+# 58-pod limit: CPU 6 % + 1 % + 0.5 % + 0.5 % of the cores = 80m; memory 255Mi + 11Mi per pod =
+# 893Mi, plus the 100Mi eviction threshold, from ~15 896Mi the kernel leaves), and what the
+# add-ons in deploy/eks/cluster.yaml request: aws-node 25m and kube-proxy 100m on every node,
+# CoreDNS 2 x (100m, 70Mi) and metrics-server (100m, 200Mi) once.
+M5_XLARGE_ALLOCATABLE = {"cpu": 3920, "memory": 15896 - 893 - 100}  # millicores, MiB
+ADDONS_PER_NODE = {"cpu": 25 + 100, "memory": 0}
+ADDONS_PER_CLUSTER = {"cpu": 2 * 100 + 100, "memory": 2 * 70 + 200}
+
+
+def _millicores(quantity: Any) -> int:
+    text = str(quantity)
+    return int(text[:-1]) if text.endswith("m") else int(float(text) * 1000)
+
+
+def test_the_autoscalers_maxima_fit_the_eks_nodes() -> None:
+    # Nothing adds nodes on EKS: every pod the HPAs may ask for, plus one surge pod per
+    # Deployment during a rollout, must fit the node group's fixed size.
+    manifests = render("eks")
+    (group,) = yaml.safe_load((DEPLOY_DIR / "eks/cluster.yaml").read_text())["managedNodeGroups"]
+    assert group["instanceType"] == "m5.xlarge"
+    assert group["minSize"] == group["desiredCapacity"] == group["maxSize"]
+    nodes = group["maxSize"]
+    need = {"cpu": ADDONS_PER_CLUSTER["cpu"], "memory": ADDONS_PER_CLUSTER["memory"]}
+    for name in WORKLOADS:
+        hpa = one(manifests, "HorizontalPodAutoscaler", name)
+        deployment = one(manifests, "Deployment", name)
+        surge = deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
+        requests = _container(manifests, name)["resources"]["requests"]
+        pods = hpa["spec"]["maxReplicas"] + surge
+        need["cpu"] += pods * _millicores(requests["cpu"])
+        need["memory"] += pods * _bytes(requests["memory"]) // 2**20
+    for resource in ("cpu", "memory"):
+        offered = nodes * (M5_XLARGE_ALLOCATABLE[resource] - ADDONS_PER_NODE[resource])
+        assert need[resource] <= offered, (resource, need, offered)
+
+
 def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
 
