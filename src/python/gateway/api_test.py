@@ -281,7 +281,8 @@ def test_metrics_show_each_stage_after_a_request(gateway: RunningGateway, images
     text = httpx.get(f"{gateway.url}/metrics").text
     for stage in ("fetch", "decode", "preprocess", "predict"):
         assert f'gateway_stage_duration_seconds_count{{stage="{stage}"}} 1.0' in text
-    assert 'gateway_requests_total{route="/predict",status="200"} 1.0' in text
+    # Labelled with the version TF Serving says answered (the demo model's only one).
+    assert 'gateway_requests_total{model_version="1",route="/predict",status="200"} 1.0' in text
     assert "gateway_images_total 1.0" in text
 
 

@@ -58,6 +58,7 @@ def create_app(
         pool = ThreadPoolExecutor(max_workers=settings.admission.threads, thread_name_prefix="preprocess")
         classifier = Classifier(serving, fetcher, pool, metrics, settings.admission)
         state = await serving.readiness()
+        metrics.note_readiness(state.ready, state.versions)
         if state.ready:
             info = await serving.info()
             log.info(
@@ -168,9 +169,11 @@ class _CountRequests:
         else:
             route = "other"
 
+        self.metrics.start_request()
+
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                self.metrics.requests.labels(route, str(message["status"])).inc()
+                self.metrics.count_request(route, message["status"])
             await send(message)
 
         await self.app(scope, receive, counting_send)

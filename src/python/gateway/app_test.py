@@ -254,8 +254,8 @@ def test_metrics_count_requests_errors_and_stages(run_gateway: RunGateway, image
     httpx.post(f"{gw.url}/predict", json={"url": image_host.url("/shirt.jpg")})
     httpx.post(f"{gw.url}/predict", json={"url": "ftp://x.test/a.jpg"})
     text = httpx.get(f"{gw.url}/metrics").text
-    assert 'gateway_requests_total{route="/predict",status="503"} 1.0' in text
-    assert 'gateway_requests_total{route="/predict",status="400"} 1.0' in text
+    assert 'gateway_requests_total{model_version="",route="/predict",status="503"} 1.0' in text
+    assert 'gateway_requests_total{model_version="",route="/predict",status="400"} 1.0' in text
     assert 'gateway_errors_total{code="model_unavailable"} 1.0' in text
     assert 'gateway_errors_total{code="url_not_allowed"} 1.0' in text
     for stage in ("fetch", "decode", "preprocess", "predict"):

@@ -241,6 +241,7 @@ class Classifier:
                 t = time.perf_counter()
                 remaining = max(self._deadline - timings.queue, _MIN_PREDICT_TIMEOUT)
                 logits, version = await self._serving.predict(info, call, timeout=remaining)
+                self._metrics.served_by(version)
                 timings.predict = time.perf_counter() - t
                 rows = [tuple(float(x) for x in row) for row in logits]
         finally:

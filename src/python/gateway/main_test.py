@@ -37,7 +37,7 @@ def test_metrics_move_to_their_own_port(tmp_path: Path) -> None:
         assert httpx.get(f"{api}/metrics").status_code == 404
         page = httpx.get(f"{metrics}/metrics")
         assert page.headers["content-type"].startswith("text/plain")
-        assert 'gateway_requests_total{route="/healthz",status="200"}' in page.text
+        assert 'gateway_requests_total{model_version="",route="/healthz",status="200"}' in page.text
         assert httpx.get(f"{metrics}/healthz").status_code == 404
     finally:
         gateway.stop()

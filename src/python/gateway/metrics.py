@@ -1,6 +1,12 @@
-"""Prometheus metrics of one app instance (its own registry: two apps in one process never mix)."""
+"""Prometheus metrics of one app instance (its own registry: two apps in one process never mix).
+
+The rules and dashboard in deploy/monitoring/ read these names and labels; change them together.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from contextvars import ContextVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -9,14 +15,21 @@ STAGES = ("fetch", "queue", "decode", "preprocess", "predict")
 # From a fast local decode (~1 ms) to a slow image host or a cold model (tens of seconds).
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
+# The model version that answered the request being handled, for its `gateway_requests` count.
+# A request is one asyncio task from the middleware down to the Predict call, so what the
+# classification sets is what the middleware reads when the answer starts; "" when no model
+# version answered (health checks, refused or failed requests).
+_served_version: ContextVar[str] = ContextVar("gateway_served_version", default="")
+
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "gateway_requests",
-            "HTTP requests answered, by route and status code",
-            ["route", "status"],
+            "HTTP requests answered, by route, status code and the model version that answered "
+            "(empty when none did)",
+            ["route", "status", "model_version"],
             registry=self.registry,
         )
         self.errors = Counter(
@@ -43,8 +56,38 @@ class Metrics:
         self.in_flight = Gauge(
             "gateway_requests_in_flight", "Classification requests being handled", registry=self.registry
         )
+        self.model_ready = Gauge(
+            "gateway_model_ready",
+            "1 if TF Serving had a version of the model AVAILABLE, with a signature the gateway can "
+            "use, at the gateway's last readiness check (start-up and every /readyz); else 0",
+            registry=self.registry,
+        )
+        self.model_versions = Gauge(
+            "gateway_model_version_available",
+            "1 for each version of the model TF Serving reported AVAILABLE at the last readiness check",
+            ["model_version"],
+            registry=self.registry,
+        )
         for stage in STAGES:
             self.stage_seconds.labels(stage)
+
+    def start_request(self) -> None:
+        """A new request: nothing has answered it yet."""
+        _served_version.set("")
+
+    def served_by(self, version: int | None) -> None:
+        """The model version that answered the current request (TF Serving's PredictResponse)."""
+        _served_version.set("" if version is None else str(version))
+
+    def count_request(self, route: str, status: int) -> None:
+        self.requests.labels(route, str(status), _served_version.get()).inc()
+
+    def note_readiness(self, ready: bool, versions: Iterable[int]) -> None:
+        """What a readiness check found: ready or not, and the AVAILABLE versions."""
+        self.model_ready.set(1 if ready else 0)
+        self.model_versions.clear()
+        for version in versions:
+            self.model_versions.labels(str(version)).set(1)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

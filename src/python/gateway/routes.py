@@ -213,6 +213,7 @@ class Api:
     async def readyz(self, request: Request) -> Response:
         start = time.perf_counter()
         state = await _services(request).serving.readiness()
+        self.metrics.note_readiness(state.ready, state.versions)
         body: dict[str, object] = {
             "ready": state.ready,
             "reason": state.reason,
