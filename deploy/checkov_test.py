@@ -30,7 +30,7 @@ def _checkov(tmp_path: Path, framework: str, files: list[Path]) -> dict[str, Any
     assert result.returncode in (0, 1), result.stderr[-3000:]
     report = json.loads(result.stdout)
     # One report per framework; an empty scan prints a summary without results.
-    (found,) = [r for r in (report if isinstance(report, list) else [report]) if r["check_type"] == framework]
+    (found,) = (r for r in (report if isinstance(report, list) else [report]) if r["check_type"] == framework)
     results: dict[str, Any] = found["results"]
     return results
 

@@ -132,7 +132,7 @@ def test_gateway_probes_ask_readiness_and_health_separately(overlay: tuple[str, 
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
     ports = {port["name"]: port["containerPort"] for port in gateway["ports"]}
-    assert ports == {"http": 9696}
+    assert ports["http"] == 9696
     assert gateway["readinessProbe"]["httpGet"]["port"] == "http"
 
 
@@ -598,33 +598,45 @@ def test_no_pod_reaches_the_instance_metadata_endpoint(overlay: tuple[str, list[
     assert _egress_allowed(policies, "192.168.3.7", pod_in_cluster=True)
 
 
+def _ingress_admitted(
+    policies: list[Manifest], target: dict[str, str], namespace: str, labels: dict[str, str], port: int
+) -> bool:
+    """Whether a pod with `labels` in `namespace` may open `port` on a pod labelled `target`."""
+    for policy in policies:
+        if "Ingress" not in policy["spec"].get("policyTypes", []):
+            continue
+        if not _selects(policy["spec"]["podSelector"].get("matchLabels", {}), target):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            if not any(p.get("port") == port for p in rule.get("ports", [])):
+                continue
+            if "from" not in rule:
+                return True  # from anywhere
+            for peer in rule["from"]:
+                ns = peer.get("namespaceSelector")
+                ns_ok = (
+                    namespace == "clothing"
+                    if ns is None
+                    else _selects(ns.get("matchLabels", {}), {"kubernetes.io/metadata.name": namespace})
+                )
+                if ns_ok and _selects(peer.get("podSelector", {}).get("matchLabels", {}), labels):
+                    return True
+    return False
+
+
+PROMETHEUS = {"app.kubernetes.io/name": "prometheus"}
+
+
 def test_prometheus_may_scrape_tf_serving_metrics_and_nothing_else(
     overlay: tuple[str, list[Manifest]],
 ) -> None:
     _, manifests = overlay
     policies = find(manifests, "NetworkPolicy")
     tf_serving = _deployment(manifests, "tf-serving")["spec"]["template"]["metadata"]["labels"]
-    prometheus = {"app.kubernetes.io/name": "prometheus"}
+    prometheus = PROMETHEUS
 
     def admitted(namespace: str, labels: dict[str, str], port: int) -> bool:
-        for policy in policies:
-            if "Ingress" not in policy["spec"].get("policyTypes", []):
-                continue
-            if not _selects(policy["spec"]["podSelector"].get("matchLabels", {}), tf_serving):
-                continue
-            for rule in policy["spec"].get("ingress", []):
-                if not any(p.get("port") == port for p in rule.get("ports", [])):
-                    continue
-                for peer in rule.get("from", []):
-                    ns = peer.get("namespaceSelector")
-                    ns_ok = (
-                        namespace == "clothing"
-                        if ns is None
-                        else _selects(ns.get("matchLabels", {}), {"kubernetes.io/metadata.name": namespace})
-                    )
-                    if ns_ok and _selects(peer.get("podSelector", {}).get("matchLabels", {}), labels):
-                        return True
-        return False
+        return _ingress_admitted(policies, tf_serving, namespace, labels, port)
 
     # The monitoring port: TF Serving's REST port serves /monitoring/prometheus/metrics.
     monitoring = (DEPLOY_DIR / "images/model/monitoring.config").read_text()
@@ -635,6 +647,33 @@ def test_prometheus_may_scrape_tf_serving_metrics_and_nothing_else(
     assert not admitted("monitoring", prometheus, 8500)
     assert not admitted("monitoring", {"app.kubernetes.io/name": "grafana"}, 8501)
     assert not admitted("default", prometheus, 8501)
+
+
+def test_gateway_metrics_are_on_a_port_only_prometheus_reaches(overlay: tuple[str, list[Manifest]]) -> None:
+    # On EKS the gateway Service is the public NLB: /metrics must not be behind it.
+    _, manifests = overlay
+    data = one(manifests, "ConfigMap", "gateway-config")["data"]
+    metrics_port = int(data["GATEWAY_METRICS_PORT"])
+    assert metrics_port != int(data["GATEWAY_PORT"])
+    assert parse_settings([], data).listener.metrics_port == metrics_port
+    ports = {p["name"]: p["containerPort"] for p in _container(manifests, "gateway")["ports"]}
+    assert ports == {"http": int(data["GATEWAY_PORT"]), "metrics": metrics_port}
+    for service in find(manifests, "Service"):
+        if service["spec"]["selector"].get("app.kubernetes.io/name") == "gateway":
+            name = service["metadata"]["name"]
+            assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"], name
+    annotations = _deployment(manifests, "gateway")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(metrics_port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+    policies = find(manifests, "NetworkPolicy")
+    gateway = _deployment(manifests, "gateway")["spec"]["template"]["metadata"]["labels"]
+    assert _ingress_admitted(policies, gateway, "monitoring", PROMETHEUS, metrics_port)
+    other_pod = {"app.kubernetes.io/name": "tf-serving"}
+    assert not _ingress_admitted(policies, gateway, "clothing", other_pod, metrics_port)
+    assert not _ingress_admitted(policies, gateway, "default", PROMETHEUS, metrics_port)
+    # The public port stays open to everyone (the load balancer's health checks and clients).
+    assert _ingress_admitted(policies, gateway, "default", {}, int(data["GATEWAY_PORT"]))
 
 
 # eksctl's rules for the ClusterConfig fields deploy/eks/cluster.yaml uses. eksctl publishes its
