@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from clothing_settings import SettingError
+from clothing_settings import SettingError, table_in
 from model_server.config_files import BatchingParameters, VersionPolicy
-from model_server.settings import parse_settings
+from model_server.settings import IGNORED_FLAGS, build_parser, parse_settings
 
 
 def test_tf_serving_command_line_and_defaults() -> None:
@@ -165,7 +166,6 @@ TF_SERVING_FLAGS = {
 
 
 def test_every_tf_serving_flag_is_accepted(tmp_path: Path) -> None:
-    from model_server.settings import IGNORED_FLAGS
 
     monitoring = tmp_path / "monitoring.config"
     monitoring.write_text("prometheus_config { enable: true }\n")
@@ -230,3 +230,30 @@ def test_a_bad_monitoring_config_is_reported_in_tf_servings_words(tmp_path: Path
     assert str(caught.value).startswith(
         f"{config}: Error parsing text-format tensorflow.serving.MonitoringConfig: 1:"
     )
+
+
+def test_the_readme_lists_every_flag_with_its_default() -> None:
+    readme = Path("src/python/model_server/README.md").read_text(encoding="utf-8")
+    table = table_in(readme, ["flag", "default", "meaning"])
+    documented: dict[str, str] = {}
+    for row in table.splitlines()[2:]:
+        flags, default, _ = (cell.strip() for cell in row.strip("|").split(" | ", 2))
+        for flag in re.findall(r"`(--\w+)`", flags):
+            documented[flag] = default.replace("`", "").replace("*", "")
+    actions = {
+        action.option_strings[0]: action
+        for action in build_parser()._actions
+        if action.option_strings and action.dest not in IGNORED_FLAGS and action.dest != "help"
+    }
+    assert set(documented) == set(actions), "README.md's flag table and the parser differ"
+    for flag, action in actions.items():
+        default = action.default
+        if isinstance(default, bool):
+            shown = str(default).lower()
+        elif isinstance(default, int | float) and default >= 1 << 20:
+            shown = f"{default / (1 << 20):g} MiB"
+        elif isinstance(default, int | float):
+            shown = f"{default:g}"
+        else:
+            continue  # None or a computed default: the README says it in words
+        assert documented[flag] == shown, f"{flag}: the README says {documented[flag]}, the parser {shown}"
