@@ -166,7 +166,6 @@ TF_SERVING_FLAGS = {
 
 
 def test_every_tf_serving_flag_is_accepted(tmp_path: Path) -> None:
-
     monitoring = tmp_path / "monitoring.config"
     monitoring.write_text("prometheus_config { enable: true }\n")
     argv = [f"--{name}={value}" for name, value in TF_SERVING_FLAGS.items() if value is not None]
