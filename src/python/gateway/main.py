@@ -69,7 +69,7 @@ def _serve_metrics(metrics: Metrics, listener: Listener) -> None:
     main server's signals and drain, and ends with the process. The socket is bound here, so a
     port that cannot be had stops the start (OSError) instead of a gateway without metrics."""
     family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
-    sock = socket.create_server((listener.host, listener.metrics_port), family=family, reuse_port=False)
+    sock = socket.create_server((listener.host, listener.metrics_port), family=family)
     config = uvicorn.Config(
         metrics_app(metrics),
         log_level=listener.log_level,

@@ -343,7 +343,7 @@ def environment_table() -> str:
 
 def parser() -> argparse.ArgumentParser:
     rows = "\n".join(
-        f"  {v.name:<31} {v.meaning} (default: {v.default().strip('`')})".replace("%", "%%")
+        f"  {v.name:<31} {v.meaning} (default: {v.default().strip('`()')})"
         for v in VARIABLES
     )
     return SettingsParser(
