@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import socket
 import time
 import urllib.error
@@ -25,6 +26,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from deploy_testlib import DEPLOY_DIR, apt_install, run
@@ -49,12 +51,43 @@ def docker() -> Iterator[Docker]:
         yield daemon
 
 
+@dataclass(frozen=True)
+class CredentialHelper:
+    """A Docker config whose logins live in a credential helper, as Docker Desktop, osxkeychain or
+    ecr-login set it up: docker runs `docker-credential-<name>`, found on PATH."""
+
+    config_dir: Path
+    path: str
+    calls: Path
+
+
 @pytest.fixture(scope="module")
-def images(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
+def credential_helper(tmp_path_factory: pytest.TempPathFactory) -> CredentialHelper:
+    root = tmp_path_factory.mktemp("credential-helper")
+    calls = root / "calls"
+    helper = root / "bin" / "docker-credential-clothingtest"
+    helper.parent.mkdir()
+    # `list` (what docker build asks for) answers no logins; every call is recorded.
+    helper.write_text(f'#!/bin/sh\necho "$1" >> {calls}\n[ "$1" = list ] && echo "{{}}"\nexit 0\n')
+    helper.chmod(0o755)
+    (root / "config").mkdir()
+    (root / "config/config.json").write_text(json.dumps({"credsStore": "clothingtest"}))
+    path = f"{helper.parent}:{os.environ.get('PATH', '')}:/usr/local/bin:/usr/bin:/bin"
+    return CredentialHelper(root / "config", path, calls)
+
+
+@pytest.fixture(scope="module")
+def images(
+    docker: Docker, credential_helper: CredentialHelper, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Images]:
     tag = f"test-{uuid.uuid4().hex[:8]}"
     workdir = tmp_path_factory.mktemp("pants-workdir")
     base = base_image(docker)
-    built = pants_package(docker, ["deploy/images/tf-serving-standin"], tag, workdir, BASE_IMAGE=base)
+    # The user's PATH and Docker config, as pants.toml's [docker] env_vars pass them on.
+    helper = {"DOCKER_CONFIG": str(credential_helper.config_dir), "PATH": credential_helper.path}
+    built = pants_package(
+        docker, ["deploy/images/tf-serving-standin"], tag, workdir, BASE_IMAGE=base, **helper
+    )
     standin = f"clothing-tf-serving-standin:{tag}"
     built |= pants_package(
         docker, ["deploy/images/model", "deploy/images/gateway"], tag, workdir,
@@ -67,6 +100,38 @@ def images(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         if latest.stdout.strip().startswith(f"sha256:{image_id}"):
             docker("image", "rm", f"{repository}:latest", check=False)
         docker("image", "rm", "--force", f"{repository}:{tag}", check=False)
+
+
+CUSTOM_LABELS = [f"class-{i}" for i in range(10)]
+
+
+@pytest.fixture(scope="module")
+def user_model_image(
+    docker: Docker, images: Images, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The model image built from a model file of the user's (CLOTHING_MODEL, as kind.sh/eks.sh
+    --model pass it), with labels and a preprocessing family of its own. The file: the demo
+    export taken out of the first model image, a SavedModel directory the export tool re-exports.
+    """
+    root = tmp_path_factory.mktemp("user-model")
+    container = docker("create", images.model).stdout.strip()
+    try:
+        docker("cp", f"{container}:/models/clothing-model/1", root / "saved")
+    finally:
+        docker("rm", container)
+    labels = root / "labels.txt"
+    labels.write_text("\n".join(CUSTOM_LABELS) + "\n")
+    tag = f"{images.tag}-user"
+    built = pants_package(
+        docker, ["deploy/images/model"], tag, tmp_path_factory.mktemp("pants-workdir"),
+        TF_SERVING_IMAGE=images.standin,
+        CLOTHING_MODEL=str(root / "saved"), CLOTHING_MODEL_SHA256=tag,
+        CLOTHING_MODEL_LABELS=str(labels), CLOTHING_MODEL_LABELS_SHA256=tag,
+        CLOTHING_MODEL_FAMILY="resnet50",
+    )  # fmt: skip
+    assert set(built) == {"clothing-model"}
+    yield f"clothing-model:{tag}"
+    docker("image", "rm", "--force", f"clothing-model:{tag}", check=False)
 
 
 def _wait(what: str, ready: Callable[[], bool], timeout: float) -> None:
@@ -147,6 +212,14 @@ def model(docker: Docker, images: Images, network: str) -> Iterator[str]:
 
 def _model_ready(docker: Docker, container: str) -> bool:
     return docker("exec", container, "/usr/local/bin/model-ready", check=False, timeout=30).returncode == 0
+
+
+def test_docker_under_pants_finds_the_users_credential_helper(
+    images: Images, credential_helper: CredentialHelper
+) -> None:
+    # `./pants package`/`publish` run docker with the PATH pants.toml passes: a registry login
+    # kept by a credential helper (ECR's, the OS keychain's) is read by running it.
+    assert "list" in credential_helper.calls.read_text().split()
 
 
 def test_the_stand_in_keeps_the_official_images_contract(docker: Docker, images: Images) -> None:
@@ -244,3 +317,21 @@ def test_compose_serves_a_prediction_through_its_network(docker: Docker, images:
         print(logs.stdout[-5000:])
         run([*compose, "down", "--timeout", "30"], env=env, timeout=300, check=False)
 
+
+
+def test_the_users_model_is_exported_verified_and_served(
+    docker: Docker, user_model_image: str, network: str
+) -> None:
+    name = f"tf-serving-user-{uuid.uuid4().hex[:8]}"
+    docker("run", "--detach", "--name", name, "--network", network, *LOCKED_DOWN, user_model_image)
+    try:
+        _wait("model-ready", lambda: _model_ready(docker, name), 240)
+        # The export's description, baked with the model: the user's labels and family.
+        description = json.loads(
+            docker("exec", name, "cat", "/models/clothing-model/1/assets.extra/clothing_model.json").stdout
+        )
+        assert description["labels"] == CUSTOM_LABELS
+        assert description["preprocessing"]["family"] == "resnet50"
+    finally:
+        _logs(docker, name)
+        docker("rm", "--force", name, check=False)
