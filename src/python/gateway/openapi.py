@@ -277,6 +277,13 @@ def openapi_schema(settings: ServingTarget) -> dict[str, Any]:
                             "type": ["string", "null"],
                             "description": "null when no image of a batch reached the model",
                         },
+                        "trained": {
+                            "type": "boolean",
+                            "description": (
+                                "From the model's description, when the gateway was given it: false for "
+                                "the untrained demo model, whose scores mean nothing"
+                            ),
+                        },
                     },
                 },
                 "ImageResult": {

@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from clothing_preproc import ModelDescription
 from gateway import kserve_v2, tf_serving_rest
 from gateway.classify import Classification, Classifier, ImageError, ImageResult
 from gateway.errors import BadRequest, error_body
@@ -58,8 +59,17 @@ def _services(request: Request) -> Services:
 
 
 class Api:
-    def __init__(self, target: ServingTarget, metrics: Metrics, openapi: dict[str, object]) -> None:
+    def __init__(
+        self,
+        target: ServingTarget,
+        metrics: Metrics,
+        openapi: dict[str, object],
+        description: ModelDescription | None = None,
+    ) -> None:
+        """`description`: the served model's, when the gateway was given it; its `trained` flag is
+        part of every answer's model block, and the page warns when it is false."""
         self.target = target
+        self.description = description
         self.metrics = metrics
         self.openapi = openapi
         self._page = _static("index.html")
@@ -98,7 +108,7 @@ class Api:
             if len(sources) != 1:
                 raise BadRequest("send one image here; several go to /v1/classify/batch")
             result = await _services(request).classifier.classify(sources)
-            body = _model(result) | _image(_only(result), top_k, logits)
+            body = self._model(result) | _image(_only(result), top_k, logits)
             body["timings_ms"] = result.timings.as_ms()
             return JSONResponse(body)
 
@@ -109,10 +119,20 @@ class Api:
                 request, max_images=self.target.max_batch, max_image_bytes=self.target.limits.max_bytes
             )
             result = await _services(request).classifier.classify(sources, each=True)
-            body = _model(result)
+            body = self._model(result)
             body["results"] = [self._image_or_error(r, top_k, logits) for r in result.results]
             body["timings_ms"] = result.timings.as_ms()
             return JSONResponse(body)
+
+    def _model(self, result: Classification) -> dict[str, object]:
+        model: dict[str, object] = {
+            "name": result.model_name,
+            "version": result.model_version,
+            "signature": result.signature_name,
+        }
+        if self.description is not None:
+            model["trained"] = self.description.trained
+        return {"model": model}
 
     def _image_or_error(
         self, result: ImageResult | ImageError, top_k: int, logits: bool
@@ -253,16 +273,6 @@ def _only(result: Classification) -> ImageResult:
     (only,) = result.results
     assert isinstance(only, ImageResult)
     return only
-
-
-def _model(result: Classification) -> dict[str, object]:
-    return {
-        "model": {
-            "name": result.model_name,
-            "version": result.model_version,
-            "signature": result.signature_name,
-        }
-    }
 
 
 def _image(result: ImageResult, top_k: int, logits: bool) -> dict[str, object]:

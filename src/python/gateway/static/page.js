@@ -8,7 +8,7 @@
   const drop = $("drop"), fileInput = $("file");
   const statusLine = $("status"), errorBox = $("error");
   const result = $("result"), preview = $("preview"), chart = $("chart");
-  const verdict = $("verdict"), details = $("details");
+  const verdict = $("verdict"), details = $("details"), untrained = $("untrained");
   let previewUrl = null;  // object URL of the last chosen file, revoked when replaced
   let busy = false;
 
@@ -75,6 +75,8 @@
     verdict.textContent = "Most likely: " + best + " (" + percent(bestP) + ")";
     const t = body.timings_ms || {};
     const model = body.model || {};
+    // Only a model whose description says so: a gateway not given the description says nothing.
+    untrained.hidden = model.trained !== false;
     details.textContent = "Model " + (model.name || "?") + (model.version != null ? " v" + model.version : "") +
       " · " + Math.round(t.total || 0) + " ms (model " + Math.round(t.predict || 0) + " ms)";
     result.hidden = false;
