@@ -31,29 +31,27 @@ from __future__ import annotations
 import argparse
 import functools
 import io
-import os
 import struct
 import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import simplejpeg
+from benchmarks.preprocess.suite.deviation import Deviation, compare, seeded_model
+from benchmarks.preprocess.suite.timing import Timing, interleaved
+from PIL import Image
+from tensorflow_noise import import_tensorflow_quietly
 
-import numpy as np  # noqa: E402 - TF_CPP_MIN_LOG_LEVEL must be set before TensorFlow loads
-import simplejpeg  # noqa: E402
-from benchmarks.preprocess.suite.deviation import Deviation, compare, seeded_model  # noqa: E402
-from benchmarks.preprocess.suite.timing import Timing, interleaved  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from clothing_preproc import (  # noqa: E402
+from clothing_preproc import (
     PreprocessConfig,
     TooManyPixels,
     array_to_tensor_proto,
     decode_image,
     preprocess_image,
 )
-from clothing_preproc.sample_images import (  # noqa: E402
+from clothing_preproc.sample_images import (
     encode,
     exif_with_orientation,
     photo_jpeg,
@@ -349,6 +347,7 @@ def bomb() -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    import_tensorflow_quietly()  # before the Keras reference and the deviation model import it
     speed_rows, failures, target_rows = speed(args)
     sections = [
         ("Speed (299×299 Xception input from a JPEG)", speed_rows),
