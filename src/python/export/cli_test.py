@@ -113,7 +113,7 @@ def test_show_prints_an_export_and_checks_it(tmp_path: Path) -> None:
         (["./show", "--base", "m"], "export", Path("show")),
         (["export", "show", "--base", "m"], "export", Path("show")),
         (["export", "demo", "--base", "m"], "export", Path("demo")),
-        (["show", "m/clothing-model/1"], "show", Path("m/clothing-model/1")),
+        (["show", f"m/{COURSE_MODEL_NAME}/1"], "show", Path(f"m/{COURSE_MODEL_NAME}/1")),
         (["demo", "--base", "m", "--kind", "xception"], "demo", None),
     ],
 )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from clothing_preproc import ModelDescription
+from clothing_preproc.signature import COURSE_MODEL_NAME
 from gateway.classify import Classification
 from gateway.metrics import Metrics
 from gateway.routes import Api
 from gateway.settings import ServingTarget
 
-RESULT = Classification(results=(), model_name="clothing-model", model_version=1, signature_name="pixels")
+RESULT = Classification(results=(), model_name=COURSE_MODEL_NAME, model_version=1, signature_name="pixels")
 
 
 def _model_block(description: ModelDescription | None) -> object:
@@ -17,12 +18,12 @@ def _model_block(description: ModelDescription | None) -> object:
 
 def test_the_untrained_demo_model_is_said_to_be_untrained() -> None:
     block = _model_block(ModelDescription(trained=False, source="demo:tiny:seed=0"))
-    assert block == {"name": "clothing-model", "version": 1, "signature": "pixels", "trained": False}
+    assert block == {"name": COURSE_MODEL_NAME, "version": 1, "signature": "pixels", "trained": False}
 
 
 def test_a_trained_model_is_said_to_be_trained() -> None:
     assert _model_block(ModelDescription(trained=True)) == {
-        "name": "clothing-model",
+        "name": COURSE_MODEL_NAME,
         "version": 1,
         "signature": "pixels",
         "trained": True,
@@ -30,4 +31,4 @@ def test_a_trained_model_is_said_to_be_trained() -> None:
 
 
 def test_without_the_description_the_gateway_says_nothing_of_training() -> None:
-    assert _model_block(None) == {"name": "clothing-model", "version": 1, "signature": "pixels"}
+    assert _model_block(None) == {"name": COURSE_MODEL_NAME, "version": 1, "signature": "pixels"}

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from clothing_preproc import CLOTHING_LABELS
+from clothing_preproc.signature import COURSE_MODEL_NAME
 from clothing_settings import SettingError, table_in
 from gateway.main import main
 from gateway.settings import (
@@ -24,7 +25,7 @@ README = Path("README.md")
 def test_an_empty_environment_gives_the_course_defaults() -> None:
     s = parse_settings([], {})
     assert s.serving.address == "localhost:8500"
-    assert s.serving.model_name == "clothing-model"
+    assert s.serving.model_name == COURSE_MODEL_NAME
     assert s.serving.signature_name == "auto"  # the pixels signature if the model has one
     assert s.listener.port == 9696
     assert s.listener.metrics_port == 0  # /metrics on the gateway's port

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from clothing_preproc.signature import COURSE_MODEL_NAME
 from model_server.monitoring import LATENCY_BOUNDS_US, REQUEST_COUNT, REQUEST_LATENCY, RequestMetrics
 
 
@@ -17,9 +18,9 @@ def _families(metrics: RequestMetrics) -> dict[str, list[tuple[dict[str, str], f
 
 def test_every_request_is_counted_by_model_and_status() -> None:
     metrics = RequestMetrics()
-    metrics.record("clothing-model", "Predict", "GRPC", "OK", 0.004)
-    metrics.record("clothing-model", "Predict", "REST", "OK", 0.002)
-    metrics.record("clothing-model", "Predict", "GRPC", "INVALID_ARGUMENT", 0.001)
+    metrics.record(COURSE_MODEL_NAME, "Predict", "GRPC", "OK", 0.004)
+    metrics.record(COURSE_MODEL_NAME, "Predict", "REST", "OK", 0.002)
+    metrics.record(COURSE_MODEL_NAME, "Predict", "GRPC", "INVALID_ARGUMENT", 0.001)
     counts = {
         labels["status"]: value
         for labels, value, name in _families(metrics)[REQUEST_COUNT]

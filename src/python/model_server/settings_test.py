@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from clothing_preproc.signature import COURSE_MODEL_NAME
 from clothing_settings import SettingError, table_in
 from model_server.config_files import BatchingParameters, VersionPolicy
 from model_server.settings import IGNORED_FLAGS, build_parser, parse_settings
@@ -17,16 +18,16 @@ def test_tf_serving_command_line_and_defaults() -> None:
         [
             "--port=8500",
             "--rest_api_port=8501",
-            "--model_name=clothing-model",
-            "--model_base_path=/models/clothing-model",
+            f"--model_name={COURSE_MODEL_NAME}",
+            f"--model_base_path=/models/{COURSE_MODEL_NAME}",
         ],
         {},
     )
     assert (s.grpc_port, s.rest_api_port, s.bind_address) == (8500, 8501, "0.0.0.0")
     (model,) = s.models
     assert (model.name, model.base_path, model.policy) == (
-        "clothing-model",
-        Path("/models/clothing-model"),
+        COURSE_MODEL_NAME,
+        Path(f"/models/{COURSE_MODEL_NAME}"),
         VersionPolicy(),
     )
     assert s.batching is None
@@ -36,8 +37,9 @@ def test_tf_serving_command_line_and_defaults() -> None:
 
 
 def test_the_images_environment_names_the_model() -> None:
-    s = parse_settings([], {"MODEL_NAME": "clothing-model", "MODEL_BASE_PATH": "/models"})
-    assert [(m.name, m.base_path) for m in s.models] == [("clothing-model", Path("/models/clothing-model"))]
+    s = parse_settings([], {"MODEL_NAME": COURSE_MODEL_NAME, "MODEL_BASE_PATH": "/models"})
+    expected = [(COURSE_MODEL_NAME, Path(f"/models/{COURSE_MODEL_NAME}"))]
+    assert [(m.name, m.base_path) for m in s.models] == expected
     # Flags win over the environment.
     s = parse_settings(["--model_name", "x", "--model_base_path", "/m/x"], {"MODEL_NAME": "y"})
     assert [(m.name, str(m.base_path)) for m in s.models] == [("x", "/m/x")]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from clothing_preproc.signature import COURSE_MODEL_NAME
 from clothing_settings import SettingError, table_in
 from local_stack.supervisor.settings import FLAGS_TABLE_HEADER, flags_table, parse_settings
 
@@ -14,7 +15,7 @@ README = Path("README.md")
 
 def test_defaults_and_variables() -> None:
     s = parse_settings([], {"HOME": "/home/u", "XDG_CACHE_HOME": ""})
-    assert (s.model_dir, s.tf_serving, s.model_name) == (None, None, "clothing-model")
+    assert (s.model_dir, s.tf_serving, s.model_name) == (None, None, COURSE_MODEL_NAME)
     assert (s.host, s.port, s.grpc_port, s.rest_port) == ("127.0.0.1", 9696, 8500, 8501)
     assert s.ready_timeout == 300.0
     assert s.cache_dir.parts[-2:] == ("clothing-classifier", "local-stack")
