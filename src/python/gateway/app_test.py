@@ -16,8 +16,10 @@ import pytest
 
 from gateway import Settings, errors, parse_settings
 from gateway.base64_images import text_limit
-from gateway.conftest import ImageHost, Reply, RunningGateway, closed_port_address, image_bytes
 from gateway.errors import GatewayError
+from testing_support.image_host import ImageHost, Reply, image_bytes
+from testing_support.in_process_gateway import RunningGateway
+from testing_support.ports import closed_port_address
 
 RunGateway = Callable[..., RunningGateway]
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.conftest import closed_port_address
 from gateway.connection_limits import ConnectionGuard
 from gateway.settings import ConnectionLimits
 from reliability.hostile_clients import HalfOpenFlood
 from reliability.stack import Gateway, start_gateway
+from testing_support.ports import closed_port_address
 
 IDLE = 1.0
 HEAD = 1.5

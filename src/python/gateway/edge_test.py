@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from gateway import Settings, parse_settings
-from gateway.conftest import RunningGateway, closed_port_address, resolver_from
+from testing_support.in_process_gateway import RunningGateway, resolver_from
+from testing_support.ports import closed_port_address
 
 RunGateway = Callable[..., RunningGateway]
 CLASSIFY_ROUTES = ["/predict", "/v1/classify", "/v1/classify/batch"]

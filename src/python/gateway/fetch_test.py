@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.conftest import ImageHost, Reply, image_bytes, resolver_from
 from gateway.errors import (
     BadRequest,
     ImageHostFailed,
@@ -21,6 +20,8 @@ from gateway.errors import (
     UrlNotAllowed,
 )
 from gateway.fetch import Fetcher, FetchPolicy
+from testing_support.image_host import ImageHost, Reply, image_bytes
+from testing_support.in_process_gateway import resolver_from
 
 pytestmark = pytest.mark.anyio
 

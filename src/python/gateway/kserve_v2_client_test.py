@@ -25,7 +25,8 @@ from clothing_preproc.sample_signatures import available_model_status, image_mod
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_MODEL_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from gateway import parse_settings
-from gateway.conftest import RunningGateway, image_bytes
+from testing_support.image_host import image_bytes
+from testing_support.in_process_gateway import RunningGateway
 
 RunGateway = Callable[..., RunningGateway]
 IMAGES = [

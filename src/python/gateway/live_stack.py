@@ -9,12 +9,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import httpx
-
 from clothing_preproc.signature import COURSE_MODEL_NAME
-from gateway.conftest import free_port
 from local_stack.supervisor.children import Child, child_environment, describe_exit
 from local_stack.supervisor.model_dir import ensure_demo_model
+from testing_support.available import model_available
+from testing_support.ports import free_port
 
 
 def demo_model(base: Path) -> Path:
@@ -48,16 +47,12 @@ class LiveModelServer:
             child_environment({}),
         )
         deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{self.rest_port}/v1/models/{COURSE_MODEL_NAME}"
         while time.monotonic() < deadline:
             code = self.child.exit_code()
             if code is not None:
                 raise RuntimeError(f"the model server {describe_exit(code)}")
-            try:
-                if '"AVAILABLE"' in httpx.get(url, timeout=2.0).text:
-                    return
-            except httpx.HTTPError:
-                pass
+            if model_available(self.rest_port):
+                return
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"the model server did not serve the model within {timeout:g} s")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from gateway.conftest import closed_port_address, free_port
-from reliability.processes import RunningProcess, child_environment, python_module
+from testing_support.ports import closed_port_address, free_port
+from testing_support.processes import RunningProcess, child_environment, python_module
 
 
 def _gateway(tmp_path: Path, **variables: str) -> RunningProcess:

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.conftest import ImageHost, Reply, image_bytes
 from gateway.errors import ImageHostTimeout
 from gateway.fetch import Fetcher, FetchPolicy
 from gateway.name_lookup import BoundedResolver, LookupLimits, domain_of
 from gateway.settings import Settings, parse_settings
+from testing_support.image_host import ImageHost, Reply, image_bytes
 
 pytestmark = pytest.mark.anyio
 

@@ -13,8 +13,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from gateway import parse_settings
-from gateway.conftest import ImageHost, Reply, RunningGateway, image_bytes
 from gateway.live_stack import LiveModelServer, demo_model
+from testing_support.image_host import ImageHost, Reply, image_bytes
+from testing_support.in_process_gateway import RunningGateway
 
 CHROMIUM = "/usr/bin/chromium"
 # Keep Chromium from calling home on this closed network (toolchain facts, §4).

@@ -12,8 +12,6 @@ process dies without stopping it.
 
 from __future__ import annotations
 
-import ctypes
-import os
 import re
 import signal
 import subprocess
@@ -23,16 +21,7 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    # A test runner killed without teardown (Pants cancels runs when files change) would leave
-    # the server running with its ports bound; Linux sends it SIGTERM when its parent dies.
-    if sys.platform == "linux":
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
+from testing_support.processes import child_environment, die_with_parent
 
 READY = re.compile(r"model_server ready: grpc=\S+:(\d+) rest=(\S+)")
 
@@ -56,7 +45,7 @@ class ServerProcess:
             argv = ["--port", "0", *argv]
         if not any(f.startswith("--bind_address") for f in argv):
             argv = ["--bind_address", "127.0.0.1", *argv]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1"}
+        env = child_environment()
         base = list(command) if command is not None else [sys.executable, "-m", "model_server"]
         # The caller's own flags, for its own test server: nothing untrusted reaches this.
         process = subprocess.Popen(
@@ -65,7 +54,7 @@ class ServerProcess:
             stderr=subprocess.PIPE,
             text=True,
             env=env,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         server = cls(process)
         if not server.wait_ready(timeout):

@@ -16,8 +16,8 @@ from clothing_preproc import array_to_tensor_proto
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_MODEL_NAME
 from clothing_protos import serving_pb2
 from model_server import sample_models
-from model_server.conftest import free_port
 from model_server.process_support import ServerProcess
+from testing_support.ports import free_port
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

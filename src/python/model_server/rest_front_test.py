@@ -13,8 +13,9 @@ import pytest
 
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 from model_server import sample_models
-from model_server.conftest import free_port, write_config
+from model_server.conftest import write_config
 from model_server.server import ModelServer
+from testing_support.ports import free_port
 
 
 @pytest.fixture(scope="module")

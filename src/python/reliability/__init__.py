@@ -1,9 +1,9 @@
 """System-level proof for the clothing classifier: load, soak, faults and hostile input.
 
-The harness (importable, also used by `benchmarks.stack`):
+The harness (importable, also used by `benchmarks.stack`; processes and ports come from
+`testing_support`):
 
 - `stack`: the demo model export, the model server and the gateway as real processes;
-- `processes`, `ports`: starting, measuring and stopping processes by pid on free loopback ports;
 - `load`: a bounded async load generator (closed and open loop) with p50/p95/p99;
 - `memory`: RSS sampling with psutil and the growth an operator would read off a graph;
 - `hostile_host`: an image host that serves real images or abuses the fetcher on purpose;

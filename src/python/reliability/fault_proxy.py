@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 import time
 
-from reliability.ports import LOOPBACK
 from reliability.stream_server import ThreadedStreamServer
+from testing_support.ports import LOOPBACK
 
 
 class FaultProxy(ThreadedStreamServer):

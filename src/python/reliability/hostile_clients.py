@@ -21,8 +21,8 @@ import sys
 from collections.abc import Sequence
 from types import TracebackType
 
-from reliability.ports import LOOPBACK
-from reliability.processes import child_environment, python_module
+from testing_support.ports import LOOPBACK
+from testing_support.processes import child_environment, python_module
 
 PER_PROCESS = 8000
 HALF_HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from reliability.ports import LOOPBACK
 from reliability.stream_server import ThreadedStreamServer
+from testing_support.ports import LOOPBACK
 
 _CHUNK = b"\xff" * 65536
 _MAX_REQUEST_HEAD = 16 * 1024

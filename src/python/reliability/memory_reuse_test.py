@@ -17,10 +17,10 @@ import asyncio
 from reliability.conftest import GatewayFactory
 from reliability.images import sample_jpeg
 from reliability.load import client_for, closed_loop
-from reliability.processes import RunningProcess
 from reliability.report import record
 from reliability.stack import Backend, Gateway
 from reliability.traffic import classify_upload
+from testing_support.processes import RunningProcess
 
 REQUESTS = 100
 WARM_UP = 40  # every thread's allocator arena grows to its working size first

@@ -20,8 +20,9 @@ import httpx
 
 from clothing_preproc.signature import COURSE_MODEL_NAME
 from reliability.fault_proxy import FaultProxy
-from reliability.ports import LOOPBACK, free_port
-from reliability.processes import ProcessFailed, RunningProcess, child_environment, python_module
+from testing_support.available import model_available
+from testing_support.ports import LOOPBACK, free_port
+from testing_support.processes import ProcessFailed, RunningProcess, child_environment, python_module
 
 # TensorFlow's start-up notes (oneDNN, CUDA stubs) only fill the logs; errors still get through.
 _QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -70,11 +71,7 @@ class ModelServer:
 
     def available(self) -> bool:
         """The model's status over REST says AVAILABLE (TF Serving answers 200 while loading too)."""
-        try:
-            r = httpx.get(f"http://{LOOPBACK}:{self.rest_port}/v1/models/{COURSE_MODEL_NAME}", timeout=2.0)
-        except httpx.HTTPError:
-            return False
-        return r.status_code == 200 and '"AVAILABLE"' in r.text
+        return model_available(self.rest_port)
 
     def restart(self, logs: Path, timeout: float = 120.0) -> ModelServer:
         """A new model server on the same ports (what a restarted pod behind a Service looks like)."""

@@ -1,31 +1,17 @@
-"""Real servers on loopback for the gateway's tests: an image host, the gateway app under uvicorn.
+"""An image host on loopback for the gateway's tests: a real HTTP server answering each path as told.
 
-Everything binds 127.0.0.x on ports the kernel picks, runs in a background thread and is stopped
-when the test ends.
+It binds 127.0.0.x on a port the kernel picks and serves from a background thread until `close()`.
 """
 
 from __future__ import annotations
 
 import io
-import socket
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
-import uvicorn
 from PIL import Image
-
-from gateway import Settings, create_app
-from gateway.guarded_resolver import Resolver
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def image_bytes(
@@ -100,68 +86,3 @@ class _QuietServer(ThreadingHTTPServer):
     def handle_error(self, request: object, client_address: object) -> None:
         # Clients that stop reading on purpose (byte limits, timeouts) break the pipe; not news.
         pass
-
-
-@pytest.fixture()
-def image_host() -> Iterator[ImageHost]:
-    host = ImageHost()
-    try:
-        yield host
-    finally:
-        host.close()
-
-
-def resolver_from(answers: Mapping[str, list[str]], calls: list[str] | None = None) -> Resolver:
-    """A resolver the test controls: name -> addresses; unknown names fail like NXDOMAIN."""
-
-    async def resolve(name: str, port: int) -> list[str]:
-        if calls is not None:
-            calls.append(name)
-        if name not in answers:
-            raise OSError(f"[Errno -2] Name or service not known: {name}")
-        return list(answers[name])
-
-    return resolve
-
-
-class RunningGateway:
-    """`create_app(settings)` served by uvicorn in a thread on a free loopback port."""
-
-    def __init__(self, settings: Settings, resolver: Resolver | None = None) -> None:
-        port = free_port()
-        app = create_app(settings, resolver=resolver) if resolver else create_app(settings)
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.url = f"http://127.0.0.1:{port}"
-        self._thread = threading.Thread(target=self.server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the gateway did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self._thread.join(30)
-
-
-@pytest.fixture()
-def run_gateway() -> Iterator[Callable[..., RunningGateway]]:
-    started: list[RunningGateway] = []
-
-    def run(settings: Settings, resolver: Resolver | None = None) -> RunningGateway:
-        gateway = RunningGateway(settings, resolver)
-        started.append(gateway)
-        return gateway
-
-    try:
-        yield run
-    finally:
-        for gateway in started:
-            gateway.stop()
-
-
-def closed_port_address() -> str:
-    """host:port where nothing listens (connections are refused at once)."""
-    return f"127.0.0.1:{free_port()}"

@@ -1,8 +1,9 @@
-"""Real processes for the system tests: start, wait until they answer, measure, stop by pid.
+"""Child processes for tests and benchmarks: start, wait until they answer, measure, stop by pid.
 
-Every process is started in its own session (so a signal meant for it never reaches the test
-runner), its output goes to a log file whose tail is quoted when something goes wrong, and `stop()`
-only ever signals the pid this module started.
+`RunningProcess` is the one way tests start a child: in its own session (so a signal meant for it
+never reaches the test runner), killed by the kernel if the runner dies (`die_with_parent`), its
+output in a log file whose tail is quoted when something goes wrong; `stop()` only ever signals the
+pid it started. `child_environment` is the environment such a child needs to import this code.
 """
 
 from __future__ import annotations
@@ -53,29 +54,33 @@ def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     Tests run from a Pants-built PEX: its sys.path is the project's sources plus the resolve's
     third-party packages, which a plain `python -m …` child only sees through PYTHONPATH.
     """
-    env = dict(os.environ)
+    env = {name: value for name, value in os.environ.items() if not _is_pex_variable(name)}
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    # A PEX sets these for itself; a child that inherited them would try to run as the PEX.
-    for name in ("PEX", "PEX_ROOT_OVERRIDE", "PEX_INTERPRETER", "PEX_MODULE", "PEX_SCRIPT"):
-        env.pop(name, None)
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
 
 
+def _is_pex_variable(name: str) -> bool:
+    # A PEX sets these for itself (PEX, PEX_INTERPRETER, PEX_MODULE, PEX_EXTRA_SYS_PATH, …); a child
+    # that inherited them would run as that PEX, or with its path.
+    return name == "PEX" or name.startswith("PEX_")
+
+
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: SIGKILL it when the process that started it dies.
 
     A test runner killed mid-test (a timeout, Pants restarting a run, Ctrl-C) never reaches its
     fixtures' teardown; without this its model servers and gateways live on, orphaned, holding
-    memory and ports. Linux only, like the rest of the harness (its own session hides the child
-    from the runner's process group, so nothing else would reach it).
+    memory and ports. SIGKILL, not SIGTERM: nothing an orphaned test server holds is worth a drain,
+    and a child stuck or ignoring SIGTERM must not survive. Linux only (prctl); elsewhere a no-op.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class RunningProcess:
@@ -96,7 +101,7 @@ class RunningProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
     @property

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import httpx
 
-from reliability.ports import LOOPBACK, free_port
-from reliability.processes import RunningProcess, child_environment, python_module
+from testing_support.ports import LOOPBACK, free_port
+from testing_support.processes import RunningProcess, child_environment, python_module
 
 
 def start_course_gateway(tf_serving: str, logs: Path, workers: int = 1) -> tuple[RunningProcess, str]:

@@ -70,8 +70,8 @@ from clothing_preproc import (
 )
 from clothing_preproc.signature import COURSE_MODEL_NAME
 from reliability import hostile_host
-from reliability.ports import LOOPBACK, free_port
-from reliability.processes import RunningProcess, child_environment, python_module
+from testing_support.ports import LOOPBACK, free_port
+from testing_support.processes import RunningProcess, child_environment, python_module
 from reliability.stack import export_demo_model, start_gateway, start_model_server
 
 LEVELS = (1, 8, 32)

@@ -46,7 +46,7 @@ from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME  # 
 from clothing_protos import serving_pb2  # noqa: E402
 from model_server import sample_models  # noqa: E402
 from model_server.process_support import ServerProcess  # noqa: E402
-from reliability.processes import proc_stat  # noqa: E402
+from testing_support.processes import proc_stat  # noqa: E402
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 

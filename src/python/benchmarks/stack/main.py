@@ -38,8 +38,6 @@ from reliability import hostile_host
 from reliability.images import sample_jpeg
 from reliability.load import LoadResult, client_for, closed_loop
 from reliability.memory import MemorySampler, MiB
-from reliability.ports import LOOPBACK, free_port
-from reliability.processes import RunningProcess, child_environment, python_module
 from reliability.stack import (
     ExportedModel,
     ModelServer,
@@ -49,6 +47,8 @@ from reliability.stack import (
     wait_for,
 )
 from reliability.traffic import predict_url
+from testing_support.ports import LOOPBACK, free_port
+from testing_support.processes import RunningProcess, child_environment, python_module
 
 STAGES = ("fetch", "queue", "decode", "preprocess", "predict")
 

@@ -19,13 +19,8 @@ import pytest
 from PIL import Image
 
 from clothing_preproc.signature import COURSE_MODEL_NAME
-from local_stack.supervisor.children import child_environment
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from testing_support.ports import free_port
+from testing_support.processes import child_environment
 
 
 def port_closed(port: int) -> bool:

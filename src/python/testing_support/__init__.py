@@ -1,0 +1,7 @@
+"""Test and benchmark plumbing, in one place; no product module imports it (`no_product_import_test`).
+
+- `ports`: free loopback ports, and an address where nothing listens;
+- `processes`: the one way to start a child process (`RunningProcess`), its environment, and the
+  kernel's promise that it dies with the test runner;
+- `available`: whether a model server has the model AVAILABLE (the readiness poll).
+"""
