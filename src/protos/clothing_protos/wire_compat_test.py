@@ -29,15 +29,7 @@ from tensorflow_serving.apis import regression_pb2 as tf_regression_pb2
 
 from clothing_preproc.sample_signatures import image_signature_def
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_MODEL_NAME, COURSE_OUTPUT_NAME
-from clothing_protos import (
-    classification_pb2,
-    example_pb2,
-    inference_pb2,
-    input_pb2,
-    regression_pb2,
-    serving_pb2,
-    tensor_pb2,
-)
+from clothing_protos import example_pb2, input_pb2, serving_pb2, tensor_pb2
 
 names = st.text(min_size=0, max_size=12)
 dims = st.lists(st.integers(min_value=-1, max_value=2**40), max_size=5)
@@ -204,11 +196,11 @@ def test_classify_and_regress_requests_round_trip(
     spec: serving_pb2.ModelSpec, input_: input_pb2.Input
 ) -> None:
     assert_same_both_ways(
-        classification_pb2.ClassificationRequest(model_spec=spec, input=input_),
+        serving_pb2.ClassificationRequest(model_spec=spec, input=input_),
         tf_classification_pb2.ClassificationRequest,
     )
     assert_same_both_ways(
-        regression_pb2.RegressionRequest(model_spec=spec, input=input_), tf_regression_pb2.RegressionRequest
+        serving_pb2.RegressionRequest(model_spec=spec, input=input_), tf_regression_pb2.RegressionRequest
     )
 
 
@@ -217,22 +209,22 @@ def test_classify_and_regress_requests_round_trip(
 def test_multi_inference_request_round_trips(
     tasks: list[tuple[serving_pb2.ModelSpec, str]], input_: input_pb2.Input
 ) -> None:
-    request = inference_pb2.MultiInferenceRequest(input=input_)
+    request = serving_pb2.MultiInferenceRequest(input=input_)
     for spec, method in tasks:
         request.tasks.add(model_spec=spec, method_name=method)
     assert_same_both_ways(request, tf_inference_pb2.MultiInferenceRequest)
 
 
 def test_classify_regress_and_multi_inference_responses_round_trip() -> None:
-    classify = classification_pb2.ClassificationResponse()
+    classify = serving_pb2.ClassificationResponse()
     classify.model_spec.name = "default"
     classify.model_spec.version.value = 123
     classify.result.classifications.add().classes.add(label="3.000000", score=3.0)
     assert_same_both_ways(classify, tf_classification_pb2.ClassificationResponse)
-    regress = regression_pb2.RegressionResponse()
+    regress = serving_pb2.RegressionResponse()
     regress.result.regressions.add(value=3.5)
     assert_same_both_ways(regress, tf_regression_pb2.RegressionResponse)
-    multi = inference_pb2.MultiInferenceResponse()
+    multi = serving_pb2.MultiInferenceResponse()
     multi.results.add().regression_result.CopyFrom(regress.result)
     multi.results.add().classification_result.CopyFrom(classify.result)
     multi.results[1].model_spec.signature_name = "classify_x_to_y"

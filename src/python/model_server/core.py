@@ -19,19 +19,9 @@ import numpy.typing as npt
 
 from clothing_protos import input_pb2, serving_pb2
 from model_server.errors import Code, InvalidArgument, ResourceExhausted, ServingError, Unavailable
-from model_server.inference import (
-    Method,
-    Task,
-    TaskResult,
-    check_input_dtype,
-    multi_tasks,
-    serialized_examples,
-    single_task,
-    task_result,
-)
+from model_server.inference import Method, TaskResult, multi_tasks, run_tasks, single_task
 from model_server.model_manager import ModelManager, VersionStatus
 from model_server.monitoring import RequestMetrics
-from model_server.saved_model import SavedModel
 from model_server.signatures import Signature
 
 T = TypeVar("T")
@@ -203,7 +193,7 @@ class ServingCore:
             raise InvalidArgument("Missing ModelSpec")
         with self._admitted(), self.manager.servable(ref.name, ref.version, ref.label) as servable:
             task = single_task(method, ref.signature_name, servable.model.signature_defs)
-            (result,) = self._run_tasks(servable.model, [task], input_)
+            (result,) = run_tasks(servable.model, [task], input_)
             return InferenceResult(ref.name, servable.version, [result])
 
     def multi_inference(
@@ -224,17 +214,8 @@ class ServingCore:
             planned = multi_tasks(
                 [(r.name, r.signature_name, method) for r, method in tasks], servable.model.signature_defs
             )
-            results = self._run_tasks(servable.model, planned, input_)
+            results = run_tasks(servable.model, planned, input_)
             return InferenceResult(ref.name, servable.version, results)
-
-    @staticmethod
-    def _run_tasks(model: SavedModel, tasks: Sequence[Task], input_: input_pb2.Input) -> list[TaskResult]:
-        check_input_dtype(tasks[0])
-        examples = serialized_examples(input_)
-        fetch = list(dict.fromkeys(name for task in tasks for name in task.fetch))
-        values = model.run_tensors({tasks[0].input_tensor: examples}, fetch)
-        outputs = dict(zip(fetch, values, strict=True))
-        return [task_result(task, len(examples), outputs) for task in tasks]
 
     def signature(self, ref: ModelRef) -> Signature:
         """The signature a request would run (REST reads its input dtypes to parse JSON)."""

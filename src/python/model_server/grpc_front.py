@@ -23,14 +23,7 @@ from clothing_preproc import (
     tensor_shape,
 )
 from clothing_preproc.errors import TensorCodecError
-from clothing_protos import (
-    classification_pb2,
-    inference_pb2,
-    prediction_service_pb2_grpc,
-    regression_pb2,
-    serving_pb2,
-    tensor_pb2,
-)
+from clothing_protos import prediction_service_pb2_grpc, serving_pb2, tensor_pb2
 from model_server.core import ModelRef, ServingCore
 from model_server.errors import InvalidArgument, ServingError
 from model_server.inference import Method, TaskResult
@@ -130,13 +123,13 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
     def Classify(
-        self, request: classification_pb2.ClassificationRequest, context: grpc.ServicerContext
-    ) -> classification_pb2.ClassificationResponse:
-        def body() -> classification_pb2.ClassificationResponse:
+        self, request: serving_pb2.ClassificationRequest, context: grpc.ServicerContext
+    ) -> serving_pb2.ClassificationResponse:
+        def body() -> serving_pb2.ClassificationResponse:
             ref = model_ref(request.model_spec) if request.HasField("model_spec") else None
             result = self._core.classify(ref, request.input)
             (task,) = result.tasks
-            response = classification_pb2.ClassificationResponse()
+            response = serving_pb2.ClassificationResponse()
             _fill_spec(response.model_spec, result.model_name, result.version, task.signature_name)
             _fill_classifications(response.result, task)
             return response
@@ -144,13 +137,13 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return _call(context, "Classify", body)
 
     def Regress(
-        self, request: regression_pb2.RegressionRequest, context: grpc.ServicerContext
-    ) -> regression_pb2.RegressionResponse:
-        def body() -> regression_pb2.RegressionResponse:
+        self, request: serving_pb2.RegressionRequest, context: grpc.ServicerContext
+    ) -> serving_pb2.RegressionResponse:
+        def body() -> serving_pb2.RegressionResponse:
             ref = model_ref(request.model_spec) if request.HasField("model_spec") else None
             result = self._core.regress(ref, request.input)
             (task,) = result.tasks
-            response = regression_pb2.RegressionResponse()
+            response = serving_pb2.RegressionResponse()
             _fill_spec(response.model_spec, result.model_name, result.version, task.signature_name)
             _fill_regressions(response.result, task)
             return response
@@ -158,12 +151,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return _call(context, "Regress", body)
 
     def MultiInference(
-        self, request: inference_pb2.MultiInferenceRequest, context: grpc.ServicerContext
-    ) -> inference_pb2.MultiInferenceResponse:
-        def body() -> inference_pb2.MultiInferenceResponse:
+        self, request: serving_pb2.MultiInferenceRequest, context: grpc.ServicerContext
+    ) -> serving_pb2.MultiInferenceResponse:
+        def body() -> serving_pb2.MultiInferenceResponse:
             tasks = [(model_ref(t.model_spec), t.method_name) for t in request.tasks]
             result = self._core.multi_inference(tasks, request.input)
-            response = inference_pb2.MultiInferenceResponse()
+            response = serving_pb2.MultiInferenceResponse()
             for task in result.tasks:
                 entry = response.results.add()
                 _fill_spec(entry.model_spec, result.model_name, result.version, task.signature_name)
@@ -183,14 +176,14 @@ def _fill_spec(spec: serving_pb2.ModelSpec, name: str, version: int, signature_n
     spec.signature_name = signature_name
 
 
-def _fill_classifications(result: classification_pb2.ClassificationResult, task: TaskResult) -> None:
+def _fill_classifications(result: serving_pb2.ClassificationResult, task: TaskResult) -> None:
     for row in task.classifications or []:
         classifications = result.classifications.add()
         for label, score in row:
             classifications.classes.add(label=label, score=score)
 
 
-def _fill_regressions(result: regression_pb2.RegressionResult, task: TaskResult) -> None:
+def _fill_regressions(result: serving_pb2.RegressionResult, task: TaskResult) -> None:
     for value in task.regressions or []:
         result.regressions.add(value=value)
 

@@ -22,6 +22,7 @@ from google.protobuf import text_format
 
 from clothing_protos import input_pb2, meta_graph_pb2, tensor_pb2
 from model_server.errors import InvalidArgument, Unimplemented
+from model_server.saved_model import SavedModel
 from model_server.signatures import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, tf_type_name
 
 # tensorflow/python/saved_model/signature_constants.py
@@ -196,6 +197,16 @@ def check_input_dtype(task: Task) -> None:
     (in these words, which TF Serving passes on)."""
     if task.input_dtype != tensor_pb2.DT_STRING:
         raise InvalidArgument(f"Expects arg[0] to be {tf_type_name(task.input_dtype)} but string is provided")
+
+
+def run_tasks(model: SavedModel, tasks: Sequence[Task], input_: input_pb2.Input) -> list[TaskResult]:
+    """Run the tasks' signatures on the request's examples in one graph run; one result per task."""
+    check_input_dtype(tasks[0])
+    examples = serialized_examples(input_)
+    fetch = list(dict.fromkeys(name for task in tasks for name in task.fetch))
+    values = model.run_tensors({tasks[0].input_tensor: examples}, fetch)
+    outputs = dict(zip(fetch, values, strict=True))
+    return [task_result(task, len(examples), outputs) for task in tasks]
 
 
 def _shape_text(array: npt.NDArray[Any]) -> str:

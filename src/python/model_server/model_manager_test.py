@@ -155,6 +155,49 @@ def test_warmup_records_are_replayed_and_bad_ones_fail_the_load(
     assert _states(server)[1] == State.AVAILABLE
 
 
+def _examples_log(kind: str, signature: str, x: float) -> serving_pb2.PredictionLog:
+    log = serving_pb2.PredictionLog()
+    if kind == "multi_inference_log":
+        request = log.multi_inference_log.request
+        for name, method in ((signature, "tensorflow/serving/regress"),
+                             ("classify_x_to_y", "tensorflow/serving/classify")):
+            task = request.tasks.add(method_name=method)
+            task.model_spec.name = "m"
+            task.model_spec.signature_name = name
+    else:
+        request = getattr(log, kind).request
+        request.model_spec.name = "m"
+        request.model_spec.signature_name = signature
+    request.input.example_list.examples.add().features.feature["x"].float_list.value.append(x)
+    return log
+
+
+def test_classify_regress_and_multi_inference_warmup_records_are_replayed(
+    start_server: Callable[..., ModelServer], tmp_path: Path
+) -> None:
+    good = sample_models.write_half_plus_two(tmp_path / "m" / "1")
+    sample_models.write_warmup_logs(good, [
+        _examples_log("classify_log", "classify_x_to_y", 1.0),
+        _examples_log("regress_log", "regress_x_to_y", 1.0),
+        _examples_log("multi_inference_log", "regress_x_to_y2", 1.0),
+    ])
+    server = start_server(
+        "--model_name", "m", "--model_base_path", str(good.parent), "--file_system_poll_wait_seconds", "0.1"
+    )
+    assert _states(server) == {1: State.AVAILABLE}
+    # A record TF Serving's Classify would refuse fails the load, so the records are really run.
+    bad = sample_models.write_half_plus_two(tmp_path / "staging" / "2")
+    sample_models.write_warmup_logs(bad, [_examples_log("classify_log", "regress_x_to_y", 1.0)])
+    bad.rename(tmp_path / "m" / "2")
+    _wait_for(lambda: _states(server).get(2) == State.END)
+    (status,) = server.manager.status("m", 2)
+    assert status.error_code.name == "INVALID_ARGUMENT"
+    assert status.error_message.startswith(
+        "Expected classification signature outputs to contain at least one of \"classes\" or \"scores\""
+    )
+    assert _states(server)[1] == State.AVAILABLE
+
+
 def test_removing_the_newest_version_rolls_back_to_the_previous_one(
     start_server: Callable[..., ModelServer], model_copy: Copy
 ) -> None:

@@ -10,7 +10,8 @@
 - `write_half_plus_two`: TF Serving's own test model (predict, classify and regress signatures on
   serialized tf.Examples), for the Classify/Regress/MultiInference APIs and TF Serving's REST forms.
 - `write_plain_saved_model`: `tf.saved_model.save(keras_model)`, which TF Serving cannot serve.
-- `write_warmup`: an assets.extra/tf_serving_warmup_requests file.
+- `write_warmup`, `write_warmup_logs`: an assets.extra/tf_serving_warmup_requests file (Predict
+  records from inputs, or any PredictionLog records).
 """
 
 from __future__ import annotations
@@ -145,15 +146,23 @@ def write_plain_saved_model(version_dir: Path) -> Path:
 
 
 def write_warmup(version_dir: Path, inputs: Sequence[dict[str, npt.NDArray[Any]]], model_name: str) -> Path:
+    logs = []
+    for request_inputs in inputs:
+        log = serving_pb2.PredictionLog()
+        log.predict_log.request.model_spec.name = model_name
+        log.predict_log.request.model_spec.signature_name = "serving_default"
+        for alias, array in request_inputs.items():
+            log.predict_log.request.inputs[alias].CopyFrom(array_to_tensor_proto(array))
+        logs.append(log)
+    return write_warmup_logs(version_dir, logs)
+
+
+def write_warmup_logs(version_dir: Path, logs: Sequence[serving_pb2.PredictionLog]) -> Path:
+    """Any PredictionLog records (predict, classify, regress, multi-inference) as the warmup file."""
     path = version_dir / "assets.extra" / "tf_serving_warmup_requests"
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for request_inputs in inputs:
-            log = serving_pb2.PredictionLog()
-            log.predict_log.request.model_spec.name = model_name
-            log.predict_log.request.model_spec.signature_name = "serving_default"
-            for alias, array in request_inputs.items():
-                log.predict_log.request.inputs[alias].CopyFrom(array_to_tensor_proto(array))
+        for log in logs:
             writer.write(log.SerializeToString())
     return path
 

@@ -25,9 +25,10 @@ from clothing_protos import serving_pb2
 from model_server.batching import Batcher
 from model_server.config_files import BatchingParameters
 from model_server.errors import InvalidArgument, ServingError
+from model_server.inference import Method, multi_tasks, run_tasks, single_task
 from model_server.saved_model import SavedModel
 from model_server.signatures import PREDICT_METHOD, Signature, find_signature, zeros_for
-from model_server.warmup import read_warmup_requests
+from model_server.warmup import read_warmup_logs
 
 log = logging.getLogger(__name__)
 
@@ -102,22 +103,44 @@ def load_servable(name: str, version: int, path: Path, options: LoadOptions) -> 
     model = SavedModel.load(path, options.intra_op_parallelism, options.inter_op_parallelism)
     servable = Servable(name, version, model, options.batching)
     try:
-        requests = read_warmup_requests(path) if options.enable_model_warmup else []
-        for request in requests:
-            _replay(servable, request)
-        if not requests:
+        records = read_warmup_logs(path) if options.enable_model_warmup else []
+        for record in records:
+            _replay(servable, record)
+        if not records:
             _probe(servable)
     except ServingError:
         servable.close()
         raise
     log.info(
         "model %s version %d: loaded from %s in %.1f s (%d warmup records)",
-        name, version, path, time.monotonic() - started, len(requests),
+        name, version, path, time.monotonic() - started, len(records),
     )
     return servable
 
 
-def _replay(servable: Servable, request: serving_pb2.PredictRequest) -> None:
+def _replay(servable: Servable, record: serving_pb2.PredictionLog) -> None:
+    """Run one warmup record the way its API runs a request."""
+    kind = record.WhichOneof("log_type")
+    defs = servable.model.signature_defs
+    if kind == "classify_log":
+        classify = record.classify_log.request
+        task = single_task(Method.CLASSIFY, classify.model_spec.signature_name, defs)
+        run_tasks(servable.model, [task], classify.input)
+    elif kind == "regress_log":
+        regress = record.regress_log.request
+        task = single_task(Method.REGRESS, regress.model_spec.signature_name, defs)
+        run_tasks(servable.model, [task], regress.input)
+    elif kind == "multi_inference_log":
+        multi = record.multi_inference_log.request
+        tasks = multi_tasks(
+            [(t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in multi.tasks], defs
+        )
+        run_tasks(servable.model, tasks, multi.input)
+    else:
+        _replay_predict(servable, record.predict_log.request)
+
+
+def _replay_predict(servable: Servable, request: serving_pb2.PredictRequest) -> None:
     signature = servable.signature(request.model_spec.signature_name)
     fetch = signature.check_names(request.inputs, list(request.output_filter))
     try:
