@@ -16,6 +16,7 @@ import numpy as np
 from flask import Flask, jsonify, request
 from keras_image_helper import create_preprocessor
 
+from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_MODEL_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2, tensor_pb2
 
 host = os.getenv("TF_SERVING_HOST", "localhost:8500")
@@ -38,16 +39,16 @@ def np_to_protobuf(data: Any) -> tensor_pb2.TensorProto:
 
 def prepare_request(X: Any) -> serving_pb2.PredictRequest:  # - the course's name
     pb_request = serving_pb2.PredictRequest()
-    pb_request.model_spec.name = "clothing-model"
+    pb_request.model_spec.name = COURSE_MODEL_NAME
     pb_request.model_spec.signature_name = "serving_default"
-    pb_request.inputs["input_8"].CopyFrom(np_to_protobuf(X))
+    pb_request.inputs[COURSE_INPUT_NAME].CopyFrom(np_to_protobuf(X))
     return pb_request
 
 
 def predict(url: str) -> dict[str, float]:
     X = preprocessor.from_url(url)  # - the course's name
     pb_response = stub.Predict(prepare_request(X), timeout=20.0)
-    preds = pb_response.outputs["dense_7"].float_val
+    preds = pb_response.outputs[COURSE_OUTPUT_NAME].float_val
     return dict(zip(classes, (float(p) for p in np.asarray(preds)), strict=True))
 
 

@@ -37,9 +37,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tensorflow_noise import import_tensorflow_quietly
 
-import grpc  # noqa: E402 - after the TF log level is set
+import_tensorflow_quietly()  # before sample_models imports it
+
+import grpc  # noqa: E402
 
 from clothing_preproc import array_to_tensor_proto  # noqa: E402
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME  # noqa: E402
