@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from clothing_preproc import Limits, PreprocessConfig, decode_image, preprocess_image
-from clothing_preproc.sample_images import encode, exif_with_orientation, make_image, photo_jpeg
+from testing_support.sample_images import encode, exif_with_orientation, make_image, photo_jpeg
 
 
 def pixels(data: bytes, config: PreprocessConfig | None = None) -> np.ndarray:

@@ -28,7 +28,7 @@ from clothing_preproc import (
     open_image,
     preprocess_image,
 )
-from clothing_preproc.sample_images import encode, make_image
+from testing_support.sample_images import encode, make_image
 
 SMALL = PreprocessConfig(target_size=(32, 32))
 
@@ -88,7 +88,7 @@ def peak_memory_growth_kib(bomb_path: Path, max_pixels: int) -> tuple[str, int]:
         f"""
         import json, resource
         from clothing_preproc import Limits, PreprocessConfig, TooManyPixels, decode_image
-        from clothing_preproc.sample_images import encode, make_image
+        from testing_support.sample_images import encode, make_image
         decode_image(encode(make_image("RGB", 640, 480, seed=0), "PNG"))
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         data = open({str(bomb_path)!r}, "rb").read()

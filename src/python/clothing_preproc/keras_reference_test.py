@@ -33,7 +33,7 @@ from clothing_preproc import (
     preprocess_input,
 )
 from clothing_preproc.config import DEFAULT_FORMATS
-from clothing_preproc.sample_images import FORMAT_MODES, KINDS, encode, make_image, png16
+from testing_support.sample_images import FORMAT_MODES, KINDS, encode, make_image, png16
 
 # Every family, with Keras' own preprocess_input; "none" is the identity.
 KERAS_PREPROCESS: dict[str, Callable[[Any], Any]] = {

@@ -22,7 +22,7 @@ from clothing_preproc import (
     preprocess_input,
     preprocess_path,
 )
-from clothing_preproc.sample_images import encode, make_image, photo_jpeg
+from testing_support.sample_images import encode, make_image, photo_jpeg
 
 IMAGES = [photo_jpeg(320, 240, seed=1), encode(make_image("RGBA", 100, 300, seed=2), "PNG"),
           encode(make_image("P", 299, 299, seed=3), "GIF")]

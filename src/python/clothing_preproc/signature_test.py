@@ -11,9 +11,9 @@ from clothing_preproc import (
     TensorCodecError,
     image_signature,
 )
-from clothing_preproc.sample_signatures import image_signature_def
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import meta_graph_pb2, serving_pb2, tensor_pb2
+from testing_support.sample_signatures import image_signature_def
 
 
 def _model(**signatures: meta_graph_pb2.SignatureDef) -> serving_pb2.SignatureDefMap:

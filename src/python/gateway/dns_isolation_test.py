@@ -26,12 +26,12 @@ import numpy as np
 import pytest
 
 from clothing_preproc import array_to_tensor_proto
-from clothing_preproc.sample_signatures import available_model_status, image_model_metadata
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from testing_support.image_host import ImageHost, Reply, image_bytes
 from testing_support.ports import free_port
 from testing_support.processes import RunningProcess, child_environment, python_module
+from testing_support.sample_signatures import available_model_status, image_model_metadata
 
 DNS_ADDRESS = "127.77.0.53"  # port 53: resolv.conf names no port
 GOOD_DOMAIN = "good.test"

@@ -21,12 +21,12 @@ from clothing_preproc import (
     array_to_tensor_proto,
     tensor_proto_to_array,
 )
-from clothing_preproc.sample_signatures import available_model_status, image_model_metadata
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_MODEL_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from gateway import parse_settings
 from testing_support.image_host import image_bytes
 from testing_support.in_process_gateway import RunningGateway
+from testing_support.sample_signatures import available_model_status, image_model_metadata
 
 RunGateway = Callable[..., RunningGateway]
 IMAGES = [

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from clothing_preproc import array_to_tensor_proto
-from clothing_preproc.sample_signatures import image_model_metadata
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from gateway.errors import ModelFailed
@@ -28,6 +27,7 @@ from gateway.serving import (
     service_config,
 )
 from gateway.settings import ServingTarget
+from testing_support.sample_signatures import image_model_metadata
 
 
 @dataclass

@@ -3,5 +3,8 @@
 - `ports`: free loopback ports, and an address where nothing listens;
 - `processes`: the one way to start a child process (`RunningProcess`), its environment, and the
   kernel's promise that it dies with the test runner;
-- `available`: whether a model server has the model AVAILABLE (the readiness poll).
+- `available`: whether a model server has the model AVAILABLE (the readiness poll);
+- `image_host`, `in_process_gateway`: an HTTP image host and the gateway app on loopback threads;
+- `sample_images`, `sample_signatures`: seeded images in every mode and format; course-shaped
+  SignatureDefs and the stand-in TF Serving answers built from them.
 """

@@ -51,7 +51,7 @@ from clothing_preproc import (
     decode_image,
     preprocess_image,
 )
-from clothing_preproc.sample_images import (
+from testing_support.sample_images import (
     encode,
     exif_with_orientation,
     photo_jpeg,

@@ -16,7 +16,7 @@ from benchmarks.preprocess.suite.timing import Timing
 from PIL import Image
 
 from clothing_preproc import PreprocessConfig, decode_image
-from clothing_preproc.sample_images import photo_jpeg
+from testing_support.sample_images import photo_jpeg
 
 
 def test_bound_decoders_decode_the_whole_photo_at_one_eighth_scale() -> None:
