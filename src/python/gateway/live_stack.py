@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from clothing_preproc.signature import COURSE_MODEL_NAME
-from local_stack.supervisor.children import Child, child_environment, describe_exit
-from local_stack.supervisor.model_dir import ensure_demo_model
+from local_stack.children import Child, child_environment, describe_exit
+from local_stack.model_dir import ensure_demo_model
 from testing_support.available import model_available
 from testing_support.ports import free_port
 

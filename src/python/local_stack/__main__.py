@@ -1,3 +1,3 @@
-from local_stack.supervisor.main import main
+from local_stack.main import main
 
 raise SystemExit(main())

@@ -1,4 +1,6 @@
-"""`./pants run src/python/local_stack`: the model server and the gateway on this machine, one command."""
+"""The model server and the gateway on this machine, one command: `./pants stack` (the alias of
+`./pants run src/python/local_stack:local_stack`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +9,9 @@ import sys
 from collections.abc import Sequence
 
 from clothing_settings import SettingError
-from local_stack.supervisor.errors import StackError
-from local_stack.supervisor.settings import parse_settings
-from local_stack.supervisor.stack import Stack
+from local_stack.errors import StackError
+from local_stack.settings import parse_settings
+from local_stack.stack import Stack
 
 
 def say(message: str) -> None:

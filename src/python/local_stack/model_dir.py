@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from local_stack.supervisor.children import Child, child_environment, describe_exit
-from local_stack.supervisor.errors import ChildFailed, ModelDirError
+from local_stack.children import Child, child_environment, describe_exit
+from local_stack.errors import ChildFailed, ModelDirError
 
 
 def check_model_dir(path: Path) -> list[int]:

@@ -8,7 +8,7 @@ import pytest
 
 from clothing_preproc.signature import COURSE_MODEL_NAME
 from clothing_settings import SettingError, table_in
-from local_stack.supervisor.settings import FLAGS_TABLE_HEADER, flags_table, parse_settings
+from local_stack.settings import FLAGS_TABLE_HEADER, flags_table, parse_settings
 
 README = Path("README.md")
 
@@ -55,6 +55,6 @@ def test_a_bad_flag_is_one_line(argv: list[str], environ: dict[str, str], line: 
 def test_the_readme_lists_every_flag_as_defined() -> None:
     expected = flags_table()
     assert table_in(README.read_text(encoding="utf-8"), FLAGS_TABLE_HEADER) == expected, (
-        "README.md's table of the local stack's flags differs from local_stack/supervisor/settings.py; "
+        "README.md's table of the local stack's flags differs from local_stack/settings.py; "
         f"replace it with:\n{expected}"
     )

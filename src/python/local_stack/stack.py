@@ -11,10 +11,10 @@ from types import FrameType
 
 import httpx
 
-from local_stack.supervisor.children import Child, child_environment, describe_exit
-from local_stack.supervisor.errors import ChildFailed, PortInUse
-from local_stack.supervisor.model_dir import check_model_dir, ensure_demo_model
-from local_stack.supervisor.settings import StackSettings
+from local_stack.children import Child, child_environment, describe_exit
+from local_stack.errors import ChildFailed, PortInUse
+from local_stack.model_dir import check_model_dir, ensure_demo_model
+from local_stack.settings import StackSettings
 
 # The gateway drains in-flight requests on SIGTERM (its own grace is 20 s by default).
 _GATEWAY_GRACE = 25.0

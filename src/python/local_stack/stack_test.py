@@ -35,7 +35,7 @@ class StackProcess:
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "local_stack.supervisor", *args],
+            [sys.executable, "-m", "local_stack", *args],
             env=child_environment(extra_env or {}),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
