@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from benchmarks.preprocess.suite.main import (
+from benchmarks.preprocess.main import (
     KERAS,
     PILLOW_EIGHTH,
     SIMPLEJPEG_EIGHTH,
@@ -12,7 +12,7 @@ from benchmarks.preprocess.suite.main import (
     pillow_eighth,
     simplejpeg_eighth,
 )
-from benchmarks.preprocess.suite.timing import Timing
+from benchmarks.preprocess.timing import Timing
 from PIL import Image
 
 from clothing_preproc import PreprocessConfig, decode_image

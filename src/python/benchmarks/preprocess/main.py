@@ -1,6 +1,6 @@
 """Preprocessing benchmark: clothing_preproc against the Keras reference, keras-image-helper and Pillow.
 
-    ./pants run src/python/benchmarks/preprocess -- [--rounds 60] [--agreement-images 12] [--check]
+    ./pants bench-preprocess -- [--rounds 60] [--agreement-images 12] [--check]
 
 1. Speed on two deterministic photo-like JPEGs (1000×800 and 4000×3000, quality 90), 299×299
    Xception input, every contender run once per round in turn (median and best of the rounds):
@@ -39,8 +39,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import simplejpeg
-from benchmarks.preprocess.suite.deviation import Deviation, compare, seeded_model
-from benchmarks.preprocess.suite.timing import Timing, interleaved
+from benchmarks.preprocess.deviation import Deviation, compare, seeded_model
+from benchmarks.preprocess.timing import Timing, interleaved
 from PIL import Image
 from tensorflow_noise import import_tensorflow_quietly
 
