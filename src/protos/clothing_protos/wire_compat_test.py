@@ -27,9 +27,9 @@ from tensorflow_serving.apis import predict_pb2 as tf_predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2 as tf_log_pb2
 from tensorflow_serving.apis import regression_pb2 as tf_regression_pb2
 
-from clothing_preproc.sample_signatures import image_signature_def
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_MODEL_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import example_pb2, input_pb2, serving_pb2, tensor_pb2
+from testing_support.sample_signatures import image_signature_def
 
 names = st.text(min_size=0, max_size=12)
 dims = st.lists(st.integers(min_value=-1, max_value=2**40), max_size=5)
