@@ -272,6 +272,29 @@ def test_every_alias_names_a_target_that_exists() -> None:
         for address in addresses:
             path, _, target = address.partition(":")
             assert (root / path).exists(), f"alias {name}: {path} does not exist"
+            if goal == "run":
+                # The one way to run a program: `src/python/<package>:<package>`.
+                assert target == Path(path).name, f"alias {name}: {address} is not {path}:{Path(path).name}"
             if (root / path).is_dir():
                 build = (root / path / "BUILD").read_text()
                 assert f'name="{target or Path(path).name}"' in build, f"alias {name}: no target {address}"
+
+
+def test_every_program_is_a_binary_named_after_its_package() -> None:
+    """`./pants run src/python/<package>:<package>` runs any program: no file or odd target names.
+
+    Binaries of third-party tools (a `script=`, no `entry_point=` of ours) are the tests' tools.
+    """
+    root = _source_root() / "src" / "python"
+    binaries: dict[str, str] = {}
+    for build in sorted(root.rglob("BUILD")):
+        for block in build.read_text().split("pex_binary(")[1:]:
+            body = block.split("\n)\n")[0]
+            if "entry_point=" not in body:
+                continue
+            target = re.search(r'^\s*name="([^"]+)"', body, re.MULTILINE)
+            assert target, f"{build}: a pex_binary without a name"
+            binaries[f"{build.parent.relative_to(root)}:{target.group(1)}"] = build.parent.name
+    assert "local_stack:local_stack" in binaries
+    wrong = [address for address, package in binaries.items() if address.partition(":")[2] != package]
+    assert not wrong, f"binaries not named after their package: {wrong}"
