@@ -243,7 +243,8 @@ def test_model_ready_turns_true_once_the_baked_model_is_served(docker: Docker, m
     request = "printf 'GET /v1/models/clothing-model HTTP/1.0\\r\\n\\r\\n' >&3"
     script = f"exec 3<>/dev/tcp/127.0.0.1/8501 && {request} && cat <&3"
     answer = docker("exec", model, "bash", "-c", script).stdout
-    body = json.loads(answer.split("\r\n\r\n", 1)[1])
+    # (run() reads text: the answer's CRLFs arrive as newlines.)
+    body = json.loads(answer.replace("\r\n", "\n").split("\n\n", 1)[1])
     assert body["model_version_status"] == [
         {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
     ]
