@@ -4,6 +4,7 @@ counts Prometheus holds are the answers the load got."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -43,13 +44,17 @@ from testing_support.processes import RunningProcess, child_environment
 MONITORING_CONFIG = DEPLOY_DIR / "images" / "model" / "monitoring.config"
 EXAMPLE_CONFIG = MONITORING_DIR / "prometheus-local.yml"
 
-# The load: bounded, loopback only. More clients than the gateway admits, so some get 429.
+# The load: bounded, loopback only. A steady part paced over several scrapes (a counter that
+# appears and stops within one scrape shows no rate), with no more clients than the gateway
+# admits; then two bursts, a few scrapes apart, of more requests at once than it admits (429s).
 IMAGES = 240
 BAD_URLS = 12
 NOT_IMAGES = 12
-CLIENTS = 8
-GATEWAY_SETTINGS = {"GATEWAY_MAX_CONCURRENCY": "4"}
-
+STEADY_CLIENTS = 4
+STEADY_SECONDS = 8.0
+BURST = 16
+BURSTS = 2
+GATEWAY_SETTINGS = {"GATEWAY_MAX_CONCURRENCY": str(STEADY_CLIENTS)}
 
 @dataclass
 class Monitored:
@@ -86,21 +91,43 @@ def _prometheus_config(gateway: Gateway, server: ModelServer) -> dict[str, Any]:
 
 
 def _load(gateway: Gateway) -> Counter[tuple[str, int]]:
-    image = sample_jpeg(160, 120)
-    calls: list[tuple[str, dict[str, Any]]] = (
-        [("/v1/classify", {"content": image, "headers": {"content-type": "image/jpeg"}})] * IMAGES
-        + [("/predict", {"json": {"url": "ftp://images.test/a.jpg"}})] * BAD_URLS
-        + [("/v1/classify", {"content": b"not an image", "headers": {"content-type": "image/jpeg"}})]
-        * NOT_IMAGES
-    )
+    image = {"content": sample_jpeg(160, 120), "headers": {"content-type": "image/jpeg"}}
+    classify = ("/v1/classify", image)
+    bad_url = ("/predict", {"json": {"url": "ftp://images.test/a.jpg"}})
+    not_image = ("/v1/classify", {"content": b"not an image", "headers": {"content-type": "image/jpeg"}})
+    steady: list[tuple[str, dict[str, Any]]] = [classify] * IMAGES
+    # The refusals spread through the steady part, so their counters grow over several scrapes too.
+    for n, call in enumerate([bad_url] * BAD_URLS + [not_image] * NOT_IMAGES):
+        steady.insert((n * 2 + 1) * len(steady) // ((BAD_URLS + NOT_IMAGES) * 2), call)
+    tally: Counter[tuple[str, int]] = Counter()
     with httpx.Client(base_url=gateway.url, timeout=30.0) as client:
+        started = time.monotonic()
+        interval = STEADY_SECONDS / len(steady)
 
-        def call(route_and_args: tuple[str, dict[str, Any]]) -> tuple[str, int]:
-            route, args = route_and_args
+        def paced(numbered: tuple[int, tuple[str, dict[str, Any]]]) -> tuple[str, int]:
+            n, (route, args) = numbered
+            time.sleep(max(0.0, started + n * interval - time.monotonic()))
             return route, client.post(route, **args).status_code
 
-        with ThreadPoolExecutor(CLIENTS) as pool:
-            return Counter(pool.map(call, calls))
+        with ThreadPoolExecutor(STEADY_CLIENTS) as pool:
+            tally.update(pool.map(paced, enumerate(steady)))
+        for _ in range(BURSTS):
+            tally.update(_burst(client, classify, BURST))
+            time.sleep(2.5)  # two scrapes between the bursts
+    return tally
+
+
+def _burst(client: httpx.Client, call: tuple[str, dict[str, Any]], size: int) -> list[tuple[str, int]]:
+    """`size` requests sent at the same moment, each from its own thread."""
+    route, args = call
+    together = threading.Barrier(size)
+
+    def one(_: int) -> tuple[str, int]:
+        together.wait()
+        return route, client.post(route, **args).status_code
+
+    with ThreadPoolExecutor(size) as pool:
+        return list(pool.map(one, range(size)))
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +189,13 @@ def test_prometheus_holds_exactly_the_answers_the_load_got(monitored: Monitored)
     )
     scraped = {(r["metric"]["route"], int(r["metric"]["status"])): float(r["value"][1]) for r in by_status}
     assert scraped == {key: float(n) for key, n in monitored.tally.items()}
+    # The steady part never had more requests in flight than the gateway admits.
     assert monitored.tally[("/predict", 400)] == BAD_URLS
-    assert monitored.tally[("/v1/classify", 200)] > 0
+    assert monitored.tally[("/v1/classify", 200)] >= IMAGES
+    # Every status the load got has its share in the by-status rule (429 among them if the
+    # bursts met a full gateway).
+    shares = monitored.eventually("gateway:requests_by_status:ratio_rate5m")
+    assert {r["metric"]["status"] for r in shares} == {str(status) for _, status in monitored.tally}
 
 
 def test_answers_carry_the_model_version_that_served_them(monitored: Monitored) -> None:
