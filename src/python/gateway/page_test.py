@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
+from clothing_preproc import ModelDescription
 from gateway import parse_settings
 from gateway.live_stack import LiveModelServer, demo_model
 from testing_support.image_host import ImageHost, Reply, image_bytes
@@ -112,6 +113,8 @@ def test_a_url_shows_the_image_and_ten_bars(page: tuple[Page, RunningGateway], i
     assert widths[0] > 0
     assert pg.locator("#preview").evaluate("img => img.complete && img.naturalWidth") == 400
     assert pg.locator("#error").is_hidden()
+    # This gateway was not given the model's description: it says nothing about its training.
+    assert pg.locator("#untrained").is_hidden()
 
 
 def test_an_uploaded_file_is_classified(page: tuple[Page, RunningGateway], tmp_path: Path) -> None:
@@ -141,3 +144,50 @@ def test_a_blocked_address_is_explained(page: tuple[Page, RunningGateway]) -> No
     pg.get_by_label("Image URL").fill("http://169.254.169.254/latest/meta-data/")
     pg.get_by_role("button", name="Classify").click()
     expect(pg.get_by_role("alert")).to_contain_text("That address cannot be fetched.")
+
+
+def _answers_with_description(pg: Page, description: ModelDescription) -> None:
+    """The gateway's real answers, with the `trained` flag of `description` in their model block,
+    as a gateway given the served model's description answers (routes.Api)."""
+
+    def handle(route: Route) -> None:
+        answer = route.fetch()
+        body = answer.json()
+        assert answer.status == 200, (answer.status, body)
+        body["model"]["trained"] = description.trained
+        route.fulfill(response=answer, json=body)
+
+    pg.route("**/v1/classify*", handle)
+
+
+def _classify_a_photo(pg: Page, image_host: ImageHost) -> None:
+    image_host.routes["/shirt.png"] = Reply(
+        200, image_bytes("PNG", (200, 320), (20, 40, 220)), {"Content-Type": "image/png"}
+    )
+    pg.get_by_label("Image URL").fill(image_host.url("/shirt.png"))
+    pg.get_by_role("button", name="Classify").click()
+    expect(pg.locator("#verdict")).to_contain_text("Most likely:")
+
+
+def test_the_demo_models_scores_are_said_to_mean_nothing(
+    page: tuple[Page, RunningGateway], model_server: LiveModelServer, image_host: ImageHost
+) -> None:
+    pg, _ = page
+    version_dir = max(model_server.model_dir.iterdir(), key=lambda p: int(p.name))
+    description = ModelDescription.load(version_dir)
+    assert description.trained is False  # what the demo model's export wrote
+    _answers_with_description(pg, description)
+    _classify_a_photo(pg, image_host)
+    warning = pg.locator("#untrained")
+    expect(warning).to_be_visible()
+    expect(warning).to_contain_text("these scores mean nothing")
+    expect(warning).to_contain_text("./pants run src/python/local_stack -- --model-dir")
+
+
+def test_a_trained_models_scores_carry_no_warning(
+    page: tuple[Page, RunningGateway], image_host: ImageHost
+) -> None:
+    pg, _ = page
+    _answers_with_description(pg, ModelDescription(trained=True))
+    _classify_a_photo(pg, image_host)
+    assert pg.locator("#untrained").is_hidden()
