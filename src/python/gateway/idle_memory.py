@@ -1,6 +1,6 @@
 """Give freed memory back to the kernel once the gateway has gone quiet.
 
-While requests come, the allocator keeps what they free for the next ones (`malloc_tuning`,
+While requests come, the allocator keeps what they free for the next ones (`memory_reuse`,
 GATEWAY_KEEP_FREED_MB): after a burst of large photos that is hundreds of MB. Once no
 classification has been admitted for `idle_seconds`, it is handed back (glibc's malloc_trim, in
 the decode pool), once per quiet period, so an idle pod's memory drops back towards its start.
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 
 from gateway.classify import ConcurrencyLimit
-from malloc_tuning import give_back_freed_memory
+from memory_reuse import give_back_freed_memory
 
 IDLE_SECONDS = 10.0
 

@@ -16,7 +16,7 @@ from gateway.app import create_app, metrics_app
 from gateway.connection_limits import LimitedServer, limited_config
 from gateway.metrics import Metrics
 from gateway.settings import Listener, parse_settings
-from malloc_tuning import keep_freed_memory
+from memory_reuse import keep_freed_memory
 
 
 def main(argv: Sequence[str] | None = None) -> int:

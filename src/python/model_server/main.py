@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 
 from clothing_settings import SettingError
-from malloc_tuning import keep_freed_memory
+from memory_reuse import keep_freed_memory
 from model_server.settings import describe_ignored, parse_settings
 
 log = logging.getLogger("model_server")

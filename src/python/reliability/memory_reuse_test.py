@@ -3,7 +3,7 @@
 Several requests in flight make glibc's moving thresholds hand freed memory back to the kernel and
 take it again on the next image (docs/benchmarks.md, "Gateway": ~650 page faults per image in the
 gateway, ~250 per request in the model server, a sixth of the gateway's CPU). Both processes fix
-the thresholds at start (`malloc_tuning`); `GATEWAY_KEEP_FREED_MB=0` turns it off in the gateway,
+the thresholds at start (`memory_reuse`); `GATEWAY_KEEP_FREED_MB=0` turns it off in the gateway,
 which shows the difference on the same traffic. The difference shows with float32 requests
 (`GATEWAY_SIGNATURE=serving_default`, a model without the export's `pixels` signature): 1 MB
 tensors and requests per image. Sending uint8 pixels, the default with the demo model, allocates a

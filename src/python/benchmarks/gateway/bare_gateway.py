@@ -51,7 +51,7 @@ from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from gateway.errors import GatewayError
 from gateway.fetch import Fetcher, FetchPolicy
 from gateway.serving import PREDICT_PATH
-from malloc_tuning import keep_freed_memory
+from memory_reuse import keep_freed_memory
 
 _END_OF_HEAD = b"\r\n\r\n"
 

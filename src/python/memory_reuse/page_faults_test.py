@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from malloc_tuning import keep_freed_memory
+from memory_reuse import keep_freed_memory
 
 # A server with a few requests in flight: each round holds 1 to 4 requests' buffers at once (a
 # decoded 1000×800 RGB photo, 2.4 MB, and its tensor, 1 MB), then frees them. The changing amount
@@ -19,7 +19,7 @@ from malloc_tuning import keep_freed_memory
 _PROGRAM = textwrap.dedent(
     """
     import resource, sys
-    from malloc_tuning import keep_freed_memory
+    from memory_reuse import keep_freed_memory
     tuned = keep_freed_memory() if sys.argv[1] == "keep" else False
     def rounds(n):
         for i in range(n):
@@ -62,7 +62,7 @@ def test_a_negative_limit_is_refused() -> None:
 # from the top): the memory is kept for reuse, until it is given back.
 _BURST = textwrap.dedent(
     """
-    from malloc_tuning import give_back_freed_memory, keep_freed_memory
+    from memory_reuse import give_back_freed_memory, keep_freed_memory
 
     def rss_mib():
         with open("/proc/self/status") as f:
