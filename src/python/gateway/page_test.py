@@ -181,7 +181,7 @@ def test_the_demo_models_scores_are_said_to_mean_nothing(
     warning = pg.locator("#untrained")
     expect(warning).to_be_visible()
     expect(warning).to_contain_text("these scores mean nothing")
-    expect(warning).to_contain_text("./pants run src/python/local_stack -- --model-dir")
+    expect(warning).to_contain_text("./pants stack -- --model-dir")
 
 
 def test_a_trained_models_scores_carry_no_warning(
