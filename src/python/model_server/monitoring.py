@@ -4,9 +4,13 @@ TF Serving exports its TensorFlow monitoring metrics with `/` turned into `:`; t
 of TF Serving reads for requests are kept here as TF Serving 2.x writes them
 (tensorflow_serving/servables/tensorflow/util.cc, model_servers/prediction_service_impl.cc):
 
-    :tensorflow:serving:request_count{model_name, status}              counter, every request
+    :tensorflow:serving:request_count{model_name, status}              counter
     :tensorflow:serving:request_latency{model_name, API, entrypoint}   histogram, microseconds,
                                                                        successful requests only
+
+Like TF Serving, it counts the gRPC PredictionService's Predict, Classify and Regress calls
+(entrypoint "GRPC"); TF Serving's REST API and MultiInference record neither metric, so the
+REST front's and MultiInference's calls are left out here too.
 
 `status` is the canonical gRPC code's name (OK, INVALID_ARGUMENT, …). TF Serving's page has
 `# TYPE` lines and no `# HELP`, bucket bounds and sums written with six significant digits
@@ -23,6 +27,9 @@ from collections import defaultdict
 
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
+
+# The calls TF Serving records, as (API, entrypoint): model_servers/prediction_service_impl.cc.
+_RECORDED = frozenset({("Predict", "GRPC"), ("Classify", "GRPC"), ("Regress", "GRPC")})
 
 # TF Serving's buckets for request_latency: Buckets::Exponential(10, 1.8, 33), i.e. 33 bounds from
 # 10 µs growing by 1.8 (the last about 1.5e9 µs, 25 minutes), then +Inf.
@@ -59,7 +66,10 @@ class RequestMetrics:
         self._latency: dict[tuple[str, str, str], tuple[list[int], float, int]] = {}
 
     def record(self, model_name: str, api: str, entrypoint: str, status: str, seconds: float) -> None:
-        """One request answered with `status` (a gRPC code's name) after `seconds`."""
+        """One request answered with `status` (a gRPC code's name) after `seconds`; ignored if TF
+        Serving would not record it."""
+        if (api, entrypoint) not in _RECORDED:
+            return
         micros = seconds * 1e6
         with self._lock:
             self._counts[(model_name, status)] += 1

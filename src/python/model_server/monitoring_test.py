@@ -16,18 +16,28 @@ def _families(metrics: RequestMetrics) -> dict[str, list[tuple[dict[str, str], f
     }
 
 
-def test_every_request_is_counted_by_model_and_status() -> None:
+def test_grpc_predict_classify_and_regress_are_counted_by_model_and_status() -> None:
     metrics = RequestMetrics()
     metrics.record(COURSE_MODEL_NAME, "Predict", "GRPC", "OK", 0.004)
-    metrics.record(COURSE_MODEL_NAME, "Predict", "REST", "OK", 0.002)
+    metrics.record(COURSE_MODEL_NAME, "Classify", "GRPC", "OK", 0.004)
+    metrics.record(COURSE_MODEL_NAME, "Regress", "GRPC", "OK", 0.004)
     metrics.record(COURSE_MODEL_NAME, "Predict", "GRPC", "INVALID_ARGUMENT", 0.001)
+    # TF Serving's REST handler and its MultiInference record neither metric.
+    metrics.record(COURSE_MODEL_NAME, "Predict", "REST", "OK", 0.002)
+    metrics.record(COURSE_MODEL_NAME, "MultiInference", "GRPC", "OK", 0.002)
     counts = {
         labels["status"]: value
         for labels, value, name in _families(metrics)[REQUEST_COUNT]
         if name == f"{REQUEST_COUNT}_total" or name == REQUEST_COUNT
     }
-    assert counts == {"OK": 2, "INVALID_ARGUMENT": 1}
+    assert counts == {"OK": 3, "INVALID_ARGUMENT": 1}
     assert f"# TYPE {REQUEST_COUNT} counter" in metrics.exposition()
+    timed = {
+        labels["API"]
+        for labels, _, name in _families(metrics)[REQUEST_LATENCY]
+        if name == f"{REQUEST_LATENCY}_count"
+    }
+    assert timed == {"Predict", "Classify", "Regress"}
 
 
 def test_latency_is_microseconds_of_successful_requests_only() -> None:
