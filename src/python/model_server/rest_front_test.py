@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
-from model_server import sample_models
 from model_server.conftest import write_config
 from model_server.server import ModelServer
+from testing_support import sample_models
 from testing_support.ports import free_port
 
 
@@ -108,6 +108,8 @@ def test_status_and_metadata(rest: httpx.Client) -> None:
         "3",
     ]
     assert signature["outputs"][COURSE_OUTPUT_NAME]["dtype"] == "DT_FLOAT"
+    # TF Serving's keys, no empty `defaults` map (its own expected metadata has none).
+    assert set(signature) == {"inputs", "outputs", "method_name"}
 
 
 def _image_body(**extra: Any) -> dict[str, Any]:
