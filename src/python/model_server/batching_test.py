@@ -18,11 +18,11 @@ import pytest
 from clothing_preproc import array_to_tensor_proto, tensor_proto_to_array
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
-from model_server import sample_models
 from model_server.batching import Batcher, BatchStats
 from model_server.config_files import BatchingParameters, load_batching_parameters
 from model_server.errors import InvalidArgument, Unavailable
 from model_server.server import ModelServer
+from testing_support import sample_models
 
 
 class RecordingModel:

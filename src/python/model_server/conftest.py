@@ -11,7 +11,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from model_server import sample_models  # noqa: E402 - after the TF log level is set
+from testing_support import sample_models  # noqa: E402 - after the TF log level is set
 
 
 @pytest.fixture(scope="session")

@@ -6,5 +6,6 @@
 - `available`: whether a model server has the model AVAILABLE (the readiness poll);
 - `image_host`, `in_process_gateway`: an HTTP image host and the gateway app on loopback threads;
 - `sample_images`, `sample_signatures`: seeded images in every mode and format; course-shaped
-  SignatureDefs and the stand-in TF Serving answers built from them.
+  SignatureDefs and the stand-in TF Serving answers built from them;
+- `sample_models`: small SavedModels written with TensorFlow (TensorFlow resolve only).
 """
