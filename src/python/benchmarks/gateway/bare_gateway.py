@@ -1,17 +1,10 @@
 """The bound: the least CPU a gateway built like this one spends on the course's request here.
 
-It does what every gateway must do for `POST /predict {"url": …}` and nothing else: HTTP in and out
-on plain asyncio streams (hand-parsed, keep-alive), the image fetched with a hand-written GET over
-kept-alive connections, the same decode and request encoding as this gateway in a pool of one thread
-per CPU (the issue's "preprocessing off the event loop"), and one grpc.aio Predict with the request
-serialised in that thread. No framework, no URL or address checks, no limits, no timeouts but the
-Predict deadline, no metrics, no error mapping beyond a 502: it is a yardstick in the benchmark,
-never a server to expose.
-
-Two options put back, one at a time, what this gateway is built on, so the benchmark can show what
-each costs on the way from the bound to this gateway: `--fetcher gateway` fetches with this
-gateway's `Fetcher` (aiohttp, the address checks, limits and timeouts); `--server starlette` serves
-a one-route Starlette app under uvicorn with httptools, as this gateway does.
+`POST /predict {"url": …}` and nothing else: hand-parsed HTTP on asyncio streams, the image
+fetched with a hand-written kept-alive GET, this gateway's decode and encoding in one thread per
+CPU, one grpc.aio Predict. No checks, limits or metrics: a yardstick, never a server to expose.
+`--fetcher gateway` and `--server starlette` put back this gateway's Fetcher and its Starlette
+under uvicorn, one at a time.
 
     python -m benchmarks.gateway.bare_gateway --port 9700 --tf-serving 127.0.0.1:8500 \
         --model-name clothing-model

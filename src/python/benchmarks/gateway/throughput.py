@@ -1,38 +1,11 @@
-"""Gateway benchmark: this project's gateway vs the course's (Flask + gunicorn sync), same everything.
+"""Gateway benchmark: this gateway against the course's and a bare bound, on the course's request.
 
-One run starts the local model server (tiny demo model), an image host (`reliability.hostile_host`
-in its own process) serving one photo-sized JPEG, and each gateway in turn as its own process; then
-sends the course's request (`POST /predict {"url": …}`) at concurrency 1, 8 and 32, a fixed number
-of requests per level. Reported per level: requests/s, p50/p99 latency (steady state: each client's
-first request left out, see `load`), and the gateway's CPU time per request (its process tree,
-from psutil), next to its floor: decoding, resizing and encoding the same image once into the
-request that gateway sends, measured in this process in the same run. This gateway sends uint8
-pixels to the export's `pixels` signature, so its floor has no normalisation and a quarter of the
-bytes; the course sends float32, so its floor normalises and encodes 1 MB. This gateway also runs
-once more told to send float32 (`GATEWAY_SIGNATURE=serving_default`), which shows what the pixels
-signature saves. The CPU the rest of the machine spends per request (model server, image host,
-this load generator) is measured too: with the floor it bounds the requests/s any gateway could
-reach on these cores, printed as a ceiling.
-A bound runs beside them (`bare_gateway`): the same request served with nothing but the I/O, the
-decode threads and the gRPC call every gateway built like this one needs, so the report can say
-how far such a gateway can get on these cores, next to the floor's ceiling, which counts no I/O.
-And this gateway's fixed cost per request (HTTP, fetch, gRPC, metrics, thread hand-offs) is
-measured apart, with a 16×16 image whose decoding costs next to nothing, so the report can say how
-much of its CPU is the photo and how much is the request.
+Starts the local model server (tiny demo model), an image host and each contender in turn as its
+own process, and sends `POST /predict {"url": …}` at concurrency 1, 8 and 32: requests/s, p50/p99
+latency and CPU per request, next to the floor of the request each contender sends (decoding and
+encoding the same image once, timed in this run). docs/benchmarks.md ("Gateway") explains it.
 
-The whole run is repeated for each image-host delay (`--image-delays`, ms before the image's first
-byte): 0 is a host on the same machine, where every contender is bound by the 2 shared cores; a few
-tens of ms is an image on the internet, the course's case, where a sync worker waits idle.
-
-The image host keeps connections alive, as HTTP/1.1 hosts (object stores, CDNs) do: this gateway's
-fetcher reuses them; the course's urllib asks for `Connection: close` on every image, so it opens a
-new one each time either way. `--image-host-closes` makes the host close after every answer (the
-setting of the runs before session 5).
-
-`--rounds N` repeats every contender's turn N times and reports each figure's median: the steps
-from the bound to this gateway differ by about a tenth of a millisecond, less than one run's noise.
-
-    ./pants run src/python/benchmarks/gateway:throughput -- --requests 200 --rounds 3
+    ./pants bench-gateway -- --requests 200 --rounds 3
 """
 
 from __future__ import annotations
@@ -72,7 +45,7 @@ from clothing_preproc.signature import COURSE_MODEL_NAME
 from reliability import hostile_host
 from testing_support.ports import LOOPBACK, free_port
 from testing_support.processes import RunningProcess, child_environment, python_module
-from reliability.stack import export_demo_model, start_gateway, start_model_server
+from testing_support.stack import export_demo_model, start_gateway, start_model_server
 
 LEVELS = (1, 8, 32)
 # The fixed-cost run: a speck of an image, the same request otherwise.
@@ -166,15 +139,10 @@ def tree_cpu(pid: int) -> float:
 
 
 async def load(url: str, image_url: str, concurrency: int, requests: int) -> tuple[list[float], int, float]:
-    """Closed loop: `concurrency` clients, `requests` in all. aiohttp, the cheapest async client per
-    request, because the load generator takes its CPU from the same 2 cores as the contenders.
-
-    Returns the latencies of the steady state: every request but each client's first. The first
-    ones all start in the same instant and queue behind each other, a ramp-up whose slowest
-    requests would otherwise be the p99 of a short level (at 32 clients and 200 requests the first
-    round is a sixth of them; with 1000 requests p99/p50 fell from 1.54-1.66 to 1.41 for the same
-    gateway). Every request counts towards requests/s, errors and CPU.
-    """
+    """Closed loop: `concurrency` aiohttp clients (the cheapest per request: the load generator
+    shares the 2 cores), `requests` in all. Returns the latencies without each client's first
+    request, which all start in the same instant and queue behind each other; every request counts
+    for requests/s, errors and CPU."""
     latencies: list[float] = []
     ramp_up: list[float] = []
     errors = 0
@@ -289,14 +257,6 @@ CONTENDERS: dict[str, Contender] = {
     COURSE_1: Contender(lambda tf, logs: start_course_gateway(tf, logs, workers=1), False),
     COURSE_2: Contender(lambda tf, logs: start_course_gateway(tf, logs, workers=2), False),
 }
-# The ladder in the report: contender -> what its step puts back.
-LADDER = {
-    BOUND: "the bound",
-    BOUND_FETCHER: "+ this gateway's fetcher (aiohttp, address checks, limits, timeouts)",
-    BOUND_STARLETTE: "+ Starlette under uvicorn",
-    OURS: "= this gateway (+ middleware, metrics, admission and work slots, error mapping)",
-}
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gateway-benchmark", description=__doc__.split("\n\n")[0])
@@ -374,10 +334,8 @@ def run_with_image_host(
     speck_floor: float,
     rounds: int,
 ) -> Run:
-    """Every contender in turn, fetching the image from a host that waits `delay_ms` first (and
-    keeps connections alive or not); then this gateway's fixed cost, with the speck from the same
-    host. With several `rounds` the whole turn is repeated, so a slow patch of the machine falls on
-    every contender alike, and each figure is the median over the rounds."""
+    """Every contender in turn (`rounds` times, each figure the median) against an image host that
+    waits `delay_ms`; then this gateway's fixed cost, with the speck."""
     port = free_port()
     argv = python_module(
         # The module object, not its name: the import also tells Pants to pack it into the PEX.
@@ -444,88 +402,40 @@ def _fetchable(url: str) -> bool:
 
 
 def report(runs: dict[int, Run], floor: Floors, keep_alive: bool, rounds: int = 1) -> str:
+    """The table of docs/benchmarks.md, then this gateway's figures at 32 that the text quotes."""
+    host = "keeps connections alive" if keep_alive else "closes the connection after each image"
     lines = [
-        "Floors, the same 1000×800 JPEG decoded, resized and encoded once: "
-        f"{floor.pixels:.2f} ms CPU as uint8 pixels (this gateway's request), "
-        f"{floor.float32:.2f} ms normalised and encoded as float32 (the course's). "
-        "Each contender's CPU is held against the floor of the request it sends. "
-        + (
-            "The image host keeps connections alive (the course's urllib closes its own)."
-            if keep_alive
-            else "The image host closes the connection after each image."
-        )
-        + (f" Each figure is the median of {rounds} rounds, contenders taking turns." if rounds > 1 else ""),
+        f"Floors (the 1000×800 JPEG decoded, resized and encoded once): {floor.pixels:.2f} ms CPU as "
+        f"uint8 pixels (this gateway), {floor.float32:.2f} ms as float32 (the course). The image host "
+        f"{host}." + (f" Each figure is the median of {rounds} rounds." if rounds > 1 else ""),
         "",
-        "| image host delay | gateway | concurrency | requests | req/s | p50 ms | p99 ms | p99/p50 "
-        "| CPU ms/req | × its floor | errors |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| image host delay | gateway | concurrency | req/s | p50 ms | p99 ms | p99/p50 | CPU ms/req "
+        "| × its floor |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    errors = 0
     for delay, run in runs.items():
         for name, levels in run.table.items():
             own = floor.of(CONTENDERS[name])
             for lv in levels:
+                errors += lv.errors
                 lines.append(
-                    f"| {delay} ms | {name} | {lv.concurrency} | {lv.requests} | {lv.rps:.1f} "
-                    f"| {lv.p50_ms:.1f} | {lv.p99_ms:.1f} | {lv.p99_ms / lv.p50_ms:.2f} "
-                    f"| {lv.cpu_ms_per_request:.2f} | {lv.cpu_ms_per_request / own:.2f} | {lv.errors} |"
+                    f"| {delay} ms | {name} | {lv.concurrency} | {lv.rps:.1f} | {lv.p50_ms:.1f} "
+                    f"| {lv.p99_ms:.1f} | {lv.p99_ms / lv.p50_ms:.2f} | {lv.cpu_ms_per_request:.2f} "
+                    f"| {lv.cpu_ms_per_request / own:.2f} |"
                 )
-    lines += ["", "Targets at concurrency 32 (this gateway; CPU also against the float32 floor):", ""]
-    lines += ["| image host delay | vs course 1 worker (≥ 2.5×) | vs course 2 workers (≥ 1.3×) "
-              "| p99/p50 (≤ 1.5) | CPU × its floor (≤ 1.3) | CPU × float32 floor "
-              "| sending float32: req/s, CPU × its floor |",
-              "|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for delay, run in runs.items():
-        ours, as_float, one, two = (_at_32(run, n) for n in (OURS, OURS_FLOAT32, COURSE_1, COURSE_2))
-        lines.append(
-            f"| {delay} ms | {ours.rps / one.rps:.2f}× | {ours.rps / two.rps:.2f}× "
-            f"| {ours.p99_ms / ours.p50_ms:.2f} | {ours.cpu_ms_per_request / floor.pixels:.2f} "
-            f"| {ours.cpu_ms_per_request / floor.float32:.2f} "
-            f"| {as_float.rps:.0f} ({as_float.rps / two.rps:.2f}× course 2 workers), "
-            f"{as_float.cpu_ms_per_request / floor.float32:.2f} |"
-        )
-    lines += ["", "This gateway's CPU per request at 32, split: the fixed cost is measured with a 16×16 "
-              "image (its CPU per request minus that image's own floor); the photo's floor plus it is "
-              "the least a photo's request can cost (the floor is timed with the decoder's caches warm, "
-              "one image after another):", "",
-              "| image host delay | floor ms | fixed cost ms | floor + fixed cost, × floor "
-              "| measured, × floor |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for delay, run in runs.items():
-        ours = _at_32(run, OURS)
-        lines.append(
-            f"| {delay} ms | {floor.pixels:.2f} | {run.fixed_cpu_ms:.2f} "
-            f"| {(floor.pixels + run.fixed_cpu_ms) / floor.pixels:.2f} "
-            f"| {ours.cpu_ms_per_request / floor.pixels:.2f} |"
-        )
-    lines += ["", "From the bound to this gateway at 32. The bound is the least a gateway built like this "
-              "one spends on this request here: plain asyncio HTTP in and out, a hand-written kept-alive "
-              "GET, the same decode threads and gRPC call, none of the checks, limits or metrics. Each "
-              "step puts back a part of this gateway:", "",
-              "| image host delay | step | req/s | vs course 1 worker | vs course 2 workers | CPU ms/req "
-              "| × floor | CPU added by the step |",
-              "|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for delay, run in runs.items():
-        one, two = _at_32(run, COURSE_1), _at_32(run, COURSE_2)
-        before = None
-        for name, step in LADDER.items():
-            lv = _at_32(run, name)
-            added = "" if before is None else f"{lv.cpu_ms_per_request - before:+.2f} ms"
-            lines.append(
-                f"| {delay} ms | {step} | {lv.rps:.1f} | {lv.rps / one.rps:.2f}× | {lv.rps / two.rps:.2f}× "
-                f"| {lv.cpu_ms_per_request:.2f} | {lv.cpu_ms_per_request / floor.pixels:.2f} | {added} |"
-            )
-            before = lv.cpu_ms_per_request
+    lines.append("")
     cores = os.cpu_count() or 1
-    lines += ["", f"Ceiling at 32 on these {cores} cores: a gateway costing only the floor, next to the rest "
-              "of the machine's CPU per request as measured with this gateway:", "",
-              "| image host delay | rest of the machine, CPU ms/req | ceiling req/s | vs course 1 worker "
-              "| vs course 2 workers |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
     for delay, run in runs.items():
         ours, one, two = (_at_32(run, n) for n in (OURS, COURSE_1, COURSE_2))
-        ceiling = ceiling_rps(cores, floor.pixels, ours.others_cpu_ms_per_request)
+        ceiling = cores * 1000 / (floor.pixels + ours.others_cpu_ms_per_request)
         lines.append(
-            f"| {delay} ms | {ours.others_cpu_ms_per_request:.2f} | {ceiling:.0f} "
-            f"| {ceiling / one.rps:.2f}× | {ceiling / two.rps:.2f}× |"
+            f"At 32, image host {delay} ms: this gateway {ours.rps / one.rps:.2f}× the course's 1 worker, "
+            f"{ours.rps / two.rps:.2f}× its 2 workers; its fixed cost {run.fixed_cpu_ms:.2f} ms; the rest "
+            f"of the machine {ours.others_cpu_ms_per_request:.2f} ms per request; the ceiling on "
+            f"{cores} cores {ceiling:.0f} req/s."
         )
+    lines.append(f"Errors: {errors}." if errors else "No errors.")
     return "\n".join(lines)
 
 
@@ -549,14 +459,6 @@ def median_level(rounds: Sequence[Level]) -> Level:
 
 def _at_32(run: Run, name: str) -> Level:
     return {lv.concurrency: lv for lv in run.table[name]}[32]
-
-
-def ceiling_rps(cores: int, floor_ms: float, others_ms: float) -> float:
-    """Requests/s when every core is busy and each request costs the floor plus the rest's CPU.
-
-    An upper bound while CPU-bound: it counts no gateway overhead at all, and no idle core.
-    """
-    return cores * 1000 / (floor_ms + others_ms)
 
 
 if __name__ == "__main__":
