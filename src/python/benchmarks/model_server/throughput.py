@@ -1,6 +1,6 @@
 """Local model server benchmark: Xception throughput with batching off vs on, and tiny-model overhead.
 
-    ./pants run src/python/benchmarks/model_server/throughput.py -- [--seconds 10] [--concurrency 1,8,16]
+    ./pants bench-model-server -- [--seconds 10] [--concurrency 1,8,16]
 
 1. Xception's cost per image when the signature runs on a batch of 1, 2, 4, 8, 16 in one TF1
    session, as the server runs it: wall time and this process's CPU time per image. The CPU time
@@ -189,7 +189,7 @@ def _ms(values: Sequence[float], q: float) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="model-server-benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="measured time per throughput point")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured load before each point")
     parser.add_argument("--concurrency", default="1,8,16", help="client concurrencies, comma-separated")
