@@ -17,9 +17,9 @@ from PIL import Image
 from clothing_preproc import CLOTHING_LABELS
 from clothing_preproc.signature import COURSE_MODEL_NAME
 from gateway import Settings, parse_settings
-from gateway.live_stack import LiveModelServer, demo_model
 from testing_support.image_host import ImageHost, Reply, image_bytes
 from testing_support.in_process_gateway import RunningGateway
+from testing_support.stack import LiveModelServer, demo_model
 
 RunGateway = Callable[..., RunningGateway]
 

@@ -22,8 +22,8 @@ import pytest
 from gateway.connection_limits import ConnectionGuard
 from gateway.settings import ConnectionLimits
 from reliability.hostile_clients import HalfOpenFlood
-from reliability.stack import Gateway, start_gateway
 from testing_support.ports import closed_port_address
+from testing_support.stack import Gateway, start_gateway
 
 IDLE = 1.0
 HEAD = 1.5

@@ -14,9 +14,9 @@ from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from clothing_preproc import ModelDescription
 from gateway import parse_settings
-from gateway.live_stack import LiveModelServer, demo_model
 from testing_support.image_host import ImageHost, Reply, image_bytes
 from testing_support.in_process_gateway import RunningGateway
+from testing_support.stack import LiveModelServer, demo_model
 
 CHROMIUM = "/usr/bin/chromium"
 # Keep Chromium from calling home on this closed network (toolchain facts, §4).

@@ -27,9 +27,8 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from model_server.conftest import write_config
-from model_server.process_support import ServerProcess
 from testing_support import sample_models
+from testing_support.model_server_process import ServerProcess, write_config
 from testing_support.ports import free_port
 
 VERSION = 123

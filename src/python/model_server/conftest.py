@@ -40,20 +40,6 @@ def model_copy(model_store: Path, tmp_path: Path) -> Callable[[str, int, int], P
     return copy
 
 
-def write_config(
-    path: Path, models: dict[str, Path], labels: dict[str, dict[str, int]] | None = None
-) -> Path:
-    entries = []
-    for name, base in models.items():
-        label_text = "".join(
-            f" version_labels {{ key: '{k}' value: {v} }}" for k, v in (labels or {}).get(name, {}).items()
-        )
-        policy = " model_version_policy { all {} }" if label_text else ""
-        entries.append(f"config {{ name: '{name}' base_path: '{base}'{policy}{label_text} }}")
-    path.write_text("model_config_list { " + " ".join(entries) + " }\n", encoding="utf-8")
-    return path
-
-
 @pytest.fixture()
 def start_server() -> Iterator[Callable[..., object]]:
     """Start in-process servers from command-line flags; all stopped after the test."""

@@ -14,9 +14,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from clothing_preproc import array_to_tensor_proto, tensor_proto_to_array, unpack_signature_def_map
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2, tensor_pb2
-from model_server.conftest import write_config
 from model_server.server import ModelServer
 from testing_support import sample_models
+from testing_support.model_server_process import write_config
 
 
 class Client:

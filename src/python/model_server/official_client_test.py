@@ -22,9 +22,8 @@ from tensorflow_serving.apis import (
 )
 
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
-from model_server.conftest import write_config
-from model_server.process_support import ServerProcess
 from testing_support import sample_models
+from testing_support.model_server_process import ServerProcess, write_config
 
 
 @pytest.fixture(scope="module")

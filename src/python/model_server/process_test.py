@@ -15,8 +15,8 @@ import pytest
 from clothing_preproc import array_to_tensor_proto
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_MODEL_NAME
 from clothing_protos import serving_pb2
-from model_server.process_support import ServerProcess
 from testing_support import sample_models
+from testing_support.model_server_process import ServerProcess
 from testing_support.ports import free_port
 
 

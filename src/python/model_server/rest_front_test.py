@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
-from model_server.conftest import write_config
 from model_server.server import ModelServer
 from testing_support import sample_models
+from testing_support.model_server_process import write_config
 from testing_support.ports import free_port
 
 

@@ -29,7 +29,9 @@ from monitoring_checks.bundle import (
 
 from clothing_preproc.signature import COURSE_MODEL_NAME
 from reliability.images import sample_jpeg
-from reliability.stack import (
+from testing_support.ports import LOOPBACK, free_port
+from testing_support.processes import RunningProcess, child_environment
+from testing_support.stack import (
     Gateway,
     ModelServer,
     export_demo_model,
@@ -37,8 +39,6 @@ from reliability.stack import (
     start_gateway,
     start_model_server,
 )
-from testing_support.ports import LOOPBACK, free_port
-from testing_support.processes import RunningProcess, child_environment
 
 # The model image's own file (deploy/images/model): the cluster's TF Serving reads the same one.
 MONITORING_CONFIG = DEPLOY_DIR / "images" / "model" / "monitoring.config"

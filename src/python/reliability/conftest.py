@@ -11,9 +11,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from reliability.backend import Backend
 from reliability.hostile_host import HostileImageHost
 from reliability.images import sample_jpeg, sample_png
-from reliability.stack import Backend, ExportedModel, Gateway, export_demo_model, logs_dir, start_gateway
+from testing_support.stack import ExportedModel, Gateway, export_demo_model, logs_dir, start_gateway
 
 
 class CountingServer(ThreadingHTTPServer):

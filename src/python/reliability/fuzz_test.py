@@ -24,12 +24,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reliability.backend import Backend
 from reliability.hostile_host import HostileImageHost
 from reliability.images import mutate, sample_jpeg, sample_png
 from reliability.load import client_for, closed_loop
 from reliability.report import record
 from reliability.scale import current
-from reliability.stack import Backend, Gateway, logs_dir, start_gateway
+from testing_support.stack import Gateway, logs_dir, start_gateway
 
 SCALE = current()
 HANG_AFTER = 30.0

@@ -5,8 +5,8 @@ import time
 from pathlib import Path
 
 from reliability.memory import MemorySampler, MiB, trend
-from reliability.stack import wait_for
 from testing_support.processes import RunningProcess, child_environment
+from testing_support.stack import wait_for
 
 # Says "ready", waits a second, then holds 200 MiB (every page touched: resident, not just
 # reserved), says "allocated" and idles.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from reliability.backend import Backend
 from reliability.conftest import GatewayFactory
 from reliability.hostile_host import HostileImageHost
 from reliability.images import sample_jpeg, sample_png
@@ -18,7 +19,6 @@ from reliability.load import LoadResult, client_for, open_loop
 from reliability.memory import MemorySampler
 from reliability.report import record
 from reliability.scale import current
-from reliability.stack import Backend
 from reliability.traffic import alternate, classify_upload, predict_url
 
 SCALE = current()

@@ -8,4 +8,7 @@
 - `sample_images`, `sample_signatures`: seeded images in every mode and format; course-shaped
   SignatureDefs and the stand-in TF Serving answers built from them;
 - `sample_models`: small SavedModels written with TensorFlow (TensorFlow resolve only).
+- `model_server_process`: the model server as a process on ports it picks, from any flags;
+- `stack`: the live stack (the demo model export, the model server and the gateway as processes),
+  and `LiveModelServer`, one model server that keeps its ports across restarts.
 """

@@ -131,14 +131,15 @@ class RunningProcess:
         """Pages this process has faulted in so far (minflt, /proc/<pid>/stat field 10)."""
         return int(proc_stat(self.pid)[10 - 3])
 
-    def log_tail(self, lines: int = 40) -> str:
-        if not self._log.closed:
-            self._log.flush()
+    def log_text(self) -> str:
+        """Everything the process has written so far (stdout and stderr, in order)."""
         try:
-            text = self.log_path.read_text(errors="replace")
+            return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
 
     def signal(self, sig: signal.Signals) -> None:
         """Send `sig` to this process (only the pid started here)."""

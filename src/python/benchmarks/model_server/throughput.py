@@ -46,8 +46,8 @@ import grpc  # noqa: E402
 from clothing_preproc import array_to_tensor_proto  # noqa: E402
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME  # noqa: E402
 from clothing_protos import serving_pb2  # noqa: E402
-from model_server.process_support import ServerProcess  # noqa: E402
 from testing_support import sample_models  # noqa: E402
+from testing_support.model_server_process import ServerProcess  # noqa: E402
 from testing_support.processes import proc_stat  # noqa: E402
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"

@@ -38,7 +38,10 @@ from reliability import hostile_host
 from reliability.images import sample_jpeg
 from reliability.load import LoadResult, client_for, closed_loop
 from reliability.memory import MemorySampler, MiB
-from reliability.stack import (
+from reliability.traffic import predict_url
+from testing_support.ports import LOOPBACK, free_port
+from testing_support.processes import RunningProcess, child_environment, python_module
+from testing_support.stack import (
     ExportedModel,
     ModelServer,
     export_demo_model,
@@ -46,9 +49,6 @@ from reliability.stack import (
     start_model_server,
     wait_for,
 )
-from reliability.traffic import predict_url
-from testing_support.ports import LOOPBACK, free_port
-from testing_support.processes import RunningProcess, child_environment, python_module
 
 STAGES = ("fetch", "queue", "decode", "preprocess", "predict")
 

@@ -1,11 +1,14 @@
-"""The system under test as real processes: a demo model export, the model server, the gateway.
+"""The live stack for tests and benchmarks: a demo model export, the model server, the gateway.
 
     model = export_demo_model(workdir, "tiny")                 python -m export.cli demo …
     server = start_model_server(model, logs)                   python -m model_server …
     gateway = start_gateway(server.grpc_address, logs, {...})  python -m gateway (env settings)
 
-Each `start_*` returns once the process answers its readiness check and records how long that
-took (cold start). Processes are children of the caller, each stopped by its own pid.
+Each `start_*` returns once the process answers its readiness check (the model AVAILABLE, the
+gateway ready) and records how long that took (cold start). Processes are children of the caller
+(`RunningProcess`), each stopped by its own pid. `LiveModelServer` keeps one model server's ports
+across stops and starts. These modules start `python -m …` children, so the test or benchmark
+target that uses them depends on the model server, export and gateway sources itself.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from pathlib import Path
 import httpx
 
 from clothing_preproc.signature import COURSE_MODEL_NAME
-from reliability.fault_proxy import FaultProxy
 from testing_support.available import model_available
 from testing_support.ports import LOOPBACK, free_port
 from testing_support.processes import ProcessFailed, RunningProcess, child_environment, python_module
@@ -185,46 +187,6 @@ def start_gateway(
     return gateway
 
 
-class Backend:
-    """The model server behind a `FaultProxy`: what the gateway talks to in the fault tests.
-
-    The proxy's address stays the same when the server behind it is killed and started again,
-    and its delay makes the server slow on demand.
-    """
-
-    def __init__(self, model: ExportedModel, logs: Path) -> None:
-        self.model = model
-        self.logs = logs
-        self.server: ModelServer | None = start_model_server(model, logs)
-        self.proxy = FaultProxy(self.server.grpc_port).start()
-
-    @property
-    def address(self) -> str:
-        return self.proxy.address
-
-    def kill(self) -> None:
-        """SIGKILL the model server (a crash or an OOM kill: no goodbye to its clients)."""
-        assert self.server is not None
-        self.server.process.kill()
-
-    def restart(self) -> ModelServer:
-        """Start the model server again on its old ports; returns once the model is AVAILABLE."""
-        assert self.server is not None
-        self.server = self.server.restart(self.logs)
-        return self.server
-
-    def ensure_running(self) -> None:
-        """Undo what a test did: no delay, a live server."""
-        self.proxy.delay = 0.0
-        if self.server is None or not self.server.process.alive():
-            self.restart()
-
-    def close(self) -> None:
-        self.proxy.stop()
-        if self.server is not None:
-            self.server.process.stop()
-
-
 def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
     """Poll `condition` until it holds; False if it still does not after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -239,3 +201,44 @@ def logs_dir(base: Path) -> Path:
     path = base / "logs"
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def demo_model(base: Path) -> Path:
+    """The tiny demo model exported under `base` (once): its --model_base_path."""
+    return export_demo_model(base, "tiny").base
+
+
+class LiveModelServer:
+    """The model server serving `model_dir` on fixed free ports; `stop()` and `start()` keep the ports."""
+
+    def __init__(self, model_dir: Path, logs: Path | None = None) -> None:
+        self.model_dir = model_dir
+        self.logs = logs or logs_dir(model_dir.parent)
+        self.grpc_port = free_port()
+        self.rest_port = free_port()
+        self.server: ModelServer | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.grpc_port}"
+
+    def start(self, timeout: float = 180.0) -> None:
+        self.server = start_model_server(
+            ExportedModel(self.model_dir, "demo"),
+            self.logs,
+            grpc_port=self.grpc_port,
+            rest_port=self.rest_port,
+            timeout=timeout,
+        )
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.process.stop(15)
+            self.server = None
+
+    def __enter__(self) -> LiveModelServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
