@@ -42,7 +42,6 @@ import simplejpeg
 from benchmarks.preprocess.deviation import Deviation, compare, seeded_model
 from benchmarks.preprocess.timing import Timing, interleaved
 from PIL import Image
-from tensorflow_noise import import_tensorflow_quietly
 
 from clothing_preproc import (
     PreprocessConfig,
@@ -51,6 +50,7 @@ from clothing_preproc import (
     decode_image,
     preprocess_image,
 )
+from tensorflow_noise import import_tensorflow_quietly
 from testing_support.sample_images import (
     encode,
     exif_with_orientation,
