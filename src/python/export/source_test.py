@@ -14,11 +14,11 @@ import tf_keras
 
 from clothing_preproc import ModelDescription
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
-from export.conftest import build_keras2_model
 from export.errors import ModelFileError, UnsupportedModel
 from export.exporter import export_model
 from export.source import load_source
 from export.verify import serving_session
+from testing_support.sample_models import build_keras2_model
 
 
 def served(version_dir: Path, images: np.ndarray) -> np.ndarray:

@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 
 from reliability.backend import Backend
-from reliability.conftest import GatewayFactory
 from reliability.hostile_clients import HalfOpenFlood
 from reliability.hostile_host import HostileImageHost
 from reliability.report import record
 from reliability.scale import current
+from testing_support.stack import GatewayFactory
 
 SCALE = current()
 

@@ -31,12 +31,11 @@ import httpx
 import pytest
 
 from reliability.backend import Backend
-from reliability.conftest import GatewayFactory
 from reliability.hostile_host import HostileImageHost
 from reliability.memory import MemorySampler
 from reliability.report import record
 from reliability.scale import current
-from testing_support.stack import Gateway
+from testing_support.stack import Gateway, GatewayFactory
 
 # Pants puts the packaged CLI here (runtime_package_dependencies in BUILD).
 SCHEMATHESIS_PEX = Path("src.python.reliability/schemathesis.pex")

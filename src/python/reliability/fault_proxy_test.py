@@ -5,8 +5,8 @@ import time
 import httpx
 import pytest
 
-from reliability.conftest import CountingServer
 from reliability.fault_proxy import FaultProxy
+from testing_support.counting_server import CountingServer
 
 
 def test_passes_traffic_through_unchanged(counting_server: CountingServer) -> None:

@@ -13,13 +13,13 @@ import time
 import httpx
 
 from reliability.backend import Backend
-from reliability.conftest import GatewayFactory
 from reliability.hostile_host import HostileImageHost
 from reliability.images import sample_jpeg
 from reliability.load import LoadResult, client_for, closed_loop, open_loop
 from reliability.report import record
 from reliability.scale import current
 from reliability.traffic import classify_upload, predict_url
+from testing_support.stack import GatewayFactory
 
 SCALE = current()
 

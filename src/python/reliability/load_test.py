@@ -4,8 +4,8 @@ import asyncio
 
 import httpx
 
-from reliability.conftest import CountingServer
 from reliability.load import HANG, LoadResult, client_for, closed_loop, open_loop, percentile
+from testing_support.counting_server import CountingServer
 
 
 def _get(path: str):  # type: ignore[no-untyped-def]

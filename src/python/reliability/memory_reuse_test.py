@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 
 from reliability.backend import Backend
-from reliability.conftest import GatewayFactory
 from reliability.images import sample_jpeg
 from reliability.load import client_for, closed_loop
 from reliability.report import record
 from reliability.traffic import classify_upload
 from testing_support.processes import RunningProcess
-from testing_support.stack import Gateway
+from testing_support.stack import Gateway, GatewayFactory
 
 REQUESTS = 100
 WARM_UP = 40  # every thread's allocator arena grows to its working size first

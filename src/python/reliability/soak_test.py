@@ -12,7 +12,6 @@ import asyncio
 from pathlib import Path
 
 from reliability.backend import Backend
-from reliability.conftest import GatewayFactory
 from reliability.hostile_host import HostileImageHost
 from reliability.images import sample_jpeg, sample_png
 from reliability.load import LoadResult, client_for, open_loop
@@ -20,6 +19,7 @@ from reliability.memory import MemorySampler
 from reliability.report import record
 from reliability.scale import current
 from reliability.traffic import alternate, classify_upload, predict_url
+from testing_support.stack import GatewayFactory
 
 SCALE = current()
 WARMUP_SECONDS = 5.0

@@ -10,6 +10,8 @@
 - `write_half_plus_two`: TF Serving's own test model (predict, classify and regress signatures on
   serialized tf.Examples), for the Classify/Regress/MultiInference APIs and TF Serving's REST forms.
 - `write_plain_saved_model`: `tf.saved_model.save(keras_model)`, which TF Serving cannot serve.
+- `build_keras2_model`: a Keras 2 (tf_keras) model shaped like the course's, every weight random,
+  for the export tool's loading of Keras 2 files.
 - `write_warmup`, `write_warmup_logs`: an assets.extra/tf_serving_warmup_requests file (Predict
   records from inputs, or any PredictionLog records).
 """
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
+import tf_keras
 
 from clothing_preproc import array_to_tensor_proto
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
@@ -177,3 +180,33 @@ def run_saved_model(version_dir: Path, inputs: dict[str, npt.NDArray[Any]]) -> d
 def random_images(count: int, seed: int = 0) -> npt.NDArray[np.float32]:
     rng = np.random.default_rng(seed)
     return rng.uniform(-1, 1, size=(count, *IMAGE_SHAPE)).astype(np.float32)
+
+
+def build_keras2_model(seed: int = 0) -> Any:
+    """A Keras 2 (tf_keras) model shaped like the course's: a nested base model with
+    SeparableConv2D and BatchNormalization, then GAP, Dense(100), Dropout, Dense(10) logits;
+    every weight random, so a wrong load or export shows in the outputs."""
+    layers = tf_keras.layers
+    base_in = layers.Input((299, 299, 3))
+    x = layers.SeparableConv2D(8, 3, strides=4, use_bias=False)(base_in)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    base = tf_keras.Model(base_in, x, name="xception_like")
+    base.trainable = False
+    inputs = layers.Input((299, 299, 3))
+    y = base(inputs, training=False)
+    y = layers.GlobalAveragePooling2D()(y)
+    y = layers.Dense(100, activation="relu")(y)
+    y = layers.Dropout(0.2)(y)
+    outputs = layers.Dense(10)(y)
+    model = tf_keras.Model(inputs, outputs)
+    rng = np.random.default_rng(seed)
+    model.set_weights(
+        [
+            rng.uniform(0.5, 1.5, size=w.shape).astype(np.float32)
+            if "moving_variance" in v.name
+            else rng.normal(0.0, 0.3, size=w.shape).astype(np.float32)
+            for v, w in zip(model.weights, model.get_weights(), strict=True)
+        ]
+    )
+    return model

@@ -143,6 +143,10 @@ class Gateway:
             return False
 
 
+# A fixture's `start(tf_serving, {GATEWAY_…: …}, **start_gateway's keywords)`.
+GatewayFactory = Callable[..., Gateway]
+
+
 def start_gateway(
     tf_serving: str,
     logs: Path,
