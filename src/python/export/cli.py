@@ -27,6 +27,7 @@ from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_MODEL_NAME, COU
 from clothing_settings import SettingError, SettingsParser
 from clothing_settings.validators import non_negative_float, positive_int, whole_number
 from export.errors import BadOption, ExportError, one_line
+from tensorflow_noise import import_tensorflow_quietly
 
 COMMANDS = ("export", "demo", "show")
 DEFAULT_COMMAND = "export"
@@ -356,10 +357,10 @@ def _print_export(version_dir: Path, out: TextIO, require_description: bool = Tr
 
 
 def _quiet_tensorflow() -> None:
-    # TensorFlow's C++ start-up chatter (CUDA stubs, oneDNN notes) drowns the progress lines; it
-    # reads this variable once, at import, which has not happened yet (the heavy modules are
-    # imported lazily above). A value the user set wins.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's start-up noise (CUDA probes, oneDNN notes) drowns the progress lines; the heavy
+    # modules are imported lazily above, so TensorFlow is not loaded yet. TF_CPP_MIN_LOG_LEVEL=0
+    # or 1 asks for all of it.
+    import_tensorflow_quietly()
     # The TF1 loader the verification uses is deprecated and says so on every call.
     for name in ("tensorflow", "absl", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)

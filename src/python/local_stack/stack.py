@@ -37,6 +37,7 @@ class Stack:
         self.say = say
         self.children: list[Child] = []
         self.stopping = threading.Event()
+        self.stop_signal = ""  # the name of the signal that asked for the stop, said by stop()
 
     def _check_ports(self) -> None:
         s = self.settings
@@ -135,6 +136,9 @@ class Stack:
 
     def stop(self) -> None:
         """The gateway first (it drains in-flight requests), then the model server."""
+        if self.stop_signal:
+            self.say(f"{self.stop_signal}: stopping")
+            self.stop_signal = ""
         for child in reversed(self.children):
             if child.exit_code() is None:
                 self.say(f"stopping the {child.name} (pid {child.pid})")
@@ -144,10 +148,11 @@ class Stack:
 
     def install_signal_handlers(self) -> None:
         def handle(signum: int, frame: FrameType | None) -> None:
-            if self.stopping.is_set():
-                return
-            self.say(f"{signal.Signals(signum).name}: stopping")
-            self.stopping.set()
+            # No output here: the signal can land inside a write to the same stream, and writing
+            # from the handler then raises "reentrant call" into it. stop() says which signal.
+            if not self.stopping.is_set():
+                self.stop_signal = signal.Signals(signum).name
+                self.stopping.set()
 
         signal.signal(signal.SIGINT, handle)
         signal.signal(signal.SIGTERM, handle)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from clothing_settings import SettingError
 from memory_reuse import keep_freed_memory
 from model_server.settings import describe_ignored, parse_settings
+from tensorflow_noise import import_tensorflow_quietly
 
 log = logging.getLogger("model_server")
 
@@ -41,9 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Each request's input tensor (1 MB per 299×299 image) is allocated and freed several times
     # over; kept memory is reused instead of faulted in again (about 250 page faults per request).
     keep_freed_memory()
-    # Before TensorFlow is imported: its C++ INFO/WARNING lines would bury the server's own.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
+    # TensorFlow's start-up noise (INFO lines, a cuInit "error" on a machine without a GPU) would
+    # bury the server's own lines; TF_CPP_MIN_LOG_LEVEL=0 or 1 asks for all of it.
+    import_tensorflow_quietly()
     import tensorflow as tf
 
     tf.get_logger().setLevel(logging.ERROR)  # the TF1 loader's deprecation notice, once per load
@@ -51,9 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from model_server.server import ModelServer
 
     stop = threading.Event()
+    received: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("%s received: draining", signal.Signals(signum).name)
+        # No I/O here: the signal can land while the main thread is inside a write to stderr,
+        # and logging from the handler then raises "reentrant call" into that write.
+        received.append(signum)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -66,5 +70,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.start()
     while not stop.wait(1.0):  # a timed wait: the signal handler always gets to run promptly
         pass
+    log.info("%s received: draining", signal.Signals(received[0]).name)
     server.stop()
     return 0

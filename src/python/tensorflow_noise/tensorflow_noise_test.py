@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from clothing_preproc.signature import COURSE_MODEL_NAME
+
 # What TensorFlow 2.x writes on a machine without a GPU, in every program, before it does anything.
 NOISE = ("absl::InitializeLog", "failed call to cuInit", "oneDNN custom operations", "Could not find cuda")
 
@@ -96,3 +98,18 @@ def test_the_model_server_starts_without_tensorflows_noise(tmp_path: Path) -> No
     assert server.returncode == 0, stderr
     for noise in NOISE:
         assert noise not in stderr
+
+
+def test_the_export_tool_writes_its_progress_without_tensorflows_noise(tmp_path: Path) -> None:
+    code = "import sys; from export.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "demo", "--base", str(tmp_path), "--no-verify"],
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / COURSE_MODEL_NAME / "1" / "saved_model.pb").exists()
+    for noise in NOISE:
+        assert noise not in result.stderr
