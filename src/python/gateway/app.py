@@ -44,7 +44,7 @@ def create_app(
     serves them on that port."""
     target = settings.serving
     metrics = metrics or Metrics()
-    api = Api(target, metrics, openapi_schema(target))
+    api = Api(target, metrics, openapi_schema(target), description=target.description)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:

@@ -26,6 +26,7 @@ from clothing_preproc import (
     CLOTHING_LABELS,
     FAMILY_MODES,
     Limits,
+    ModelDescription,
     PreprocessConfig,
     load_labels,
 )
@@ -52,6 +53,9 @@ class ServingTarget:
     max_batch: int = 16  # images in one request, sent in one Predict call
     timeout: float = 20.0  # TF Serving's answer: waiting for a work slot plus the Predict call
     load_balancing: str = "pick_first"
+    # What the export wrote beside the model; TF Serving's metadata does not carry it. The page
+    # warns when it says the model is untrained (the demo model's scores mean nothing).
+    description: ModelDescription | None = None
 
     @property
     def limits(self) -> Limits:
@@ -180,6 +184,13 @@ VARIABLES: tuple[Variable, ...] = (
         "GATEWAY_LABELS_FILE",
         lambda s: None,
         "file with the class names (JSON list or one per line); wins over GATEWAY_LABELS",
+    ),
+    Variable(
+        "GATEWAY_MODEL_DESCRIPTION",
+        lambda s: None,
+        "the served model's description file, as export writes it (`<version>/assets.extra/"
+        "clothing_model.json`); answers then say whether the model is trained, and the page warns "
+        "when it is not",
     ),
     Variable("GATEWAY_HOST", lambda s: s.listener.host, "address to listen on"),
     Variable("GATEWAY_PORT", lambda s: s.listener.port, "port to listen on"),
@@ -402,6 +413,17 @@ def _serving(env: _Env, default: ServingTarget) -> ServingTarget:
             raise SettingError(
                 "GATEWAY_LABELS", "GATEWAY_LABELS must list distinct class names, comma-separated"
             )
+    description: ModelDescription | None = None
+    description_file = env.text("GATEWAY_MODEL_DESCRIPTION")
+    if description_file:
+        try:
+            description = ModelDescription.from_json(Path(description_file).read_text(encoding="utf-8"))
+        except OSError as e:
+            raise SettingError(
+                "GATEWAY_MODEL_DESCRIPTION", f"cannot read {description_file}: {e.strerror}"
+            ) from None
+        except ValueError as e:
+            raise SettingError("GATEWAY_MODEL_DESCRIPTION", f"{description_file}: {e}") from None
     family = env.choice("GATEWAY_PREPROCESSING", sorted(FAMILY_MODES))
     size = env.integer("GATEWAY_IMAGE_SIZE", 1, 8192)
     preprocessing = default.preprocessing
@@ -432,6 +454,7 @@ def _serving(env: _Env, default: ServingTarget) -> ServingTarget:
             input_name=env.text("GATEWAY_INPUT_NAME") or None,
             output_name=env.text("GATEWAY_OUTPUT_NAME") or None,
             labels=labels,
+            description=description,
             max_batch=env.integer("GATEWAY_MAX_BATCH", 1, 1024),
             timeout=env.seconds("GATEWAY_PREDICT_TIMEOUT"),
             load_balancing=env.choice("GATEWAY_GRPC_LOAD_BALANCING", LOAD_BALANCING),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from clothing_preproc import CLOTHING_LABELS
+from clothing_preproc import CLOTHING_LABELS, ModelDescription
 from clothing_preproc.signature import COURSE_MODEL_NAME
 from clothing_settings import SettingError, table_in
 from gateway.main import main
@@ -87,6 +87,15 @@ def test_labels_come_from_a_file(tmp_path: Path) -> None:
     assert parse_settings([], {"GATEWAY_LABELS_FILE": str(path)}).serving.labels == ("cat", "dog")
 
 
+def test_the_model_description_says_whether_the_model_is_trained(tmp_path: Path) -> None:
+    path = tmp_path / "clothing_model.json"
+    path.write_text(ModelDescription(trained=False).to_json())
+    served = parse_settings([], {"GATEWAY_MODEL_DESCRIPTION": str(path)}).serving
+    assert served.description is not None
+    assert served.description.trained is False
+    assert parse_settings([], {}).serving.description is None
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -98,6 +107,8 @@ def test_labels_come_from_a_file(tmp_path: Path) -> None:
         ("GATEWAY_PREPROCESSING", "alexnet"),
         ("GATEWAY_LABELS", "a,a"),
         ("GATEWAY_LABELS_FILE", "/nonexistent/labels.txt"),
+        ("GATEWAY_MODEL_DESCRIPTION", "/nonexistent/clothing_model.json"),
+        ("GATEWAY_MODEL_DESCRIPTION", "/proc/self/cmdline"),  # not a description
         ("GATEWAY_FETCH_ALLOW_NETWORKS", "everything"),
         ("GATEWAY_GRPC_LOAD_BALANCING", "random"),
         ("GATEWAY_MAX_CONCURRENCY", "0"),

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from clothing_preproc.description import DESCRIPTION_FILE
 from local_stack.children import Child, child_environment, describe_exit
 from local_stack.errors import ChildFailed, ModelDirError
 
@@ -28,6 +29,16 @@ def check_model_dir(path: Path) -> list[int]:
             f"{path} holds no model version (expected {path}/<version>/saved_model.pb, as export writes it)"
         )
     return versions
+
+
+def newest_description(model_dir: Path) -> Path | None:
+    """The description file export wrote beside the newest version (the one TF Serving serves by
+    default), or None for a model export did not write."""
+    versions = [p for p in model_dir.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()]
+    if not versions:
+        return None
+    description = max(versions, key=lambda p: int(p.name)) / DESCRIPTION_FILE
+    return description if description.is_file() else None
 
 
 def ensure_demo_model(base: Path, name: str, say: Callable[[str], None]) -> Path:

@@ -13,7 +13,7 @@ import httpx
 
 from local_stack.children import Child, child_environment, describe_exit
 from local_stack.errors import ChildFailed, PortInUse
-from local_stack.model_dir import check_model_dir, ensure_demo_model
+from local_stack.model_dir import check_model_dir, ensure_demo_model, newest_description
 from local_stack.settings import StackSettings
 
 # The gateway drains in-flight requests on SIGTERM (its own grace is 20 s by default).
@@ -79,8 +79,10 @@ class Stack:
             )
             # 127.0.0.1, not localhost: the model server binds IPv4 loopback only.
             tf_serving = f"127.0.0.1:{s.grpc_port}"
+            description = newest_description(model_dir)
         else:
             tf_serving = s.tf_serving
+            description = None
             self.say(f"using TF Serving at {tf_serving}")
         self.say(f"starting the gateway on {s.host}:{s.port}")
         self.children.append(
@@ -94,6 +96,8 @@ class Stack:
                         "GATEWAY_MODEL_NAME": s.model_name,
                         "GATEWAY_HOST": s.host,
                         "GATEWAY_PORT": str(s.port),
+                        # The page then says whether the served model is trained (the demo is not).
+                        **({"GATEWAY_MODEL_DESCRIPTION": str(description)} if description else {}),
                     }
                 ),
             )

@@ -124,6 +124,10 @@ def test_one_command_exports_serves_and_stops_on_ctrl_c(cache_dir: Path, image_u
         assert r.status_code == 200
         assert len(r.json()) == 10
         assert httpx.get(f"http://127.0.0.1:{gateway_port}/").status_code == 200
+        # The gateway was handed the demo export's description: answers say the model is
+        # untrained, which the page turns into its warning.
+        rich = httpx.post(f"http://127.0.0.1:{gateway_port}/v1/classify", json={"url": image_url}, timeout=30)
+        assert rich.json()["model"]["trained"] is False
     finally:
         code = stack.stop()
     assert code == 0, "".join(stack.output)
