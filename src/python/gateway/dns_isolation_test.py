@@ -30,6 +30,7 @@ from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from testing_support.image_host import ImageHost, Reply, image_bytes
 from testing_support.ports import free_port
+from testing_support.predict_only import PredictOnlyServicer
 from testing_support.processes import RunningProcess, child_environment, python_module
 from testing_support.sample_signatures import available_model_status, image_model_metadata
 
@@ -91,7 +92,7 @@ class FakeDns:
         self.sock.close()
 
 
-class FakeServing(prediction_service_pb2_grpc.PredictionServiceServicer):
+class FakeServing(PredictOnlyServicer):
     """TF Serving's three calls the gateway makes, for a model with the course's signature."""
 
     def Predict(self, request: serving_pb2.PredictRequest, context: object) -> serving_pb2.PredictResponse:

@@ -26,6 +26,7 @@ from clothing_protos import prediction_service_pb2_grpc, serving_pb2
 from gateway import parse_settings
 from testing_support.image_host import image_bytes
 from testing_support.in_process_gateway import RunningGateway
+from testing_support.predict_only import PredictOnlyServicer
 from testing_support.sample_signatures import available_model_status, image_model_metadata
 
 RunGateway = Callable[..., RunningGateway]
@@ -36,9 +37,7 @@ IMAGES = [
 ]
 
 
-class StandIn(
-    prediction_service_pb2_grpc.PredictionServiceServicer, prediction_service_pb2_grpc.ModelServiceServicer
-):
+class StandIn(PredictOnlyServicer, prediction_service_pb2_grpc.ModelServiceServicer):
     """TF Serving's three calls the gateway makes; logits: channel means times fixed weights."""
 
     weights = np.linspace(-1.0, 1.0, 30, dtype=np.float32).reshape(3, 10)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.errors import ImageHostTimeout
+from gateway.errors import ImageHostTimeout, describe
 from gateway.fetch import Fetcher, FetchPolicy
 from gateway.name_lookup import BoundedResolver, LookupLimits, domain_of
 from gateway.settings import Settings, parse_settings
@@ -174,7 +174,7 @@ async def test_eight_hung_urls_leave_a_fetch_by_name_prompt(hung: HungDns, image
             assert time.monotonic() - started < 0.5
         results = await asyncio.gather(*stuck, return_exceptions=True)
         assert all(isinstance(r, ImageHostTimeout) for r in results), results
-        assert {r.status for r in results if isinstance(r, ImageHostTimeout)} == {504}
+        assert {describe(r).status for r in results if isinstance(r, ImageHostTimeout)} == {504}
     finally:
         await fetcher.aclose()
         names.close()

@@ -27,11 +27,12 @@ from gateway.serving import (
     service_config,
 )
 from gateway.settings import ServingTarget
+from testing_support.predict_only import PredictOnlyServicer
 from testing_support.sample_signatures import image_model_metadata
 
 
 @dataclass
-class Backend(prediction_service_pb2_grpc.PredictionServiceServicer):
+class Backend(PredictOnlyServicer):
     """One TF Serving stand-in: answers Predict with `mode` and records every attempt it sees."""
 
     name: str
