@@ -31,7 +31,7 @@ ${MODEL_USAGE}
 
 Prerequisites (checked first): docker, kind >= v${KIND_MINIMUM}, kubectl >= ${KUBECTL_MINIMUM}, curl,
 and for building on this host python3 >= 3.10. kubectl commands use the context ${CONTEXT}.
-Then: deploy/loadtest.py --url ${URL} drives the HPA.
+Then: ./pants loadtest -- --url ${URL} drives the HPA.
 Images are built on this host on Linux x86_64, elsewhere (macOS, Windows, arm64) in the builder
 container, deploy/builder (CLOTHING_BUILDER=always|never forces the choice).
 USAGE
@@ -103,7 +103,7 @@ case "${command}" in
 
     log "[6/6] smoke test"
     smoke
-    log "up: ${URL} (deploy/loadtest.py --url ${URL} to watch the HPA: kubectl --context ${CONTEXT} -n clothing get hpa -w)"
+    log "up: ${URL} (./pants loadtest -- --url ${URL} to watch the HPA: kubectl --context ${CONTEXT} -n clothing get hpa -w)"
     ;;
   smoke)
     require curl "your distribution's curl package"

@@ -15,7 +15,8 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 
 # The TensorFlow resolve has PyYAML without its stubs (types-PyYAML is in python-default only).
 import yaml  # type: ignore[import-untyped, unused-ignore]
-from deploy_testlib import DEPLOY_DIR, apt_install
+
+from deploy_checks.testlib import DEPLOY_DIR, apt_install
 
 MONITORING_DIR = DEPLOY_DIR / "monitoring"
 RULES_FILE = MONITORING_DIR / "rules" / "clothing-classifier.rules.yml"

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deploy_testlib import DEPLOY_DIR, apt_install, run, tool
-from k8s_manifests import Manifest, containers, find, render
 from monitoring_checks.bundle import COMPONENT_DIR, rule_groups
 
-KUBERNETES_VERSION = "1.35.0"  # deploy/kubernetes_test.py's: what both clusters run
+from deploy_checks.k8s_manifests import Manifest, containers, find, render
+from deploy_checks.testlib import DEPLOY_DIR, apt_install, run, tool
+
+KUBERNETES_VERSION = "1.35.0"  # deploy_checks/kubernetes_test.py's: what both clusters run
 OPERATOR_KINDS = ("PodMonitor", "PrometheusRule")
 # The operator's CRD schemas, compiled (npm); pinned so a schema change is a reviewed change.
 CRD_MODELS = "@kubernetes-models/prometheus-operator@6.0.0"

@@ -17,7 +17,6 @@ import pytest
 
 # The TensorFlow resolve has PyYAML without its stubs (types-PyYAML is in python-default only).
 import yaml  # type: ignore[import-untyped, unused-ignore]
-from deploy_testlib import DEPLOY_DIR
 from monitoring_checks.bundle import (
     MONITORING_DIR,
     RULES_FILE,
@@ -28,6 +27,7 @@ from monitoring_checks.bundle import (
 )
 
 from clothing_preproc.signature import COURSE_MODEL_NAME
+from deploy_checks.testlib import DEPLOY_DIR
 from reliability.images import sample_jpeg
 from testing_support.ports import LOOPBACK, free_port
 from testing_support.processes import RunningProcess, child_environment

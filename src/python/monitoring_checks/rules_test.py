@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deploy_testlib import run
 from monitoring_checks.bundle import (
     DASHBOARD_FILE,
     PROMETHEUS_RULE_FILE,
@@ -21,6 +20,8 @@ from monitoring_checks.bundle import (
     recording_rules,
     rule_groups,
 )
+
+from deploy_checks.testlib import run
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,13 @@ import json
 import os
 import re
 import stat
+import tomllib
 from pathlib import Path
 
 import pytest
-from deploy_testlib import DEPLOY_DIR, REPO_ROOT, run, tool
-from k8s_manifests import Manifest, load_documents, one
+
+from deploy_checks.k8s_manifests import Manifest, load_documents, one
+from deploy_checks.testlib import DEPLOY_DIR, REPO_ROOT, run, tool
 
 SCRIPTS = sorted(DEPLOY_DIR.glob("**/*.sh"))
 WORKFLOWS = {"kind": DEPLOY_DIR / "kind/kind.sh", "eks": DEPLOY_DIR / "eks/eks.sh"}
@@ -354,12 +356,13 @@ def test_every_dirty_tree_gets_a_tag_of_its_own(tmp_path: Path) -> None:
     assert _tag_in(repo) == clean
 
 
-def test_the_load_test_runs_as_the_docs_show_it() -> None:
-    # docs/deploy.md runs `deploy/loadtest.py --url ...` directly.
-    loadtest = DEPLOY_DIR / "loadtest.py"
-    assert loadtest.read_text().startswith("#!/usr/bin/env python3\n")
-    assert loadtest.stat().st_mode & stat.S_IXUSR
-    assert "deploy/loadtest.py --url" in (REPO_ROOT / "docs/deploy.md").read_text()
+def test_the_load_test_runs_as_the_docs_and_scripts_show_it() -> None:
+    # docs/deploy.md and kind.sh's hints run `./pants loadtest -- --url ...`: the alias must exist
+    # (launcher_checks holds every alias to a target that exists).
+    aliases = tomllib.loads((REPO_ROOT / "pants.toml").read_text())["cli"]["alias"]
+    assert aliases["loadtest"] == "run src/python/loadtest:loadtest"
+    assert "./pants loadtest -- --url" in (REPO_ROOT / "docs/deploy.md").read_text()
+    assert "./pants loadtest -- --url" in (DEPLOY_DIR / "kind/kind.sh").read_text()
 
 
 # --- --model PATH: the user's own model ---------------------------------------------------------

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from deploy_testlib import DEPLOY_DIR, REPO_ROOT, run, tool
-from loopback_image import serve
+
+from deploy_checks.testlib import DEPLOY_DIR, REPO_ROOT, run, tool
+from loadtest.loopback_image import serve
 
 DOCKERFILES = sorted(DEPLOY_DIR.glob("images/*/Dockerfile"))
 GATEWAY = (DEPLOY_DIR / "images/gateway/Dockerfile").read_text()

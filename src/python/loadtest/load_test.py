@@ -1,4 +1,4 @@
-"""deploy/loadtest.py against a real HTTP server on loopback."""
+"""The load test against a real HTTP server on loopback."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import loadtest
 import pytest
+
+from loadtest import load
 
 
 class _Gateway(http.server.BaseHTTPRequestHandler):
@@ -53,7 +54,7 @@ def test_sends_exactly_the_requested_number_and_summarises(
     gateway: tuple[str, type[_Gateway]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     url, handler = gateway
-    status = loadtest.main(
+    status = load.main(
         ["--url", url, "--image-url", "http://example.com/x.jpg", "--requests", "50", "--concurrency", "4"]
     )
     out, err = capsys.readouterr()
@@ -74,7 +75,7 @@ def test_an_image_file_is_sent_as_the_body(gateway: tuple[str, type[_Gateway]], 
     url, handler = gateway
     image = tmp_path / "shirt.jpg"
     image.write_bytes(b"\xff\xd8\xff fake jpeg")
-    status = loadtest.main(["--url", url, "--image", str(image), "--requests", "3", "--concurrency", "1"])
+    status = load.main(["--url", url, "--image", str(image), "--requests", "3", "--concurrency", "1"])
     assert status == 0
     assert handler.received == [b"\xff\xd8\xff fake jpeg"] * 3
     # The course's /predict takes only a URL: an image body goes to the endpoint that accepts one.
@@ -83,16 +84,16 @@ def test_an_image_file_is_sent_as_the_body(gateway: tuple[str, type[_Gateway]], 
 
 def test_a_url_with_a_path_is_used_as_given(gateway: tuple[str, type[_Gateway]]) -> None:
     url, handler = gateway
-    loadtest.main(["--url", url + "/custom", "--image-url", "u", "--requests", "2", "--concurrency", "1"])
+    load.main(["--url", url + "/custom", "--image-url", "u", "--requests", "2", "--concurrency", "1"])
     assert handler.paths == ["/custom"] * 2
 
 
 def test_duration_bounds_the_run(gateway: tuple[str, type[_Gateway]]) -> None:
     url, _ = gateway
     start = time.monotonic()
-    results, elapsed = loadtest.run(
+    results, elapsed = load.run(
         url,
-        loadtest.Payload(b"{}", "application/json"),
+        load.Payload(b"{}", "application/json"),
         requests=1_000_000,
         duration=0.5,
         concurrency=2,
@@ -109,16 +110,16 @@ def test_connection_errors_are_counted_not_fatal() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{s.getsockname()[1]}"  # bound, not listening: refused
-        results, _ = loadtest.run(
+        results, _ = load.run(
             url,
-            loadtest.Payload(b"{}", "application/json"),
+            load.Payload(b"{}", "application/json"),
             requests=5,
             duration=10,
             concurrency=1,
             out=io.StringIO(),
         )
     assert results.errors == {"ConnectionRefusedError": 5}
-    assert "errors: ConnectionRefusedError: 5" in loadtest.summary(results, 1.0)
+    assert "errors: ConnectionRefusedError: 5" in load.summary(results, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -133,13 +134,13 @@ def test_connection_errors_are_counted_not_fatal() -> None:
 )
 def test_unbounded_or_bad_usage_is_refused(args: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        loadtest.main(args)
+        load.main(args)
     assert exit_info.value.code == 2
 
 
 def test_percentile_is_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
-    assert loadtest.percentile(values, 50) == 50
-    assert loadtest.percentile(values, 99) == 99
-    assert loadtest.percentile(values, 100) == 100
-    assert loadtest.percentile([7.0], 95) == 7.0
+    assert load.percentile(values, 50) == 50
+    assert load.percentile(values, 99) == 99
+    assert load.percentile(values, 100) == 100
+    assert load.percentile([7.0], 95) == 7.0

@@ -2,7 +2,7 @@
 
     ./pants run src/python/export:export -- demo --kind xception --base /tmp/m/models
     ./pants package src/python/model_server:model_server src/python/gateway:gateway
-    python3 deploy/measure_memory.py --model-base-path /tmp/m/models/clothing-model \\
+    ./pants measure-memory -- --model-base-path /tmp/m/models/clothing-model \\
         --model-server dist/src.python.model_server/model_server.pex \\
         --gateway dist/src.python.gateway/gateway.pex
 
@@ -10,10 +10,10 @@ Starts the local model server (the TF runtime TF Serving uses, with the model im
 file and the Deployment's thread settings) and the gateway (with deploy/base's gateway-config)
 on loopback, then reports the resident
 set size (RSS) of each process tree: after the model is loaded and warmed up, with the gateway
-idle, the peak while deploy/loadtest.py sends the course's POST /predict {"url": ...} for
+idle, the peak while the load test (`./pants loadtest`) sends the course's POST /predict {"url": ...} for
 --duration seconds from --concurrency threads (the gateway fetches a generated JPEG from a
 loopback server), and after the load. Standard library only; the JPEG is made with the gateway
-PEX's own Pillow.
+PEX's own Pillow. Run it from the repository root: it reads deploy/'s files.
 """
 
 from __future__ import annotations
@@ -36,12 +36,22 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import loadtest
-from loopback_image import serve_image
+from loadtest import load
+from loadtest.loopback_image import serve_image
 
-DEPLOY_DIR = Path(__file__).resolve().parent
 MODEL_NAME = "clothing-model"
 MIB = 1024 * 1024
+
+
+def deploy_dir() -> Path:
+    """The checkout's deploy/ (the batching file, gateway-config): beside these sources when they
+    are the checkout's (the tests' sandbox keeps its layout), else in the working directory, which
+    `./pants measure-memory` sets to the repository root (this module then runs from a PEX)."""
+    here = Path(__file__).resolve()
+    for root in (*here.parents[3:4], Path.cwd()):
+        if (root / "deploy/base/kustomization.yaml").is_file():
+            return root / "deploy"
+    raise FileNotFoundError(f"deploy/base/kustomization.yaml not found above {here} nor in {Path.cwd()}")
 
 
 def _children(pid: int) -> list[int]:
@@ -160,7 +170,7 @@ def _jpeg(gateway_pex: Path, python: str, width: int, height: int) -> bytes:
 
 def deployed_gateway_env() -> dict[str, str]:
     """The literals of deploy/base's gateway-config, so the gateway runs with the pods' settings."""
-    kustomization = (DEPLOY_DIR / "base/kustomization.yaml").read_text()
+    kustomization = (deploy_dir() / "base/kustomization.yaml").read_text()
     literals = re.finditer(r"^\s*- ([A-Z][A-Z0-9_]*)=(.*)$", kustomization, flags=re.MULTILINE)
     return {m.group(1): m.group(2) for m in literals}
 
@@ -188,7 +198,7 @@ def measure(ns: argparse.Namespace) -> dict[str, object]:
         "--bind_address", "127.0.0.1",
         "--model_name", MODEL_NAME, "--model_base_path", str(ns.model_base_path),
         "--enable_batching=true",
-        "--batching_parameters_file", str(DEPLOY_DIR / "images/model/batching_parameters.txt"),
+        "--batching_parameters_file", str(deploy_dir() / "images/model/batching_parameters.txt"),
         "--enable_model_warmup=true",
         "--tensorflow_intra_op_parallelism=2", "--tensorflow_inter_op_parallelism=2",
     ]  # fmt: skip
@@ -214,14 +224,14 @@ def measure(ns: argparse.Namespace) -> dict[str, object]:
                 _wait("gateway", gateway, lambda: _get(url + "/readyz")[0] == 200, 120)
                 time.sleep(ns.settle)
                 result["gateway_idle"] = tree_rss(gateway.pid)
-                payload = loadtest.Payload(json.dumps({"url": image_url}).encode(), "application/json")
+                payload = load.Payload(json.dumps({"url": image_url}).encode(), "application/json")
                 sampler = PeakSampler({"model": model.pid, "gateway": gateway.pid})
                 with sampler.running():
-                    results, elapsed = loadtest.run(
-                        url, payload, requests=loadtest.MAX_REQUESTS, duration=ns.duration,
+                    results, elapsed = load.run(
+                        url, payload, requests=load.MAX_REQUESTS, duration=ns.duration,
                         concurrency=ns.concurrency, out=sys.stderr,
                     )  # fmt: skip
-                print(loadtest.summary(results, elapsed), file=sys.stderr)
+                print(load.summary(results, elapsed), file=sys.stderr)
                 time.sleep(ns.settle)
                 model_after, gateway_after = tree_rss(model.pid), tree_rss(gateway.pid)
                 result.update(
@@ -246,7 +256,7 @@ def measure(ns: argparse.Namespace) -> dict[str, object]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="measure-memory", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model-base-path", type=Path, required=True,
                         help="the model folder export wrote (<base>/clothing-model, holding version folders)")
@@ -261,6 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     if not 0 < ns.duration <= 120 or not 0 < ns.concurrency <= 64:
         parser.error("--duration must be in (0, 120] and --concurrency in (0, 64]: this is a measurement")
+    try:
+        deploy_dir()
+    except FileNotFoundError as e:
+        parser.error(f"{e}: run it from the repository root")
     result = measure(ns)
     for key, value in result.items():
         shown = _mib(value) if isinstance(value, int) and key.startswith(("model_", "gateway_")) else value

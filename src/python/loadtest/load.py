@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """A bounded load test for the gateway (the course's HPA exercise), standard library only.
 
-    python3 deploy/loadtest.py --url http://127.0.0.1:8080 --image-url https://example.com/pants.jpg
-    python3 deploy/loadtest.py --url http://127.0.0.1:9696 --image shirt.jpg --concurrency 8
+    ./pants loadtest -- --url http://127.0.0.1:8080 --image-url https://example.com/pants.jpg
+    ./pants loadtest -- --url http://127.0.0.1:9696 --image shirt.jpg --concurrency 8
 
 Sends the course's POST <url>/predict {"url": ...} (--image-url), or an image file as the body of
 POST <url>/v1/classify (--image), from --concurrency threads until --requests have been sent or

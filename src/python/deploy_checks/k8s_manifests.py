@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from deploy_testlib import DEPLOY_DIR, run, tool
+
+from deploy_checks.testlib import DEPLOY_DIR, run, tool
 
 Manifest = dict[str, Any]
 

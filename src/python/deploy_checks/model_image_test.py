@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from deploy_testlib import DEPLOY_DIR, apt_install, run
-from docker_support import Docker, base_image, docker_daemon, pants_package
 from PIL import Image
+
+from deploy_checks.docker_support import Docker, base_image, docker_daemon, pants_package
+from deploy_checks.testlib import DEPLOY_DIR, apt_install, run
 
 LABELS = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt", "t-shirt"]
 COMPOSE_FILE = DEPLOY_DIR / "compose/compose.yaml"

@@ -1,4 +1,4 @@
-"""Helpers shared by deploy/'s tests: where things are, running the checkers, reading manifests."""
+"""Helpers shared by the tests of deploy/: where things are, running the checkers, reading manifests."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-DEPLOY_DIR = Path(__file__).resolve().parent
-# Pants runs tests in a sandbox holding deploy/ and the sources they depend on; in a checkout the
-# repository root is deploy/'s parent either way.
-REPO_ROOT = DEPLOY_DIR.parent
+# Pants runs tests in a sandbox holding deploy/'s files and the sources they depend on, laid out as
+# in a checkout: the root is three levels above this file (src/python/deploy_checks/) either way.
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEPLOY_DIR = REPO_ROOT / "deploy"
 
 
 def tool(name: str) -> Path:

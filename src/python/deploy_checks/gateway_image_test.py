@@ -21,15 +21,15 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 
-import loadtest
 import pytest
-from deploy_testlib import DEPLOY_DIR, run
-from docker_support import Docker, base_image, docker_daemon, pants_package
-from loopback_image import serve_image
 from PIL import Image
 
 from clothing_preproc import CLOTHING_LABELS
+from deploy_checks.docker_support import Docker, base_image, docker_daemon, pants_package
+from deploy_checks.testlib import DEPLOY_DIR, run
 from export.demo import export_demo_model
+from loadtest import load
+from loadtest.loopback_image import serve_image
 
 MODEL_NAME = "clothing-model"
 
@@ -167,11 +167,11 @@ def test_a_prediction_goes_through_the_container(gateway: tuple[str, str], image
 
 def test_the_load_test_script_drives_the_container(gateway: tuple[str, str], image_url: str) -> None:
     url, _ = gateway
-    payload = loadtest.Payload(json.dumps({"url": image_url}).encode(), "application/json")
-    results, elapsed = loadtest.run(url, payload, requests=40, duration=60, concurrency=4, out=io.StringIO())
+    payload = load.Payload(json.dumps({"url": image_url}).encode(), "application/json")
+    results, elapsed = load.run(url, payload, requests=40, duration=60, concurrency=4, out=io.StringIO())
     assert results.statuses == {200: 40}
     assert not results.errors
-    assert "requests: 40 in" in loadtest.summary(results, elapsed)
+    assert "requests: 40 in" in load.summary(results, elapsed)
 
 
 def test_the_container_runs_as_the_unprivileged_user(docker: Docker, gateway: tuple[str, str]) -> None:

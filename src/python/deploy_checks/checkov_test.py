@@ -2,7 +2,7 @@
 kustomize renders them, and every Dockerfile. Nothing may fail; a waived check carries its reason
 next to it (a `checkov.io/skipN` annotation or a `# checkov:skip=` comment).
 
-Checkov runs as a PEX from its own resolve (deploy:checkov), offline (`--skip-download`).
+Checkov runs as a PEX from its own resolve (`:checkov`), offline (`--skip-download`).
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deploy_testlib import DEPLOY_DIR, run, tool
+from deploy_checks.testlib import DEPLOY_DIR, REPO_ROOT, run, tool
 
 OVERLAYS = ["kind", "eks"]
 DOCKERFILES = sorted([*DEPLOY_DIR.glob("images/*/Dockerfile"), DEPLOY_DIR / "builder/Dockerfile"])
-CHECKOV = DEPLOY_DIR / "checkov.pex"
+# The `:checkov` PEX, where Pants puts a runtime package dependency: its default output path.
+CHECKOV = REPO_ROOT / "src.python.deploy_checks/checkov.pex"
 
 
 def _checkov(tmp_path: Path, framework: str, files: list[Path]) -> dict[str, Any]:

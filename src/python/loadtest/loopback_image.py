@@ -1,8 +1,8 @@
 """Small HTTP servers on loopback for the deploy tests and tools (standard library only).
 
-`serve_image` is the image the gateway fetches (the container test, `measure_memory.py`, which
-runs with the system Python); `serve` answers each path from a function, which the readiness
-script's test uses to play TF Serving's REST status endpoint.
+`serve_image` is the image the gateway fetches (the container test, `measure_memory`); `serve`
+answers each path from a function, which the readiness script's test uses to play TF Serving's
+REST status endpoint.
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_testlib import DEPLOY_DIR, run, tool
-from k8s_manifests import Manifest, containers, find, one, render
 
+from deploy_checks.k8s_manifests import Manifest, containers, find, one, render
+from deploy_checks.testlib import DEPLOY_DIR, run, tool
 from gateway.serving import DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS
 from gateway.settings import VARIABLES, parse_settings
 

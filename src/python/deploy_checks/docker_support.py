@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy_testlib import apt_install, build_root, run
+from deploy_checks.testlib import apt_install, build_root, run
 
 BASE_IMAGE = "clothing-py311-base:bookworm"
 _SOCKET_DIR = Path("/run/clothing-docker")

@@ -1,4 +1,4 @@
-"""deploy/measure_memory.py's readings: process-tree RSS and the gateway settings it runs with."""
+"""measure_memory's readings: process-tree RSS and the gateway settings it runs with."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
-from deploy_testlib import run
-from k8s_manifests import one, render
-from measure_memory import DEPLOY_DIR, MIB, deployed_gateway_env, tree_rss
+
+from deploy_checks.k8s_manifests import one, render
+from deploy_checks.testlib import run
+from measure_memory import measure
+from measure_memory.measure import MIB, deployed_gateway_env, tree_rss
 
 
 def test_tree_rss_counts_the_children() -> None:
@@ -40,10 +43,10 @@ def test_the_gateway_is_measured_with_what_the_pods_get() -> None:
 
 @pytest.mark.parametrize("args", [["--duration", "1000"], ["--concurrency", "0"]])
 def test_unbounded_runs_are_refused(args: list[str]) -> None:
-    script = DEPLOY_DIR / "measure_memory.py"
-    result = run(
-        [sys.executable, script, "--model-base-path", "m", "--model-server", "s", "--gateway", "g", *args],
-        check=False,
-    )
+    # A process of its own, as `./pants measure-memory` runs it: the exit status and stderr are the CLI's.
+    sources = Path(measure.__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(sources)}
+    args = ["--model-base-path", "m", "--model-server", "s", "--gateway", "g", *args]
+    result = run([sys.executable, "-m", "measure_memory.measure", *args], env=env, check=False)
     assert result.returncode == 2
     assert "this is a measurement" in result.stderr

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_testlib import DEPLOY_DIR, apt_install, run
-from k8s_manifests import containers, one, render
+
+from deploy_checks.k8s_manifests import containers, one, render
+from deploy_checks.testlib import DEPLOY_DIR, apt_install, run
 
 COMPOSE_FILE = DEPLOY_DIR / "compose/compose.yaml"
 

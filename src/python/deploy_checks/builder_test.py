@@ -14,8 +14,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from deploy_testlib import build_root, run
-from docker_support import Docker, base_image, docker_daemon
+
+from deploy_checks.docker_support import Docker, base_image, docker_daemon
+from deploy_checks.testlib import build_root, run
 
 VOLUME = "clothing-builder-cache"
 

@@ -1,0 +1,1 @@
+"""The deploy path (deploy/) checked against the real tools: images, compose, kustomize, scripts."""
