@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -25,20 +24,15 @@ import pytest
 from PIL import Image
 
 from clothing_preproc import CLOTHING_LABELS
+from clothing_preproc.signature import COURSE_MODEL_NAME
 from deploy_checks.docker_support import Docker, base_image, docker_daemon, pants_package
 from deploy_checks.testlib import DEPLOY_DIR, run
 from export.demo import export_demo_model
 from loadtest import load
 from loadtest.loopback_image import serve_image
+from testing_support.ports import free_port
 
-MODEL_NAME = "clothing-model"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+MODEL_NAME = COURSE_MODEL_NAME
 
 
 def _wait(what: str, ready: object, timeout: float) -> None:
@@ -54,7 +48,7 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """The local model server on loopback with the demo model and the model image's batching file."""
     base = tmp_path_factory.mktemp("models")
     export_demo_model(base, "tiny", version=1)
-    grpc_port, rest_port = _free_port(), _free_port()
+    grpc_port, rest_port = free_port(), free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "model_server", "--port", str(grpc_port), "--rest_api_port", str(rest_port),
          "--bind_address", "127.0.0.1",
@@ -115,7 +109,7 @@ def image_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def gateway(docker: Docker, image: str, model_server: int) -> Iterator[tuple[str, str]]:
     """The container as Kubernetes runs it: read-only root, a tmpfs /tmp, the image's user."""
-    port = _free_port()
+    port = free_port()
     name = f"clothing-gateway-test-{uuid.uuid4().hex[:8]}"
     docker("run", "--detach", "--name", name, "--network", "host", "--read-only", "--tmpfs", "/tmp",
            "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
@@ -188,7 +182,7 @@ def test_the_image_holds_no_tensorflow(docker: Docker, image: str) -> None:
 
 def test_sigterm_stops_it_promptly_and_cleanly(docker: Docker, image: str, model_server: int) -> None:
     # The gateway is PID 1 (no --init): it must handle SIGTERM itself.
-    port = _free_port()
+    port = free_port()
     name = f"clothing-gateway-stop-{uuid.uuid4().hex[:8]}"
     docker("run", "--detach", "--name", name, "--network", "host", "--read-only", "--tmpfs", "/tmp",
            "--env", f"GATEWAY_PORT={port}", "--env", f"TF_SERVING_HOST=127.0.0.1:{model_server}",

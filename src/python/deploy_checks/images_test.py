@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from clothing_preproc.signature import COURSE_MODEL_NAME
 from deploy_checks.testlib import DEPLOY_DIR, REPO_ROOT, run, tool
 from loadtest.loopback_image import serve
 
@@ -129,7 +130,7 @@ def test_model_image_bakes_the_export_layout_where_tf_serving_looks() -> None:
     assert args is not None
     words = re.findall(r'"([^"]*)"', args.group(1))
     assert words[words.index("--base") + 1] == "models"  # -> deploy/images/model/models/
-    assert words[words.index("--name") + 1] == "clothing-model"
+    assert words[words.index("--name") + 1] == COURSE_MODEL_NAME
     assert re.fullmatch(r"[1-9]\d*", words[words.index("--version") + 1])
     assert _last(MODEL, "USER") != "root"
     assert _last(MODEL, "USER").split(":")[0] != "0"
@@ -202,7 +203,7 @@ def test_model_ready_waits_for_available_not_for_http_200(fake_tf_serving: FakeT
     script = DEPLOY_DIR / "images/model/model-ready.sh"
     env = {
         "PATH": "/usr/bin:/bin",
-        "MODEL_NAME": "clothing-model",
+        "MODEL_NAME": COURSE_MODEL_NAME,
         "MODEL_READY_PORT": str(fake_tf_serving.port),
     }
     loading = run([script], env=env, check=False, timeout=20)
@@ -223,7 +224,7 @@ def test_model_ready_fails_fast_when_nothing_listens() -> None:
         port = s.getsockname()[1]  # bound, not listening: connections are refused
         result = run(
             [DEPLOY_DIR / "images/model/model-ready.sh"],
-            env={"PATH": "/usr/bin:/bin", "MODEL_NAME": "clothing-model", "MODEL_READY_PORT": str(port)},
+            env={"PATH": "/usr/bin:/bin", "MODEL_NAME": COURSE_MODEL_NAME, "MODEL_READY_PORT": str(port)},
             check=False,
             timeout=20,
         )

@@ -19,7 +19,6 @@ import base64
 import io
 import json
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +32,7 @@ from PIL import Image
 
 from deploy_checks.docker_support import Docker, base_image, docker_daemon, pants_package
 from deploy_checks.testlib import DEPLOY_DIR, apt_install, run
+from testing_support.ports import free_port
 
 LABELS = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt", "t-shirt"]
 COMPOSE_FILE = DEPLOY_DIR / "compose/compose.yaml"
@@ -286,13 +286,6 @@ def test_sigterm_stops_the_model_container_in_seconds(docker: Docker, images: Im
         docker("rm", "--force", name, check=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _compose() -> str:
     # Debian's docker-compose (1.x, Compose file format with depends_on conditions).
     if run(["sh", "-c", "command -v docker-compose"], check=False).returncode != 0:
@@ -302,7 +295,7 @@ def _compose() -> str:
 
 def test_compose_serves_a_prediction_through_its_network(docker: Docker, images: Images) -> None:
     project = f"clothing-test-{uuid.uuid4().hex[:8]}"
-    port = _free_port()
+    port = free_port()
     env = {**docker.env, "IMAGE_TAG": images.tag, "GATEWAY_HOST_PORT": str(port)}
     compose = [_compose(), "-p", project, "-f", str(COMPOSE_FILE)]
     try:

@@ -36,10 +36,11 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clothing_preproc.signature import COURSE_MODEL_NAME
 from loadtest import load
 from loadtest.loopback_image import serve_image
 
-MODEL_NAME = "clothing-model"
+MODEL_NAME = COURSE_MODEL_NAME
 MIB = 1024 * 1024
 
 
