@@ -9,6 +9,8 @@ daemon's data root live in a cache folder outside the repository.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import pwd
@@ -26,6 +28,9 @@ from deploy_checks.testlib import apt_install, build_root, run
 
 BASE_IMAGE = "clothing-py311-base:bookworm"
 _SOCKET_DIR = Path("/run/clothing-docker")
+_HOST = f"unix://{_SOCKET_DIR}/docker.sock"
+# The pid of the dockerd the tests started, so whichever test process leaves last can stop it.
+_STARTED = _SOCKET_DIR / "started-by-tests.pid"
 
 
 def user_home() -> Path:
@@ -62,47 +67,89 @@ def _responds(env: dict[str, str]) -> bool:
 
 @contextmanager
 def docker_daemon() -> Iterator[Docker]:
-    """A usable daemon for the duration of the block; one this started is stopped after it."""
-    for host in (os.environ.get("DOCKER_HOST"), None, f"unix://{_SOCKET_DIR}/docker.sock"):
+    """A usable daemon for the duration of the block.
+
+    Test files run in parallel processes and share the daemon the tests start (one socket, one
+    data root). Finding or starting it happens under an exclusive lock, using it under a shared
+    one; the last user to leave stops a daemon the tests started, never a daemon found running.
+    """
+    _SOCKET_DIR.mkdir(parents=True, exist_ok=True)
+    with (_SOCKET_DIR / "users.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            env = _find_or_start_daemon()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            yield Docker(env)
+        finally:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # another test process still uses it; the last one out stops it
+            else:
+                _stop_started_daemon()
+
+
+def _find_or_start_daemon() -> dict[str, str]:
+    for host in (os.environ.get("DOCKER_HOST"), None, _HOST):
         if shutil.which("docker") and _responds(_env(host)):
-            yield Docker(_env(host))
-            return
+            return _env(host)
     if shutil.which("dockerd") is None:
         apt_install("docker.io")
-    _SOCKET_DIR.mkdir(parents=True, exist_ok=True)
-    host = f"unix://{_SOCKET_DIR}/docker.sock"
-    log = (cache_dir() / "dockerd.log").open("ab")
-    # dockerd from Debian's docker.io, found on PATH like the docker client.
-    daemon = subprocess.Popen(
-        [  # noqa: S603, S607
-            "dockerd",
-            "--data-root", str(cache_dir() / "data"),
-            "--exec-root", str(_SOCKET_DIR / "exec"),
-            "--pidfile", str(_SOCKET_DIR / "dockerd.pid"),
-            "-H", host,
-            # No NAT or bridge to set up (and none allowed here): containers share the host's
-            # network, which also lets them reach servers the tests start on loopback.
-            "--iptables=false", "--ip-masq=false", "--bridge=none",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
+    with (cache_dir() / "dockerd.log").open("ab") as log:
+        # dockerd from Debian's docker.io, found on PATH like the docker client.
+        daemon = subprocess.Popen(
+            [  # noqa: S603, S607
+                "dockerd",
+                "--data-root", str(cache_dir() / "data"),
+                "--exec-root", str(_SOCKET_DIR / "exec"),
+                "--pidfile", str(_SOCKET_DIR / "dockerd.pid"),
+                "-H", _HOST,
+                # No NAT or bridge to set up (and none allowed here): containers share the host's
+                # network, which also lets them reach servers the tests start on loopback.
+                "--iptables=false", "--ip-masq=false", "--bridge=none",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    _STARTED.write_text(str(daemon.pid))
+    deadline = time.monotonic() + 60
+    while not _responds(_env(_HOST)):
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            _stop_started_daemon()
+            raise RuntimeError(f"dockerd did not start; see {cache_dir() / 'dockerd.log'}")
+        time.sleep(0.5)
+    return _env(_HOST)
+
+
+def _stop_started_daemon() -> None:
+    """Stop the dockerd whose pid the tests recorded when they started it, if it still runs."""
     try:
-        deadline = time.monotonic() + 60
-        while not _responds(_env(host)):
-            if daemon.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dockerd did not start; see {cache_dir() / 'dockerd.log'}")
-            time.sleep(0.5)
-        yield Docker(_env(host))
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        log.close()
+        pid = int(_STARTED.read_text())
+    except (OSError, ValueError):
+        return
+    _STARTED.unlink(missing_ok=True)
+    if not _is_dockerd(pid):
+        return  # gone already (the pid may even belong to another process now)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while _is_dockerd(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.2)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it when this process started it
+
+
+def _is_dockerd(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z" and Path(f"/proc/{pid}/comm").read_text().strip() == "dockerd"
+    except (OSError, IndexError):
+        return False
 
 
 def debian_mirror() -> str:

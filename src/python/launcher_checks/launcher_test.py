@@ -27,13 +27,12 @@ REPO_FILES = (
     "pants.toml",
     "BUILD",
     "pyproject.toml",
+    "README.md",
     "build-support/grpc_python_plugin.py",
-    "3rdparty/python/BUILD",
-    "3rdparty/python/default-requirements.txt",
-    "3rdparty/python/default.lock",
-    "3rdparty/python/tensorflow-requirements.txt",
-    "3rdparty/python/tensorflow.lock",
 )
+# Every resolve's requirements and lockfile: pants.toml names them all, so a nested Pants needs
+# each one that exists (a new resolve must not break these tests).
+REQUIREMENTS_DIR = "3rdparty/python"
 
 
 def _source_root() -> Path:
@@ -51,6 +50,7 @@ def _buildroot(tmp_path: Path, *, protos: bool = False) -> Path:
     for name in REPO_FILES:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source / name, root / name)
+    shutil.copytree(source / REQUIREMENTS_DIR, root / REQUIREMENTS_DIR)
     if protos:
         tests = shutil.ignore_patterns("*_test.py")
         shutil.copytree(source / "src/protos", root / "src/protos", ignore=tests)
