@@ -107,6 +107,12 @@ def _render_generated(stdout: str, tmp_path: Path) -> list[Manifest]:
     return load_documents(run([tool("kubectl"), "kustomize", overlay]).stdout)
 
 
+def _assert_in_order(commands: list[str], expected: list[str]) -> None:
+    """Each pattern matches one of `commands`, in the order the patterns are listed."""
+    positions = [next(i for i, c in enumerate(commands) if re.match(p, c)) for p in expected]
+    assert positions == sorted(positions), commands
+
+
 def test_kind_dry_run_prints_the_whole_workflow(tmp_path: Path) -> None:
     result = run(["bash", WORKFLOWS["kind"], "--dry-run", "--tag", "abc123", "up"], env=_env([], tmp_path))
     commands = _commands(result.stdout)
@@ -122,8 +128,7 @@ def test_kind_dry_run_prints_the_whole_workflow(tmp_path: Path) -> None:
         r"kubectl --context kind-clothing -n clothing rollout status deployment/gateway",
         r"curl .*http://127\.0\.0\.1:8080/readyz",
     ]
-    positions = [next(i for i, c in enumerate(commands) if re.match(p, c)) for p in expected]
-    assert positions == sorted(positions), commands
+    _assert_in_order(commands, expected)
     # Dry run: the missing tools are reported, not fatal.
     assert "missing prerequisite: kind" in result.stderr
     # The manifests it would apply use the images it would load.
@@ -163,8 +168,7 @@ def test_eks_dry_run_prints_the_whole_workflow(tmp_path: Path) -> None:
         r"kubectl --context eks-clothing-us-east-2 -n clothing rollout status deployment/tf-serving",
         r"kubectl --context eks-clothing-us-east-2 -n clothing get service gateway",
     ]
-    positions = [next(i for i, c in enumerate(commands) if re.match(p, c)) for p in expected]
-    assert positions == sorted(positions), commands
+    _assert_in_order(commands, expected)
     assert result.stdout.rstrip().endswith("http://<load balancer hostname>")
     manifests = _render_generated(result.stdout, tmp_path)
     images = {
