@@ -26,6 +26,7 @@ from gateway.inputs import BodyLimit, json_limit
 from gateway.metrics import Metrics
 from gateway.name_lookup import BoundedResolver
 from gateway.openapi import openapi_schema
+from gateway.request_ids import RequestIds
 from gateway.routes import Api, Services, metrics_response
 from gateway.serving import ServingClient
 from gateway.settings import Settings
@@ -116,7 +117,7 @@ def create_app(
     known_paths = {route.path for route in routes}
     # The largest request: a full batch of images as base64 JSON (a third more than uploads).
     max_body = json_limit(target.max_batch, target.limits.max_bytes) + _JSON_OVERHEAD
-    return Starlette(
+    return _GatewayApp(
         routes=routes,
         middleware=[
             Middleware(_CountRequests, metrics=metrics, known_paths=known_paths),
@@ -135,6 +136,14 @@ def create_app(
         },
         lifespan=lifespan,
     )
+
+
+class _GatewayApp(Starlette):
+    """Starlette with the request-id middleware around its outermost one (which answers the 500 of
+    an unhandled exception), so that every answer carries X-Request-ID."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestIds(super().build_middleware_stack())
 
 
 def metrics_app(metrics: Metrics) -> Starlette:
