@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -30,6 +31,7 @@ from gateway.request_ids import RequestIds
 from gateway.routes import Api, Services, metrics_response
 from gateway.serving import ServingClient
 from gateway.settings import Settings
+from gateway.tracing import ServerSpans, Traces
 
 log = logging.getLogger("gateway")
 
@@ -45,10 +47,12 @@ def create_app(
     serves them on that port."""
     target = settings.serving
     metrics = metrics or Metrics()
+    traces = Traces(settings.tracing)
     api = Api(target, metrics, openapi_schema(target), description=target.description)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
+        traces.start()
         serving = ServingClient(target)
         lookups = None
         names = resolver
@@ -85,6 +89,8 @@ def create_app(
                 lookups.close()
             await serving.close()
             pool.shutdown(wait=True, cancel_futures=True)
+            # The last requests' spans are exported (within GATEWAY_OTLP_TIMEOUT) before the end.
+            await asyncio.to_thread(traces.shutdown)
 
     async def on_error(request: Request, exc: Exception) -> Response:
         metrics.errors.labels(describe(exc).code).inc()
@@ -118,6 +124,7 @@ def create_app(
     # The largest request: a full batch of images as base64 JSON (a third more than uploads).
     max_body = json_limit(target.max_batch, target.limits.max_bytes) + _JSON_OVERHEAD
     return _GatewayApp(
+        traces,
         routes=routes,
         middleware=[
             Middleware(_CountRequests, metrics=metrics, known_paths=known_paths),
@@ -139,11 +146,19 @@ def create_app(
 
 
 class _GatewayApp(Starlette):
-    """Starlette with the request-id middleware around its outermost one (which answers the 500 of
-    an unhandled exception), so that every answer carries X-Request-ID."""
+    """Starlette with the request-id middleware, then the server spans, around its outermost one
+    (which answers the 500 of an unhandled exception): every answer carries X-Request-ID, and every
+    request's span sees the status it was answered."""
+
+    def __init__(self, traces: Traces, **options: Any) -> None:
+        self.traces = traces
+        super().__init__(**options)
 
     def build_middleware_stack(self) -> ASGIApp:
-        return RequestIds(super().build_middleware_stack())
+        app = super().build_middleware_stack()
+        if self.traces.enabled:
+            app = ServerSpans(app, self.traces, self.routes)
+        return RequestIds(app)
 
 
 def metrics_app(metrics: Metrics) -> Starlette:

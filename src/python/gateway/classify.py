@@ -14,10 +14,12 @@ Serving at once, the rest waiting their turn in arrival order once their image i
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +31,7 @@ from clothing_preproc import (
     softmax,
     top_k,
 )
+from gateway import tracing
 from gateway.base64_images import decode_image_b64
 from gateway.errors import BadRequest, GatewayError, ModelDeadlineExceeded, Overloaded
 from gateway.fetch import Fetcher, check_url
@@ -201,8 +204,14 @@ class Classifier:
     async def _classify(self, sources: Sequence[ImageSource], each: bool) -> Classification:
         timings = Timings()
         start = time.perf_counter()
-        fetched = await self._all_bytes(sources, each)
-        timings.fetch = time.perf_counter() - start if any(s.url for s in sources) else 0.0
+        urls = sum(s.url is not None for s in sources)
+        with tracing.span("fetch", {"gateway.images": urls}, when=urls > 0) as fetch_span:
+            fetched = await self._all_bytes(sources, each)
+            if fetch_span.is_recording():
+                got = [len(b) for b in fetched if isinstance(b, bytes)]
+                failed = len(fetched) - len(got)
+                fetch_span.set_attributes({"gateway.image_bytes": sum(got), "gateway.images_failed": failed})
+        timings.fetch = time.perf_counter() - start if urls else 0.0
         images = [b for b in fetched if isinstance(b, bytes)]
         if not images:
             # Every image of the batch failed: nothing to ask the model, which may be down meanwhile.
@@ -224,15 +233,21 @@ class Classifier:
             async with asyncio.timeout(self._deadline):
                 await self.slots.acquire()
         except TimeoutError:
-            raise ModelDeadlineExceeded(
+            late = ModelDeadlineExceeded(
                 f"TF Serving is answering too slowly: this request waited {self._deadline:g} s for its turn"
-            ) from None
+            )
+            tracing.stage("queue", queued, time.perf_counter(), error=late)
+            raise late from None
         try:
             timings.queue = time.perf_counter() - queued
+            tracing.stage("queue", queued, queued + timings.queue)
             loop = asyncio.get_running_loop()
+            # In the request's context: its trace and request id go with it to the decode thread.
             call, decoded, decode_s, preprocess_s = await loop.run_in_executor(
-                self._pool, _predict_call, images, info, self._serving, each
-            )
+                self._pool,
+                contextvars.copy_context().run,
+                _predict_call, images, info, self._serving, each,
+            )  # fmt: skip
             timings.decode, timings.preprocess = decode_s, preprocess_s
 
             version = None
@@ -240,7 +255,14 @@ class Classifier:
             if call is not None:
                 t = time.perf_counter()
                 remaining = max(self._deadline - timings.queue, _MIN_PREDICT_TIMEOUT)
-                logits, version = await self._serving.predict(info, call, timeout=remaining)
+                with tracing.span("predict") as predict_span:
+                    if predict_span.is_recording():
+                        predict_span.set_attributes(_predict_attributes(self._serving, info, call))
+                    logits, version = await self._serving.predict(
+                        info, call, timeout=remaining, metadata=tracing.grpc_metadata()
+                    )
+                    if version is not None:
+                        predict_span.set_attribute("model.version", version)
                 self._metrics.served_by(version)
                 timings.predict = time.perf_counter() - t
                 rows = [tuple(float(x) for x in row) for row in logits]
@@ -348,13 +370,25 @@ def _predict_call(
             if each:
                 errors.append(e)
                 continue
+            tracing.stage("decode", t0, time.perf_counter(), {"gateway.images": len(images)}, error=e)
             if len(images) == 1:
                 raise
             raise type(e)(f"image {i + 1}: {e}") from None
         errors.append(None)
         n += 1
     t1 = time.perf_counter()
+    decoding_stage = (
+        "decode",
+        t0,
+        t1,
+        {
+            "gateway.images": len(images),
+            "gateway.images_failed": len(images) - n,
+            "gateway.image_bytes": sum(map(len, images)),
+        },
+    )
     if n == 0:
+        tracing.stages(decoding_stage)
         return None, errors, t1 - t0, 0.0
     # The first n slots are C-contiguous still: a view, no copy.
     batch = batch[:n]
@@ -364,4 +398,37 @@ def _predict_call(
     else:
         normalised = normalize_into(batch, np.empty(batch.shape, dtype=np.float32), config.family)
         call = serving.predict_call(info, normalised)
-    return call, errors, t1 - t0, time.perf_counter() - t1
+    t2 = time.perf_counter()
+    tracing.stages(
+        decoding_stage,
+        (
+            "preprocess",
+            t1,
+            t2,
+            {
+                "gateway.images": n,
+                "model.signature": info.signature.signature_name,
+                "gateway.request_bytes": len(call.request),
+            },
+        ),
+    )
+    return call, errors, t1 - t0, t2 - t1
+
+
+def _predict_attributes(serving: ServingClient, info: ModelInfo, call: PredictCall) -> dict[str, Any]:
+    """The predict span's attributes: the call, and the model it asks for."""
+    attributes: dict[str, Any] = {
+        "rpc.system": "grpc",
+        "rpc.service": "tensorflow.serving.PredictionService",
+        "rpc.method": "Predict",
+        "model.name": serving.target.model_name,
+        "model.signature": info.signature.signature_name,
+        "gateway.images": call.images,
+        "gateway.request_bytes": len(call.request),
+    }
+    choice = getattr(call, "choice", None)
+    if choice is not None and choice.version is not None:
+        attributes["model.version_asked"] = choice.version
+    if choice is not None and choice.label is not None:
+        attributes["model.label"] = choice.label
+    return attributes

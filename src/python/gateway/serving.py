@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,11 +263,17 @@ class ServingClient:
         return PredictCall(request.SerializeToString(), int(batch.shape[0]))
 
     async def predict(
-        self, info: ModelInfo, call: PredictCall, *, timeout: float | None = None
+        self,
+        info: ModelInfo,
+        call: PredictCall,
+        *,
+        timeout: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
     ) -> tuple[npt.NDArray[np.float64], int | None]:
         """Logits of shape (N, classes), and the model version that answered.
 
-        `timeout` is the call's deadline in seconds (default: the target's, GATEWAY_PREDICT_TIMEOUT).
+        `timeout` is the call's deadline in seconds (default: the target's, GATEWAY_PREDICT_TIMEOUT);
+        `metadata` goes with the call (the trace's `traceparent`: tracing.grpc_metadata()).
         """
         try:
             response: serving_pb2.PredictResponse = await self._call(
@@ -274,6 +281,7 @@ class ServingClient:
                 call.request,
                 self.target.timeout if timeout is None else timeout,
                 "Predict",
+                metadata,
             )
         except (ModelFailed, ModelUnavailable):
             # The model may have been replaced by one with other names: rediscover next time.
@@ -290,9 +298,16 @@ class ServingClient:
         version = int(response.model_spec.version.value) if response.model_spec.HasField("version") else None
         return logits.astype(np.float64), version
 
-    async def _call(self, method: Any, request: object, timeout: float, name: str) -> Any:
+    async def _call(
+        self,
+        method: Any,
+        request: object,
+        timeout: float,
+        name: str,
+        metadata: Sequence[tuple[str, str]] | None = None,
+    ) -> Any:
         try:
-            return await method(request, timeout=timeout)
+            return await method(request, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as e:
             raise _gateway_error(e, name, self.target) from None
 

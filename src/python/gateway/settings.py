@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from clothing_preproc import (
     AUTO_SIGNATURE,
@@ -37,6 +39,7 @@ from gateway.fetch import FetchPolicy
 
 LOAD_BALANCING = ("pick_first", "round_robin")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 @dataclass(frozen=True)
@@ -107,12 +110,24 @@ class Listener:
 
 
 @dataclass(frozen=True)
+class Tracing:
+    """OpenTelemetry spans exported as OTLP over HTTP (gateway.tracing); no endpoint: off."""
+
+    endpoint: str = ""  # "": off
+    sample_ratio: float = 1.0  # of the traces this gateway starts (a client's sampled flag wins)
+    service_name: str = "clothing-gateway"
+    export_timeout: float = 10.0  # one export to the collector, and the flush at shutdown
+    queue_size: int = 2048  # spans waiting for export at most; more are dropped
+
+
+@dataclass(frozen=True)
 class Settings:
     serving: ServingTarget = field(default_factory=ServingTarget)
     admission: Admission = field(default_factory=Admission)
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     listener: Listener = field(default_factory=Listener)
+    tracing: Tracing = field(default_factory=Tracing)
 
 
 @dataclass(frozen=True)
@@ -340,6 +355,35 @@ VARIABLES: tuple[Variable, ...] = (
         lambda s: s.listener.log_level,
         "uvicorn log level: critical, error, warning, info, debug",
     ),
+    Variable(
+        "GATEWAY_OTLP_ENDPOINT",
+        lambda s: s.tracing.endpoint,
+        "OpenTelemetry collector receiving the gateway's spans as OTLP over HTTP, "
+        "`http(s)://host:port[/path]` (no path: `/v1/traces`); empty: tracing off, at no cost",
+    ),
+    Variable(
+        "GATEWAY_TRACE_SAMPLE_RATIO",
+        lambda s: s.tracing.sample_ratio,
+        "fraction (0..1) of the traces the gateway starts that are recorded; a request carrying a "
+        "`traceparent` follows its sampled flag",
+    ),
+    Variable(
+        "GATEWAY_SERVICE_NAME",
+        lambda s: s.tracing.service_name,
+        "the spans' `service.name` (letters, digits, `.`, `_`, `-`)",
+    ),
+    Variable(
+        "GATEWAY_OTLP_TIMEOUT",
+        lambda s: s.tracing.export_timeout,
+        "seconds one export of spans to the collector may take, retries included (on a thread of its "
+        "own, never a request's); also the longest flush at shutdown",
+    ),
+    Variable(
+        "GATEWAY_TRACE_QUEUE",
+        lambda s: s.tracing.queue_size,
+        "spans waiting for export at most; past it (a collector down or slow) new spans are dropped, "
+        "never a request delayed",
+    ),
 )
 
 ENVIRONMENT_TABLE_HEADER = ("variable", "default", "meaning")
@@ -396,6 +440,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
             ),
         ),
         listener=_listener(env, defaults.listener),
+        tracing=_tracing(env, defaults.tracing),
     )
 
 
@@ -486,6 +531,35 @@ def _fetch(env: _Env, default: FetchPolicy) -> FetchPolicy:
     )
 
 
+def _tracing(env: _Env, default: Tracing) -> Tracing:
+    endpoint = env.text("GATEWAY_OTLP_ENDPOINT")
+    if endpoint:
+        name = "GATEWAY_OTLP_ENDPOINT"
+        try:
+            parts = urlsplit(endpoint)
+            parts.port  # noqa: B018 - raises ValueError on a port out of range
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or " " in endpoint:
+            raise SettingError(name, f"{name}={endpoint!r} is not an http:// or https:// URL")
+    service = env.text("GATEWAY_SERVICE_NAME")
+    if service and not _SERVICE_NAME.fullmatch(service):
+        raise SettingError(
+            "GATEWAY_SERVICE_NAME",
+            f"GATEWAY_SERVICE_NAME={service!r}: up to 100 letters, digits, '.', '_' or '-'",
+        )
+    return replace(
+        default,
+        **env.given(
+            endpoint=endpoint or None,
+            sample_ratio=env.fraction("GATEWAY_TRACE_SAMPLE_RATIO"),
+            service_name=service or None,
+            export_timeout=env.seconds("GATEWAY_OTLP_TIMEOUT"),
+            queue_size=env.integer("GATEWAY_TRACE_QUEUE", 1, 1_000_000),
+        ),
+    )
+
+
 def _listener(env: _Env, default: Listener) -> Listener:
     listener = replace(
         default,
@@ -543,6 +617,18 @@ class _Env:
             raise SettingError(name, f"{name}={raw!r} is not a number of seconds") from None
         if not 0 < value <= 3600:
             raise SettingError(name, f"{name}={value} must be more than 0 and at most 3600 seconds")
+        return value
+
+    def fraction(self, name: str) -> float | None:
+        raw = self.text(name)
+        if not raw:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingError(name, f"{name}={raw!r} is not a number from 0 to 1") from None
+        if not 0 <= value <= 1:  # NaN fails this too
+            raise SettingError(name, f"{name}={value} is outside 0..1")
         return value
 
     def choice(self, name: str, choices: Sequence[str], *, lower: bool = False) -> str | None:
