@@ -48,6 +48,14 @@ class ModelConfig:
     version_labels: dict[str, int] = field(default_factory=dict)
 
 
+def unavailable_label_message(model: str, version: int) -> str:
+    """TF Serving's refusal of a version label naming a version that is not AVAILABLE."""
+    return (
+        f"Request to assign label to version {version} of model {model}, "
+        "which is not currently available for inference"
+    )
+
+
 @dataclass(frozen=True)
 class BatchingParameters:
     """Server-side batching, with TF Serving's defaults for anything the file leaves out."""

@@ -11,6 +11,13 @@ Like TF Serving's file-system source + availability-preserving manager:
 - `reconfigure` applies a re-read model config: added models load, removed ones unload, policies
   and labels change in place. As in TF Serving, a version already loaded stays loaded when only
   the base path changes (versions are known by name and number).
+- version labels follow TF Serving's ServerCore: a config's labels are checked before anything
+  else of it is applied, and each must name an AVAILABLE version; with
+  `allow_version_labels_for_unavailable_models`, a label that is new (or keeps its version) may
+  name one that is not AVAILABLE yet, but moving an existing label always needs its new version
+  AVAILABLE. A config whose labels fail the check is refused whole (FAILED_PRECONDITION): the
+  models, versions and labels served stay as they were. So a label moves to a new version in two
+  steps: a config that loads the version, then, once it is AVAILABLE, one that moves the label.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model_server.config_files import ModelConfig
-from model_server.errors import Code, InvalidArgument, NotFound, ServingError
+from model_server.config_files import ModelConfig, unavailable_label_message
+from model_server.errors import Code, FailedPrecondition, InvalidArgument, NotFound, ServingError
 from model_server.servable import Servable
 
 log = logging.getLogger(__name__)
@@ -80,8 +87,14 @@ class ModelManager:
         models: Sequence[ModelConfig],
         load: LoadFn,
         on_change: Callable[[], None] = lambda: None,
+        allow_labels_for_unavailable: bool = False,
     ) -> None:
         self._models = {m.name: _Model(m) for m in models}
+        self._allow_labels_for_unavailable = allow_labels_for_unavailable
+        # The labels served: (model, label) -> version. Taken from the first config as written (the
+        # settings refuse labels there unless they may name versions not yet AVAILABLE), then only
+        # from configs that pass `_checked_labels`.
+        self._labels = {(m.name, label): v for m in models for label, v in m.version_labels.items()}
         self._load = load
         self._on_change = on_change
         self._cv = threading.Condition()
@@ -102,6 +115,8 @@ class ModelManager:
                 return
             wanted = {m.name: m for m in models}
             with self._cv:
+                # Labels first, as TF Serving does: a config with a bad label changes nothing.
+                self._labels = self._checked_labels(models)
                 removed = [m for name, m in self._models.items() if name not in wanted]
                 kept: dict[str, _Model] = {}
                 for name, config in wanted.items():
@@ -119,6 +134,21 @@ class ModelManager:
                 for version in list(model.versions.values()):
                     self._unload(model, version)
         self.poll()
+
+    def _checked_labels(self, models: Sequence[ModelConfig]) -> dict[tuple[str, str], int]:
+        """The label map a new config asks for, if TF Serving would accept it (ServerCore's
+        UpdateModelVersionLabelMap); FailedPrecondition naming the first label it would refuse."""
+        labels: dict[tuple[str, str], int] = {}
+        for config in models:
+            model = self._models.get(config.name)
+            for label, number in sorted(config.version_labels.items()):
+                current = self._labels.get((config.name, label))
+                may_be_unavailable = self._allow_labels_for_unavailable and current in (None, number)
+                version = model.versions.get(number) if model is not None else None
+                if not may_be_unavailable and (version is None or version.state != State.AVAILABLE):
+                    raise FailedPrecondition(unavailable_label_message(config.name, number))
+                labels[(config.name, label)] = number
+        return labels
 
     # --- polling -----------------------------------------------------------------------------
 
@@ -245,7 +275,7 @@ class ModelManager:
     def _find(self, name: str, version: int | None, label: str | None) -> _Version:
         model = self._models.get(name)
         if label is not None:
-            number = model.config.version_labels.get(label) if model is not None else None
+            number = self._labels.get((name, label)) if model is not None else None
             if number is None:
                 raise InvalidArgument(f"Unrecognized servable version label: {label}")
             version = number

@@ -15,7 +15,7 @@ import pytest
 from clothing_preproc import array_to_tensor_proto, tensor_proto_to_array
 from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_OUTPUT_NAME
 from clothing_protos import prediction_service_pb2_grpc, serving_pb2
-from model_server.errors import NotFound
+from model_server.errors import InvalidArgument, NotFound
 from model_server.model_manager import State
 from model_server.server import ModelServer
 from testing_support import sample_models
@@ -213,33 +213,99 @@ def test_removing_the_newest_version_rolls_back_to_the_previous_one(
         assert servable.version == 1
 
 
-def test_a_re_read_model_config_changes_policy_and_labels_in_place(
+def _served_by(server: ModelServer, label: str) -> int:
+    with server.manager.servable("m", label=label) as servable:
+        return servable.version
+
+
+def test_a_canary_rollout_moves_labels_as_tf_serving_allows(
     start_server: Callable[..., ModelServer], model_copy: Copy, tmp_path: Path
 ) -> None:
     base = model_copy("tiny", 1, 1).parent
     model_copy("tiny", 2, 2)
     config = tmp_path / "models.config"
 
-    def write(version: int) -> None:
+    def write(versions: list[int], **labels: int) -> None:
         staging = tmp_path / "models.tmp"
         staging.write_text(
             f"model_config_list {{ config {{ name: 'm' base_path: '{base}' "
-            f"model_version_policy {{ specific {{ versions: {version} }} }} "
-            f"version_labels {{ key: 'stable' value: {version} }} }} }}\n"
+            + "model_version_policy { specific { "
+            + " ".join(f"versions: {v}" for v in versions) + " } } "
+            + " ".join(f"version_labels {{ key: '{k}' value: {v} }}" for k, v in labels.items())
+            + " } }\n"
         )
         staging.replace(config)
 
-    write(1)
+    def polled() -> None:  # several config polls (0.2 s each) and file-system polls (0.1 s)
+        time.sleep(1.0)
+
+    write([1], stable=1, canary=1)
     server = start_server(
-        "--model_config_file", str(config), "--model_config_file_poll_wait_seconds", "0.2"
-    )
+        "--model_config_file", str(config), "--model_config_file_poll_wait_seconds", "0.2",
+        "--file_system_poll_wait_seconds", "0.1", "--allow_version_labels_for_unavailable_models",
+    )  # fmt: skip
     assert _states(server) == {1: State.AVAILABLE}
-    with server.manager.servable("m", label="stable") as servable:
-        assert servable.version == 1
-    write(2)
+    assert (_served_by(server, "stable"), _served_by(server, "canary")) == (1, 1)
+
+    # Loading version 2 and moving the canary label onto it in one config: TF Serving refuses the
+    # whole config (the label names a version not AVAILABLE), so version 2 does not even load.
+    write([1, 2], stable=1, canary=2)
+    polled()
+    assert _states(server) == {1: State.AVAILABLE}
+    assert _served_by(server, "canary") == 1
+
+    # Two steps: load version 2, then move the label once it is AVAILABLE.
+    write([1, 2], stable=1, canary=1)
+    _wait_for(lambda: _states(server) == {1: State.AVAILABLE, 2: State.AVAILABLE})
+    write([1, 2], stable=1, canary=2)
+    _wait_for(lambda: _served_by(server, "canary") == 2)
+    assert _served_by(server, "stable") == 1
+
+    # Rollback: the canary label back on 1 and version 2 unloaded, in one config (1 is AVAILABLE).
+    write([1], stable=1, canary=1)
+    _wait_for(lambda: _states(server) == {1: State.AVAILABLE, 2: State.END})
+    assert (_served_by(server, "stable"), _served_by(server, "canary")) == (1, 1)
+
+    # Canary again, then promote: both labels on 2 and version 1 unloaded.
+    write([1, 2], stable=1, canary=1)
+    _wait_for(lambda: _states(server) == {1: State.AVAILABLE, 2: State.AVAILABLE})
+    write([1, 2], stable=1, canary=2)
+    _wait_for(lambda: _served_by(server, "canary") == 2)
+    write([2], stable=2, canary=2)
     _wait_for(lambda: _states(server) == {1: State.END, 2: State.AVAILABLE})
-    with server.manager.servable("m", label="stable") as servable:
-        assert servable.version == 2
+    assert (_served_by(server, "stable"), _served_by(server, "canary")) == (2, 2)
+    with pytest.raises(InvalidArgument, match="Unrecognized servable version label: beta"):
+        _served_by(server, "beta")
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_a_new_label_may_name_a_version_still_loading_only_with_the_flag(
+    start_server: Callable[..., ModelServer], model_copy: Copy, tmp_path: Path, allowed: bool
+) -> None:
+    base = model_copy("tiny", 1, 1).parent
+    config = tmp_path / "models.config"
+
+    def write(text: str) -> None:
+        staging = tmp_path / "models.tmp"
+        staging.write_text(f"model_config_list {{ config {{ name: 'm' base_path: '{base}' {text} }} }}\n")
+        staging.replace(config)
+
+    write("model_version_policy { specific { versions: 1 } }")
+    flags = ["--allow_version_labels_for_unavailable_models"] if allowed else []
+    server = start_server(
+        "--model_config_file", str(config), "--model_config_file_poll_wait_seconds", "0.2", *flags
+    )
+    # A new label on version 3, which is not on disk: refused, unless the flag allows it.
+    write("model_version_policy { specific { versions: 1 } } version_labels { key: 'beta' value: 3 }")
+    if allowed:
+        _wait_for(lambda: server.manager.configs()[0].version_labels == {"beta": 3})
+        with pytest.raises(NotFound, match=r"Servable not found for request: Specific\(m, 3\)"):
+            _served_by(server, "beta")
+    else:
+        time.sleep(1.0)
+        assert server.manager.configs()[0].version_labels == {}
+        with pytest.raises(InvalidArgument, match="Unrecognized servable version label: beta"):
+            _served_by(server, "beta")
 
 
 def test_a_zero_padded_version_folder_loads_from_its_own_name(

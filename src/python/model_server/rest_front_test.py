@@ -38,6 +38,8 @@ def rest(tmp_path_factory: pytest.TempPathFactory, model_store: Path) -> Iterato
                 "127.0.0.1",
                 "--model_config_file",
                 str(config),
+                # The config labels versions, which TF Serving refuses at start without it.
+                "--allow_version_labels_for_unavailable_models",
                 "--max_request_bytes",
                 "30000000",
             ],

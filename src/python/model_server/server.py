@@ -19,6 +19,7 @@ import uvicorn
 from clothing_settings import SettingError
 from model_server.config_files import load_model_config_file
 from model_server.core import ServingCore
+from model_server.errors import ServingError
 from model_server.grpc_front import GrpcFront
 from model_server.model_manager import ModelManager
 from model_server.monitoring import RequestMetrics
@@ -58,7 +59,10 @@ class ModelServer:
 
         self._ready = threading.Event()
         self._grpc: GrpcFront | None = None
-        self.manager = ModelManager(settings.models, load, on_change=self._models_changed)
+        self.manager = ModelManager(
+            settings.models, load, on_change=self._models_changed,
+            allow_labels_for_unavailable=settings.allow_version_labels_for_unavailable_models,
+        )
         metrics = RequestMetrics() if settings.prometheus_path is not None else None
         self.core = ServingCore(self.manager, settings.max_concurrent_requests, metrics)
         self._grpc = GrpcFront(
@@ -148,14 +152,23 @@ class ModelServer:
                     log.error("model config not reloaded, serving the previous one: %s", e)
                 last_error = str(e)
                 continue
-            last_error = ""
             if models == self.manager.configs():
+                last_error = ""
                 continue
-            log.info("model config %s changed: now serving %s", path, ", ".join(m.name for m in models))
             try:
                 self.manager.reconfigure(models)
+            except ServingError as e:
+                # TF Serving's refusal (a label on a version not AVAILABLE): tried again at every
+                # poll, as TF Serving does, and reported once.
+                if e.message != last_error:
+                    log.error("model config %s not applied, serving the previous one: %s", path, e.message)
+                last_error = e.message
+                continue
             except Exception:  # a poller that dies silently would freeze the configuration
                 log.exception("applying the model config failed")
+                continue
+            last_error = ""
+            log.info("model config %s applied: now serving %s", path, ", ".join(m.name for m in models))
 
     def _models_changed(self) -> None:
         if self._grpc is not None:

@@ -30,6 +30,7 @@ from model_server.config_files import (
     load_batching_parameters,
     load_model_config_file,
     load_monitoring_config,
+    unavailable_label_message,
 )
 
 # The TF Serving release whose `tensorflow_model_server --help` this command line follows: the
@@ -60,6 +61,9 @@ class ServerSettings:
     prometheus_path: str | None = None  # Prometheus metrics at this REST path
     model_config_file: Path | None = None  # re-read every model_config_poll_seconds
     model_config_poll_seconds: float = 0.0  # 0: the config file is read once, at start
+    # A new version label may name a version not yet AVAILABLE (TF Serving's flag); without it a
+    # config with labels cannot be served from the start, when no version is available yet.
+    allow_version_labels_for_unavailable_models: bool = False
     health_service: bool = True
     ignored_flags: tuple[str, ...] = ()  # TF Serving flags given that have no effect here
 
@@ -71,7 +75,6 @@ IGNORED_FLAGS: dict[str, tuple[str, str]] = {
     "rest_api_num_threads": ("int", "REST threads follow --max_concurrent_requests"),
     "rest_api_enable_cors_support": ("bool", "no CORS headers are sent"),
     "grpc_max_threads": ("int", "gRPC threads follow --max_concurrent_requests"),
-    "allow_version_labels_for_unavailable_models": ("bool", "labels are taken from the config as written"),
     "enable_per_model_batching_parameters": ("bool", "batching follows --batching_parameters_file only"),
     "num_load_threads": ("int", "versions load one at a time"),
     "num_unload_threads": ("int", "versions unload one at a time"),
@@ -160,12 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address both servers listen on (default 0.0.0.0, as TF Serving; "
                         "127.0.0.1 for loopback only)")
     p.add_argument("--model_name", default=None,
-                   help="name of the model when --model_base_path is used (default $MODEL_NAME or 'default')")
+                   help="name of the model when --model_base_path is used (default $MODEL_NAME or "
+                        "'default'); ignored with --model_config_file")
     p.add_argument("--model_base_path", default=None,
-                   help="folder holding the model's numeric version folders; the highest version is served")
+                   help="folder holding the model's numeric version folders; the highest version is "
+                        "served; ignored with --model_config_file")
     p.add_argument("--model_config_file", type=Path, default=None,
                    help="ModelServerConfig text file (model_config_list) for several models, version "
-                        "policies and version labels; excludes --model_base_path")
+                        "policies and version labels; --model_name and --model_base_path are then "
+                        "ignored, as in TF Serving")
+    p.add_argument("--allow_version_labels_for_unavailable_models", default=False,
+                   **boolean,  # type: ignore[arg-type]
+                   help="let the model config give a new version label to a version that is not "
+                        "AVAILABLE yet (default false: a label may only name an AVAILABLE version, "
+                        "so a config with labels needs this flag to be served from the start; moving "
+                        "an existing label always needs its new version AVAILABLE)")
     p.add_argument("--file_system_poll_wait_seconds", type=non_negative_float, default=1.0,
                    help="seconds between looks for new or removed versions (default 1; 0: once at start)")
     p.add_argument("--enable_batching", default=False, **boolean,  # type: ignore[arg-type]
@@ -228,6 +240,16 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> ServerSet
     `--help` and `--version` print and exit 0 (SystemExit)."""
     args = build_parser().parse_args(list(argv))
     models = _models(args, environ)
+    if not args.allow_version_labels_for_unavailable_models:
+        # TF Serving checks the labels before it loads anything: at start no version is AVAILABLE.
+        for model in models:
+            for version in sorted(model.version_labels.values())[:1]:
+                raise SettingError(
+                    "--allow_version_labels_for_unavailable_models",
+                    f"{unavailable_label_message(model.name, version)} (at start no version is; "
+                    "start with --allow_version_labels_for_unavailable_models to label versions "
+                    "in the first model config)",
+                )
     batching: BatchingParameters | None = None
     if args.batching_parameters_file is not None:
         batching = load_batching_parameters(args.batching_parameters_file)
@@ -261,6 +283,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> ServerSet
         grpc_channel_arguments=args.grpc_channel_arguments,
         prometheus_path=prometheus_path,
         model_config_file=args.model_config_file,
+        allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
         model_config_poll_seconds=(
             args.model_config_file_poll_wait_seconds if args.model_config_file is not None else 0.0
         ),
@@ -278,10 +301,7 @@ def describe_ignored(names: Sequence[str]) -> str:
 
 def _models(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[ModelConfig, ...]:
     if args.model_config_file is not None:
-        if args.model_base_path is not None:
-            raise SettingError(
-                "--model_base_path", "--model_config_file and --model_base_path cannot both be set"
-            )
+        # TF Serving: "If used, --model_name, --model_base_path are ignored."
         return load_model_config_file(args.model_config_file)
     name = args.model_name or environ.get("MODEL_NAME") or "default"
     base_path = args.model_base_path

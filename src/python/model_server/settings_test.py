@@ -69,11 +69,26 @@ def test_model_config_file_with_policies_and_labels(tmp_path: Path) -> None:
           config { name: 'c' base_path: '/m/c' model_version_policy { latest { num_versions: 2 } } }
         }
     """)
-    a, b, c = parse_settings(["--model_config_file", str(config)], {}).models
+    s = parse_settings(
+        ["--model_config_file", str(config), "--allow_version_labels_for_unavailable_models"], {}
+    )
+    assert s.allow_version_labels_for_unavailable_models
+    a, b, c = s.models
     assert a.policy.choose({1, 2, 5}) == {5}
     assert b.policy.choose({1, 2, 3}) == {1, 3}
     assert b.version_labels == {"stable": 1, "canary": 3}
     assert c.policy.choose({1, 2, 5}) == {2, 5}
+
+
+def test_a_model_config_file_overrides_the_single_model_flags(tmp_path: Path) -> None:
+    # TF Serving ignores --model_name and --model_base_path when --model_config_file is given, so
+    # an image whose entrypoint names one model can be started with a config of several versions.
+    config = tmp_path / "models.config"
+    config.write_text("model_config_list { config { name: 'b' base_path: '/m/b' } }")
+    s = parse_settings(
+        ["--model_name=a", "--model_base_path=/m/a", f"--model_config_file={config}"], {"MODEL_NAME": "x"}
+    )
+    assert [(m.name, str(m.base_path)) for m in s.models] == [("b", "/m/b")]
 
 
 def test_batching_parameters_file(tmp_path: Path) -> None:
@@ -109,9 +124,13 @@ def test_batching_parameters_file(tmp_path: Path) -> None:
         ),
         (["--model_base_path", "/m", "--nope"], {}, "unrecognized arguments: --nope"),
         (
-            ["--model_config_file", "{c}", "--model_base_path", "/m"],
-            {"c": "model_config_list {}"},
-            "--model_config_file and --model_base_path cannot both be set",
+            # TF Serving checks labels before loading anything: at start no version is AVAILABLE.
+            ["--model_config_file", "{c}"],
+            {"c": "model_config_list { config { name: 'm' base_path: '/m' "
+                  "version_labels { key: 'stable' value: 1 } } }"},
+            "Request to assign label to version 1 of model m, which is not currently available for "
+            "inference (at start no version is; start with --allow_version_labels_for_unavailable_models "
+            "to label versions in the first model config)",
         ),
         (["--model_config_file", "{c}"], {"c": "model_config_list {}"}, "{c}: no models configured"),
         (
