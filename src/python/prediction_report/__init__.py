@@ -1,0 +1,5 @@
+"""The prediction log's reader (`./pants prediction-report -- --help`), standard library only.
+
+`report` parses and aggregates the lines the gateway's prediction log writes
+(docs/prediction-log.md); `main` is the command.
+"""

@@ -1,0 +1,5 @@
+import sys
+
+from prediction_report.main import main
+
+sys.exit(main())
