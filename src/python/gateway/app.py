@@ -18,7 +18,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clothing_preproc import PreprocessingError
+from gateway.api_keys import KeyTable, OnRefused, RequireKey
 from gateway.classify import Classifier
+from gateway.cors import Cors
 from gateway.errors import GatewayError, describe, error_response
 from gateway.fetch import Fetcher
 from gateway.guarded_resolver import Resolver
@@ -129,6 +131,7 @@ def create_app(
         middleware=[
             Middleware(_CountRequests, metrics=metrics, known_paths=known_paths),
             Middleware(BodyLimit, max_bytes=max_body),
+            *_access_middleware(settings, on_error),
         ],
         # GatewayError and PreprocessingError are answered by the router's exception middleware;
         # Exception goes to Starlette's outermost middleware, which also logs the traceback.
@@ -143,6 +146,18 @@ def create_app(
         },
         lifespan=lifespan,
     )
+
+
+def _access_middleware(settings: Settings, on_refused: OnRefused) -> list[Middleware]:
+    """CORS, then API keys, each only when configured: a preflight is answered before a key is
+    asked for (browsers never send one with it), and a key is checked before any route runs."""
+    access = settings.access
+    middleware = []
+    if access.cors_origins:
+        middleware.append(Middleware(Cors, origins=access.cors_origins, on_refused=on_refused))
+    if access.keys_on:
+        middleware.append(Middleware(RequireKey, keys=KeyTable(access.keys), on_refused=on_refused))
+    return middleware
 
 
 class _GatewayApp(Starlette):

@@ -4,6 +4,8 @@
     ├── BadRequest                   400 bad_request: malformed JSON, missing fields, bad parameters
     │   └── UrlNotAllowed            400 url_not_allowed: scheme, credentials or an address the SSRF
     │                                    policy blocks (private, loopback, metadata, …)
+    ├── Unauthorized                 401 unauthorized: no API key, or one the key file does not hold
+    ├── KeyRevoked                   403 key_revoked: an API key the key file marks revoked
     ├── PayloadTooLarge              413 too_large: body, upload or fetched image over the byte limit
     ├── ImageHostFailed              502 image_host_failed: the image URL could not be fetched
     ├── ImageHostTimeout             504 image_host_timeout: the image host was too slow
@@ -73,6 +75,14 @@ class PayloadTooLarge(GatewayError):
     pass
 
 
+class Unauthorized(GatewayError):
+    pass
+
+
+class KeyRevoked(GatewayError):
+    pass
+
+
 class ImageHostFailed(GatewayError):
     pass
 
@@ -106,6 +116,8 @@ class ErrorKind(NamedTuple):
     meaning: str  # for the API's description
     # Seconds a client should wait before retrying (sent as Retry-After), when retrying helps.
     retry_after: int | None = None
+    # Headers the answer carries, e.g. the challenge of a 401 (RFC 9110 requires WWW-Authenticate).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 # Every error the gateway answers. The first row whose kinds match answers, so a subclass comes
@@ -130,6 +142,14 @@ ERRORS: tuple[ErrorKind, ...] = (
         "client_disconnected",
         "the client closed the connection before the whole body",
     ),
+    ErrorKind(
+        (Unauthorized,),
+        401,
+        "unauthorized",
+        "no API key, or an unknown one (when the gateway has API keys)",
+        headers=(("WWW-Authenticate", 'Bearer realm="clothing-gateway"'),),
+    ),
+    ErrorKind((KeyRevoked,), 403, "key_revoked", "the API key has been revoked"),
     ErrorKind((HTTPException,), 404, "not_found", "no such route, asset or model"),
     ErrorKind((HTTPException,), 405, "method_not_allowed", "the route does not take this method"),
     ErrorKind(
@@ -176,6 +196,7 @@ class Answer(NamedTuple):
     code: str  # the error's code in the JSON body
     message: str  # what the client is told, in words
     retry_after: int | None  # seconds for Retry-After, or None for no header
+    headers: tuple[tuple[str, str], ...] = ()  # the kind's own headers (WWW-Authenticate)
 
 
 def kind_of(exc: BaseException) -> ErrorKind:
@@ -198,7 +219,7 @@ def describe(exc: BaseException) -> Answer:
         message = f"the model's answer cannot be read: {exc}"
     else:
         message = str(exc) or kind.meaning
-    return Answer(kind.status, kind.code, message, kind.retry_after)
+    return Answer(kind.status, kind.code, message, kind.retry_after, kind.headers)
 
 
 # Paths whose protocol answers errors as `{"error": "…"}` (TF Serving's REST API, KServe v1 and v2).
@@ -221,6 +242,7 @@ def error_response(exc: BaseException, path: str = "") -> Response:
         headers.update(exc.headers)  # e.g. Allow on a 405 (RFC 9110 requires it)
     if answer.retry_after is not None:
         headers["Retry-After"] = str(answer.retry_after)
+    headers.update(answer.headers)
     if path.startswith(PLAIN_ERROR_PREFIXES):
         return JSONResponse({"error": answer.message}, status_code=answer.status, headers=headers)
     body = {"error": {"code": answer.code, "message": answer.message}}

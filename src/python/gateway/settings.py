@@ -4,7 +4,8 @@
 `Timeout` and `Limits`, and each part is handed only its own: `ServingTarget` (TF Serving, the
 model and what one request may carry: `serving.ServingClient`, the routes), `Admission`
 (`classify.Classifier`), `FetchPolicy` (`fetch.Fetcher`), `ConnectionLimits`
-(`connection_limits`) and `Listener` (`main`: where and how uvicorn serves).
+(`connection_limits`), `Listener` (`main`: where and how uvicorn serves) and `Access` (`api_keys`,
+`cors`: who may call, from which pages).
 
 Each default is written once, as the default of its value object's field. `VARIABLES` says which
 field each environment variable sets and what it means; `python -m gateway --help` and the README's
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from api_keys import key_file
+from api_keys.key_file import KeyEntry
 from clothing_preproc import (
     AUTO_SIGNATURE,
     CLOTHING_LABELS,
@@ -34,6 +37,7 @@ from clothing_preproc import (
 )
 from clothing_preproc.signature import COURSE_MODEL_NAME
 from clothing_settings import SettingError, SettingsParser, markdown_table
+from gateway import cors
 from gateway.addresses import IPNetwork
 from gateway.fetch import FetchPolicy
 
@@ -121,12 +125,26 @@ class Tracing:
 
 
 @dataclass(frozen=True)
+class Access:
+    """Who may call (gateway.api_keys) and which other origins' pages may (gateway.cors)."""
+
+    keys_file: str = ""  # "": API keys off
+    keys: tuple[KeyEntry, ...] = ()  # the file's entries, read at start
+    cors_origins: tuple[str, ...] = ()  # (): CORS off; ("*",): any origin
+
+    @property
+    def keys_on(self) -> bool:
+        return bool(self.keys_file)
+
+
+@dataclass(frozen=True)
 class Settings:
     serving: ServingTarget = field(default_factory=ServingTarget)
     admission: Admission = field(default_factory=Admission)
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     listener: Listener = field(default_factory=Listener)
+    access: Access = field(default_factory=Access)
     tracing: Tracing = field(default_factory=Tracing)
 
 
@@ -214,6 +232,19 @@ VARIABLES: tuple[Variable, ...] = (
         lambda s: s.listener.metrics_port,
         "port serving /metrics alone, on GATEWAY_HOST, so a public Service need not publish it; "
         "0: /metrics is on GATEWAY_PORT with everything else",
+    ),
+    Variable(
+        "GATEWAY_API_KEYS_FILE",
+        lambda s: s.access.keys_file,
+        "file of API keys (ids and SHA-256 digests, written by `./pants api-keys`), read at start; every "
+        "route but the page, /healthz, /readyz, /openapi.json and /v2/health/* then needs a key "
+        "(`Authorization: Bearer` or `X-API-Key`); empty: no keys",
+    ),
+    Variable(
+        "GATEWAY_CORS_ORIGINS",
+        lambda s: ",".join(s.access.cors_origins),
+        "origins (`scheme://host[:port]`, comma-separated) whose pages may call the gateway from a "
+        "browser, or `*` for any; empty: only the gateway's own page",
     ),
     Variable(
         "GATEWAY_PREDICT_TIMEOUT",
@@ -440,6 +471,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
             ),
         ),
         listener=_listener(env, defaults.listener),
+        access=_access(env),
         tracing=_tracing(env, defaults.tracing),
     )
 
@@ -558,6 +590,28 @@ def _tracing(env: _Env, default: Tracing) -> Tracing:
             queue_size=env.integer("GATEWAY_TRACE_QUEUE", 1, 1_000_000),
         ),
     )
+
+
+def _access(env: _Env) -> Access:
+    name = "GATEWAY_API_KEYS_FILE"
+    keys_file = env.text(name)
+    keys: tuple[KeyEntry, ...] = ()
+    if keys_file:
+        try:
+            keys = key_file.read(Path(keys_file))
+        except OSError as e:
+            raise SettingError(name, f"{name}: cannot read {keys_file}: {e.strerror}") from None
+        except key_file.KeyFileError as e:
+            raise SettingError(name, f"{name}: {keys_file} {e}") from None
+        if not keys:
+            raise SettingError(
+                name, f"{name}: {keys_file} holds no keys (`./pants api-keys -- new ID` adds one)"
+            )
+    try:
+        origins = cors.parse_origins(env.text("GATEWAY_CORS_ORIGINS"))
+    except ValueError as e:
+        raise SettingError("GATEWAY_CORS_ORIGINS", f"GATEWAY_CORS_ORIGINS: {e}") from None
+    return Access(keys_file=keys_file, keys=keys, cors_origins=origins)
 
 
 def _listener(env: _Env, default: Listener) -> Listener:
