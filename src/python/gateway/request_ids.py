@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from contextvars import ContextVar
 from typing import Any
@@ -82,6 +83,24 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class OncePerMinute(logging.Filter):
+    """Lets one record per logger and message template through per minute: the OpenTelemetry
+    exporter's, whose collector being down would otherwise cost a line per batch and retry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[tuple[str, object], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        key = (record.name, record.msg)
+        last = self._last.get(key)
+        if last is not None and now - last < 60.0:
+            return False
+        self._last[key] = now
+        return True
+
+
 # uvicorn's formats with the request id after the level.
 _DEFAULT_FORMAT = "%(levelprefix)s [%(request_id)s] %(message)s"
 _ACCESS_FORMAT = '%(levelprefix)s [%(request_id)s] %(client_addr)s - "%(request_line)s" %(status_code)s'
@@ -89,8 +108,9 @@ _ACCESS_FORMAT = '%(levelprefix)s [%(request_id)s] %(client_addr)s - "%(request_
 
 def log_config(level: str) -> dict[str, Any]:
     """uvicorn's log configuration (its formatters and handlers) with the request id in every line,
-    and the gateway's own logger ("gateway") written to the same stream as uvicorn's."""
-    filters = {"request_id": {"()": RequestIdFilter}}
+    and the gateway's own logger ("gateway") and OpenTelemetry's warnings written to the same
+    stream as uvicorn's."""
+    filters = {"request_id": {"()": RequestIdFilter}, "once_per_minute": {"()": OncePerMinute}}
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -106,6 +126,12 @@ def log_config(level: str) -> dict[str, Any]:
                 "stream": "ext://sys.stderr",
                 "filters": ["request_id"],
             },
+            "once_per_minute": {
+                "formatter": "default",
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "filters": ["request_id", "once_per_minute"],
+            },
             "access": {
                 "formatter": "access",
                 "class": "logging.StreamHandler",
@@ -118,5 +144,6 @@ def log_config(level: str) -> dict[str, Any]:
             "uvicorn.error": {"level": level.upper()},
             "uvicorn.access": {"handlers": ["access"], "level": level.upper(), "propagate": False},
             "gateway": {"handlers": ["default"], "level": level.upper(), "propagate": False},
+            "opentelemetry": {"handlers": ["once_per_minute"], "level": "WARNING", "propagate": False},
         },
     }

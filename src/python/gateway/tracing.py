@@ -199,7 +199,9 @@ def stage(
     stages((name, start, end, attributes), error=error)
 
 
-def stages(*spans: tuple[str, float, float, Mapping[str, Any] | None], error: BaseException | None = None) -> None:
+def stages(
+    *spans: tuple[str, float, float, Mapping[str, Any] | None], error: BaseException | None = None
+) -> None:
     """Finished children of the current span, each `(name, start, end, attributes)` as in `stage`,
     on one conversion of perf_counter to wall-clock time: stages that follow each other exactly
     stay so. `error` fails the last one."""

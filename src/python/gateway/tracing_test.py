@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import base64
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import httpx
@@ -23,8 +26,9 @@ from gateway.tracing import traces_url
 from testing_support.image_host import ImageHost, Reply, image_bytes
 from testing_support.in_process_gateway import RunningGateway
 from testing_support.otlp_receiver import OtlpReceiver, ReceivedSpan
-from testing_support.ports import closed_port_address
+from testing_support.ports import closed_port_address, free_port
 from testing_support.predict_only import PredictOnlyServicer
+from testing_support.processes import RunningProcess, child_environment, python_module
 from testing_support.sample_signatures import available_model_status, image_model_metadata
 
 RunGateway = Callable[..., RunningGateway]
@@ -142,9 +146,13 @@ def test_a_classification_is_one_trace_continuing_the_clients(
     # Each stage is a child of the server span, within it, in the order the request went through them.
     stages = [spans[name] for name in STAGES]
     for stage in stages:
-        assert (stage.trace_id, stage.parent_span_id, stage.kind) == (CLIENT_TRACE, server.span_id, "internal")
+        assert (stage.trace_id, stage.parent_span_id, stage.kind) == (
+            CLIENT_TRACE,
+            server.span_id,
+            "internal",
+        )
         assert server.start_ns <= stage.start_ns <= stage.end_ns <= server.end_ns, stage.name
-    for before, after in zip(stages, stages[1:], strict=False):
+    for before, after in itertools.pairwise(stages):
         assert before.end_ns <= after.start_ns, (before.name, after.name)
     fetch, queue, decode, preprocess, predict = stages
     assert fetch.attributes["gateway.images"] == 1
@@ -170,8 +178,6 @@ def test_a_batch_from_the_body_has_no_fetch_and_counts_its_failed_images(
 ) -> None:
     gateway = run_gateway(settings(serving.address, GATEWAY_OTLP_ENDPOINT=receiver.url))
     good = image_bytes("PNG")
-    import base64
-
     images = [{"b64": base64.b64encode(good).decode()}, {"b64": base64.b64encode(b"not an image").decode()}]
     answer = httpx.post(f"{gateway.url}/v1/classify/batch", json={"images": images}, timeout=30)
     assert answer.status_code == 200, answer.text
@@ -193,12 +199,25 @@ def test_spans_are_named_by_route_template_and_failures_marked(
     with httpx.Client(base_url=gateway.url, timeout=30) as client:
         assert client.get("/v2/models/clothing-model/ready").status_code == 400  # not ready: TF Serving down
         assert client.get("/no/such/page").status_code == 404
-        assert client.post("/v1/classify", content=image_bytes("PNG"), headers={"Content-Type": "image/png"}).status_code == 503
-        assert client.post("/v1/classify", content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
+        assert (
+            client.post(
+                "/v1/classify", content=image_bytes("PNG"), headers={"Content-Type": "image/png"}
+            ).status_code
+            == 503
+        )
+        assert (
+            client.post(
+                "/v1/classify", content=b"{", headers={"Content-Type": "application/json"}
+            ).status_code
+            == 400
+        )
     spans = receiver.wait_for(lambda spans: len([s for s in spans if s.kind == "server"]) >= 4)
     server = {(s.name, s.attributes["http.response.status_code"]): s for s in spans if s.kind == "server"}
     # The client's words (model names, unknown paths) never name a span.
-    assert server[("GET /v2/models/{name}/ready", 400)].attributes["url.path"] == "/v2/models/clothing-model/ready"
+    assert (
+        server[("GET /v2/models/{name}/ready", 400)].attributes["url.path"]
+        == "/v2/models/clothing-model/ready"
+    )
     unknown = server[("GET", 404)]
     assert "http.route" not in unknown.attributes
     assert unknown.status == "unset"  # a 4xx is the client's doing
@@ -248,16 +267,16 @@ def test_the_last_spans_are_flushed_at_shutdown(
     run_gateway: RunGateway, serving: Serving, receiver: OtlpReceiver
 ) -> None:
     gateway = run_gateway(settings(serving.address, GATEWAY_OTLP_ENDPOINT=receiver.url))
-    answer = httpx.post(f"{gateway.url}/v1/classify", content=image_bytes("PNG"), headers={"Content-Type": "image/png"})
+    answer = httpx.post(
+        f"{gateway.url}/v1/classify", content=image_bytes("PNG"), headers={"Content-Type": "image/png"}
+    )
     assert answer.status_code == 200
     # The export thread sends every 5 s; stopping the gateway sends what is queued at once.
     gateway.stop()
     assert has("POST /v1/classify", *STAGES[1:])(receiver.spans)
 
 
-def test_a_collector_that_never_answers_delays_no_request(
-    run_gateway: RunGateway, serving: Serving
-) -> None:
+def test_a_collector_that_never_answers_delays_no_request(run_gateway: RunGateway, serving: Serving) -> None:
     """The exporter posts from its own thread through a bounded queue: with the collector stalled,
     every request is answered as without tracing, and shutdown waits at most GATEWAY_OTLP_TIMEOUT."""
     with OtlpReceiver(stalled=True) as stalled:
@@ -273,7 +292,11 @@ def test_a_collector_that_never_answers_delays_no_request(
         statuses = []
         with httpx.Client(base_url=gateway.url, timeout=5) as client:
             for _ in range(60):  # 360 spans: the queue of 8 overflows many times over
-                statuses.append(client.post("/v1/classify", content=body, headers={"Content-Type": "image/png"}).status_code)
+                statuses.append(
+                    client.post(
+                        "/v1/classify", content=body, headers={"Content-Type": "image/png"}
+                    ).status_code
+                )
         assert statuses == [200] * 60
         started = time.monotonic()
         gateway.stop()
@@ -290,7 +313,9 @@ def test_a_collector_that_is_down_delays_no_request(run_gateway: RunGateway, ser
     gateway = run_gateway(settings(serving.address, GATEWAY_OTLP_ENDPOINT=f"http://{closed_port_address()}"))
     with httpx.Client(base_url=gateway.url, timeout=5) as client:
         for _ in range(20):
-            answer = client.post("/v1/classify", content=image_bytes("PNG"), headers={"Content-Type": "image/png"})
+            answer = client.post(
+                "/v1/classify", content=image_bytes("PNG"), headers={"Content-Type": "image/png"}
+            )
             assert answer.status_code == 200
 
 
@@ -329,3 +354,69 @@ def test_tracing_settings_and_the_endpoint_url() -> None:
     assert traces_url("http://collector:4318") == "http://collector:4318/v1/traces"
     assert traces_url("http://collector:4318/") == "http://collector:4318/v1/traces"
     assert traces_url("http://gw.example/otlp/v1/traces") == "http://gw.example/otlp/v1/traces"
+
+
+def _gateway_process(tmp_path: Path, tf_serving: str, **variables: str) -> tuple[RunningProcess, str]:
+    port = free_port()
+    env = child_environment(
+        {
+            "TF_SERVING_HOST": tf_serving,
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(port),
+            "GATEWAY_SIGNATURE": "serving_default",
+            **variables,
+        }
+    )
+    gateway = RunningProcess("gateway", python_module("gateway"), env, tmp_path / "gateway.log")
+    url = f"http://127.0.0.1:{port}"
+    gateway.wait_until(lambda: _answers(f"{url}/healthz"), 60, "the gateway")
+    return gateway, url
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_the_gateway_process_exports_its_spans_before_it_ends(
+    tmp_path: Path, serving: Serving, receiver: OtlpReceiver
+) -> None:
+    gateway, url = _gateway_process(tmp_path, serving.address, GATEWAY_OTLP_ENDPOINT=receiver.url)
+    try:
+        answer = httpx.post(
+            f"{url}/v1/classify", content=image_bytes("PNG"), headers={"Content-Type": "image/png"}
+        )
+        assert answer.status_code == 200, answer.text
+    finally:
+        assert gateway.stop() in (0, -15, 143)  # SIGTERM: drained, then ended by the signal
+    # Sent on SIGTERM, before the export thread's next round (every 5 s).
+    assert has("POST /v1/classify", *STAGES[1:])(receiver.spans), gateway.log_tail()
+    server = by_name(receiver.spans)["POST /v1/classify"]
+    assert server.service_name == "clothing-gateway"
+    assert server.attributes["gateway.request_id"] == answer.headers["x-request-id"]
+    assert "tracing: spans to " + receiver.url + "/v1/traces" in gateway.log_text()
+
+
+def test_a_collector_that_is_down_costs_a_log_line_not_one_per_span(tmp_path: Path, serving: Serving) -> None:
+    gateway, url = _gateway_process(
+        tmp_path,
+        serving.address,
+        GATEWAY_OTLP_ENDPOINT=f"http://{closed_port_address()}",
+        GATEWAY_OTLP_TIMEOUT="2",
+        GATEWAY_TRACE_QUEUE="8",
+    )
+    try:
+        with httpx.Client(base_url=url, timeout=5) as client:
+            for _ in range(30):  # 180 spans through a queue of 8
+                answer = client.post(
+                    "/v1/classify", content=image_bytes("PNG"), headers={"Content-Type": "image/png"}
+                )
+                assert answer.status_code == 200
+    finally:
+        gateway.stop()
+    log = gateway.log_text()
+    dropped = [line for line in log.splitlines() if "dropping" in line.lower()]
+    assert len(dropped) == 1, log
+    assert "Traceback" not in log

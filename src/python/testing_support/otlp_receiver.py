@@ -53,7 +53,7 @@ class OtlpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:  # - http.server's name
                 if stalled:
                     receiver._release.wait(60)
                     return
@@ -116,7 +116,9 @@ class OtlpReceiver:
             self.spans.extend(received)
             self.requests += 1
 
-    def wait_for(self, found: Callable[[list[ReceivedSpan]], bool], timeout: float = 15.0) -> list[ReceivedSpan]:
+    def wait_for(
+        self, found: Callable[[list[ReceivedSpan]], bool], timeout: float = 15.0
+    ) -> list[ReceivedSpan]:
         """The spans received, once `found(spans)` holds; AssertionError after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while True:
