@@ -27,7 +27,7 @@ import aiohttp
 import httpx
 import numpy as np
 import psutil  # type: ignore[import-untyped]  # types-psutil is pinned in python-default only
-from benchmarks.gateway import bare_gateway
+from benchmarks.gateway import bare_gateway, input_forms
 from benchmarks.gateway.course_process import start_course_gateway
 from PIL import Image
 
@@ -277,7 +277,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="the image host closes the connection after each image (default: keeps it alive)",
     )
+    p.add_argument(
+        "--input-forms",
+        action="store_true",
+        help="instead: the same image as URL, upload, raw body, base64 JSON, TF Serving REST and KServe "
+        "v2 against one gateway, CPU per request against the upload's",
+    )
+    p.add_argument(
+        "--concurrency", type=int, default=8, help="with --input-forms: requests in flight (default 8)"
+    )
     args = p.parse_args(argv)
+    if not 1 <= args.concurrency <= 64:
+        p.error("--concurrency must be between 1 and 64")
     if not 1 <= args.requests <= 5000:
         p.error("--requests must be between 1 and 5000 (the run is meant to stay short)")
     if not 1 <= args.rounds <= 9:
@@ -298,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         (workdir / "photo.jpg").write_bytes(image)
         speck = photo(*SPECK_SIZE)
         (workdir / "speck.jpg").write_bytes(speck)
+        if args.input_forms:
+            return _input_forms(image, workdir, logs, args.requests, args.concurrency, args.rounds)
         floor = floors(image)
         speck_floor = floors(speck).pixels
         say(f"floors (1000×800 JPEG): {floor.pixels:.2f} ms CPU as pixels, {floor.float32:.2f} ms as float32")
@@ -320,6 +333,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             server.process.stop()
         print(report(runs, floor, keep_alive=not args.image_host_closes, rounds=args.rounds))
+    return 0
+
+
+def _input_forms(
+    image: bytes, workdir: Path, logs: Path, requests: int, concurrency: int, rounds: int
+) -> int:
+    say("exporting the tiny demo model")
+    server = start_model_server(export_demo_model(workdir, "tiny"), logs)
+    try:
+        results = input_forms.run(
+            image, workdir, server.grpc_address, logs, requests, concurrency, rounds, say, tree_cpu
+        )
+    finally:
+        server.process.stop()
+    print(input_forms.report(results, image, concurrency, rounds))
     return 0
 
 
