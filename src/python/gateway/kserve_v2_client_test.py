@@ -7,27 +7,19 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterator
-from concurrent import futures
 
-import grpc
 import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from clothing_preproc import (
-    CLOTHING_LABELS,
-    array_to_tensor_proto,
-    tensor_proto_to_array,
-)
-from clothing_preproc.signature import COURSE_INPUT_NAME, COURSE_MODEL_NAME, COURSE_OUTPUT_NAME
-from clothing_protos import prediction_service_pb2_grpc, serving_pb2
+from clothing_preproc import CLOTHING_LABELS
+from clothing_preproc.signature import COURSE_MODEL_NAME
 from gateway import parse_settings
 from testing_support.image_host import image_bytes
 from testing_support.in_process_gateway import RunningGateway
-from testing_support.predict_only import PredictOnlyServicer
-from testing_support.sample_signatures import available_model_status, image_model_metadata
+from testing_support.pixel_means_serving import pixel_means_serving
 
 RunGateway = Callable[..., RunningGateway]
 IMAGES = [
@@ -37,43 +29,10 @@ IMAGES = [
 ]
 
 
-class StandIn(PredictOnlyServicer, prediction_service_pb2_grpc.ModelServiceServicer):
-    """TF Serving's three calls the gateway makes; logits: channel means times fixed weights."""
-
-    weights = np.linspace(-1.0, 1.0, 30, dtype=np.float32).reshape(3, 10)
-
-    def Predict(
-        self, request: serving_pb2.PredictRequest, context: grpc.ServicerContext
-    ) -> serving_pb2.PredictResponse:
-        images = tensor_proto_to_array(request.inputs[COURSE_INPUT_NAME]).astype(np.float32)
-        logits = images.mean(axis=(1, 2)) @ self.weights
-        response = serving_pb2.PredictResponse()
-        response.model_spec.name = request.model_spec.name
-        response.model_spec.version.value = 1
-        response.outputs[COURSE_OUTPUT_NAME].CopyFrom(array_to_tensor_proto(logits.astype(np.float32)))
-        return response
-
-    def GetModelMetadata(
-        self, request: serving_pb2.GetModelMetadataRequest, context: grpc.ServicerContext
-    ) -> serving_pb2.GetModelMetadataResponse:
-        return image_model_metadata(request.model_spec.name)
-
-    def GetModelStatus(
-        self, request: serving_pb2.GetModelStatusRequest, context: grpc.ServicerContext
-    ) -> serving_pb2.GetModelStatusResponse:
-        return available_model_status()
-
-
 @pytest.fixture(scope="module")
 def tf_serving() -> Iterator[str]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    stand_in = StandIn()
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(stand_in, server)
-    prediction_service_pb2_grpc.add_ModelServiceServicer_to_server(stand_in, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop(0)
+    with pixel_means_serving() as address:
+        yield address
 
 
 @pytest.fixture()

@@ -27,20 +27,20 @@ def binary_request(
 
 
 def parse(body: bytes, header: str | None = None, max_bytes: int = 100) -> InferRequest:
-    return InferRequest(body, header, max_images=4, max_image_bytes=max_bytes)
+    return InferRequest.from_rest(body, header, max_images=4, max_image_bytes=max_bytes)
 
 
 def test_binary_elements_are_the_raw_bytes_in_order() -> None:
     request = parse(*binary_request([b"first", b"", b"third"]))
     assert [s.data for s in request.sources] == [b"first", b"", b"third"]
-    assert request.outputs == ["probabilities", "logits", "labels"]
+    assert request.outputs == ("probabilities", "logits", "labels")
 
 
 def test_json_data_may_be_written_as_n_by_1() -> None:
     tensor = {"name": "image", "datatype": "BYTES", "shape": [2, 1], "data": [["QUJD"], ["REVG"]]}
     request = parse(json.dumps({"inputs": [tensor], "outputs": [{"name": "labels"}]}).encode())
     assert [s.b64 for s in request.sources] == ["QUJD", "REVG"]
-    assert request.outputs == ["labels"]
+    assert request.outputs == ("labels",)
     assert request.binary == {"labels": False}
 
 

@@ -175,7 +175,7 @@ class Api:
             max_images, max_bytes = self.target.max_batch, self.target.limits.max_bytes
             limit = max(json_limit(max_images, max_bytes), kserve_v2.element_limit(max_images, max_bytes))
             body = await read_body(request, limit, "the inference request")
-            infer = kserve_v2.InferRequest(
+            infer = kserve_v2.InferRequest.from_rest(
                 body,
                 request.headers.get(kserve_v2.HEADER_LENGTH),
                 max_images=max_images,
