@@ -63,6 +63,8 @@ def test_help_still_prints_and_exits_0(capsys: pytest.CaptureFixture[str]) -> No
         (v.flag_bool, "TRUE", True),
         (v.flag_bool, "no", False),
         (v.host_port, "localhost:8500", "localhost:8500"),
+        (v.http_url, "http://localhost:4318", "http://localhost:4318"),
+        (v.http_url, "https://otel.example/v1/traces", "https://otel.example/v1/traces"),
     ],
 )
 def test_validators_take_good_values(validator: object, text: str, value: object) -> None:
@@ -82,6 +84,10 @@ def test_validators_take_good_values(validator: object, text: str, value: object
         (v.flag_bool, "maybe", "expected true or false, got 'maybe'"),
         (v.host_port, "localhost", "'localhost': expected HOST:PORT, e.g. localhost:8500"),
         (v.host_port, "a b:1", "'a b:1': expected HOST:PORT, e.g. localhost:8500"),
+        *(
+            (v.http_url, url, f"{url!r}: expected an http:// or https:// URL, e.g. http://localhost:4318")
+            for url in ("localhost:4318", "ftp://h/x", "http://h:99999", "http:///v1/traces", "http://a b")
+        ),
     ],
 )
 def test_validators_say_what_is_wrong(validator: object, text: str, problem: str) -> None:

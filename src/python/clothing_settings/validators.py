@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from urllib.parse import urlsplit
 
 
 def whole_number(text: str) -> int:
@@ -79,4 +80,17 @@ def host_port(text: str) -> str:
     """`host:port` of a server (a gRPC target), without spaces."""
     if ":" not in text or any(c.isspace() for c in text):
         raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT, e.g. localhost:8500")
+    return text
+
+
+def http_url(text: str) -> str:
+    """An http:// or https:// URL naming a host (and a port within range, if any), without spaces."""
+    problem = f"{text!r}: expected an http:// or https:// URL, e.g. http://localhost:4318"
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # ValueError for a port out of range
+    except ValueError:
+        raise argparse.ArgumentTypeError(problem) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(problem)
     return text
