@@ -22,7 +22,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from api_keys import key_file
 from api_keys.key_file import KeyEntry
@@ -37,6 +36,7 @@ from clothing_preproc import (
 )
 from clothing_preproc.signature import COURSE_MODEL_NAME
 from clothing_settings import SettingError, SettingsParser, markdown_table
+from clothing_settings.validators import http_url
 from gateway import cors
 from gateway.addresses import IPNetwork
 from gateway.fetch import FetchPolicy
@@ -566,14 +566,10 @@ def _fetch(env: _Env, default: FetchPolicy) -> FetchPolicy:
 def _tracing(env: _Env, default: Tracing) -> Tracing:
     endpoint = env.text("GATEWAY_OTLP_ENDPOINT")
     if endpoint:
-        name = "GATEWAY_OTLP_ENDPOINT"
         try:
-            parts = urlsplit(endpoint)
-            parts.port  # noqa: B018 - raises ValueError on a port out of range
-        except ValueError:
-            parts = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or " " in endpoint:
-            raise SettingError(name, f"{name}={endpoint!r} is not an http:// or https:// URL")
+            http_url(endpoint)
+        except argparse.ArgumentTypeError as e:
+            raise SettingError("GATEWAY_OTLP_ENDPOINT", f"GATEWAY_OTLP_ENDPOINT={e}") from None
     service = env.text("GATEWAY_SERVICE_NAME")
     if service and not _SERVICE_NAME.fullmatch(service):
         raise SettingError(
