@@ -33,8 +33,10 @@ into the answer.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import NamedTuple
 
+import grpc
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
@@ -220,6 +222,40 @@ def describe(exc: BaseException) -> Answer:
     else:
         message = str(exc) or kind.meaning
     return Answer(kind.status, kind.code, message, kind.retry_after, kind.headers)
+
+
+# How an answer's status is told over gRPC (KServe v2's inference.GRPCInferenceService), with the
+# same message: every status a row of `ERRORS` (or INTERNAL) answers has its code here. 413 is
+# RESOURCE_EXHAUSTED, as gRPC itself answers a message over its size limit; 429 and 503 are
+# UNAVAILABLE, the code gRPC clients retry with backoff.
+GRPC_CODES: Mapping[int, grpc.StatusCode] = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    405: grpc.StatusCode.UNIMPLEMENTED,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    415: grpc.StatusCode.INVALID_ARGUMENT,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.UNAVAILABLE,
+    431: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    500: grpc.StatusCode.INTERNAL,
+    502: grpc.StatusCode.INTERNAL,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def grpc_answer(exc: BaseException) -> tuple[Answer, grpc.StatusCode]:
+    """How `exc` is answered over gRPC: its answer (status, code, message) and gRPC status code.
+    Logged as an HTTP answer would be, a bug with its traceback (no server logs it for gRPC)."""
+    answer = describe(exc)
+    if answer.code == INTERNAL.code:
+        log.error("unhandled error", exc_info=exc)
+    else:
+        _log(exc, answer)
+    return answer, GRPC_CODES.get(answer.status, grpc.StatusCode.UNKNOWN)
 
 
 # Paths whose protocol answers errors as `{"error": "…"}` (TF Serving's REST API, KServe v1 and v2).

@@ -138,12 +138,34 @@ class Access:
 
 
 @dataclass(frozen=True)
+class GrpcListener:
+    """KServe v2 over gRPC (gateway.kserve_v2_grpc): its port, and what one client may hold there."""
+
+    port: int = 0  # 0: off
+    max_message_bytes: int = 0  # 0: a full batch at the image byte limit (`message_limit`)
+    max_streams: int = 16  # calls in progress on one connection (HTTP/2 concurrent streams)
+    window_bytes: int = 1 << 20  # what a client may send ahead of the gateway, per call
+    max_connections: int = 256
+    min_ping_interval: float = 10.0  # a client pinging more often is disconnected
+    max_idle: float = 300.0  # a connection without a call is closed after this
+    max_age: float = 1800.0  # every connection is closed after this (its calls get the grace)
+
+    def message_limit(self, max_batch: int, max_image_bytes: int) -> int:
+        """Largest request message: the setting, or a full batch of images at the byte limit, each
+        with its 4-byte length prefix, plus 64 KiB for the rest of the message."""
+        if self.max_message_bytes:
+            return self.max_message_bytes
+        return min(max_batch * (max_image_bytes + 4) + 64 * 1024, (1 << 31) - 1)
+
+
+@dataclass(frozen=True)
 class Settings:
     serving: ServingTarget = field(default_factory=ServingTarget)
     admission: Admission = field(default_factory=Admission)
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     listener: Listener = field(default_factory=Listener)
+    grpc: GrpcListener = field(default_factory=GrpcListener)
     access: Access = field(default_factory=Access)
     tracing: Tracing = field(default_factory=Tracing)
 
@@ -232,6 +254,67 @@ VARIABLES: tuple[Variable, ...] = (
         lambda s: s.listener.metrics_port,
         "port serving /metrics alone, on GATEWAY_HOST, so a public Service need not publish it; "
         "0: /metrics is on GATEWAY_PORT with everything else",
+    ),
+    Variable(
+        "GATEWAY_API_KEYS_FILE",
+        lambda s: s.access.keys_file,
+        "file of API keys (ids and SHA-256 digests, written by `./pants api-keys`), read at start; every "
+        "route but the page, /healthz, /readyz, /openapi.json and /v2/health/* then needs a key "
+        "(`Authorization: Bearer` or `X-API-Key`); empty: no keys",
+    ),
+    Variable(
+        "GATEWAY_CORS_ORIGINS",
+        lambda s: ",".join(s.access.cors_origins),
+        "origins (`scheme://host[:port]`, comma-separated) whose pages may call the gateway from a "
+        "browser, or `*` for any; empty: only the gateway's own page",
+    ),
+    Variable(
+        "GATEWAY_GRPC_PORT",
+        lambda s: s.grpc.port,
+        "port serving KServe's v2 protocol over gRPC (`inference.GRPCInferenceService`), on "
+        "GATEWAY_HOST; at most GATEWAY_MAX_CONCURRENCY + 8 calls at once (more: RESOURCE_EXHAUSTED); "
+        "0: off",
+    ),
+    Variable(
+        "GATEWAY_GRPC_MAX_MESSAGE_BYTES",
+        lambda s: s.grpc.max_message_bytes,
+        "largest gRPC request message, bytes (more: RESOURCE_EXHAUSTED, before it is read); 0: a full "
+        "batch at the image byte limit, GATEWAY_MAX_BATCH × (GATEWAY_MAX_IMAGE_BYTES + 4) + 64 KiB",
+    ),
+    Variable(
+        "GATEWAY_GRPC_MAX_STREAMS",
+        lambda s: s.grpc.max_streams,
+        "gRPC calls one connection may have in progress at once (HTTP/2 concurrent streams)",
+    ),
+    Variable(
+        "GATEWAY_GRPC_WINDOW_BYTES",
+        lambda s: s.grpc.window_bytes,
+        "HTTP/2 flow-control window of a gRPC call, bytes: what a client may send before the gateway "
+        "reads it, and so at most what a refused message costs; fixed (no BDP growth), so at 20 ms "
+        "round trip 1 MiB moves about 50 MB/s",
+    ),
+    Variable(
+        "GATEWAY_GRPC_MAX_CONNECTIONS",
+        lambda s: s.grpc.max_connections,
+        "open gRPC connections; more are closed as they arrive",
+    ),
+    Variable(
+        "GATEWAY_GRPC_MIN_PING_INTERVAL",
+        lambda s: s.grpc.min_ping_interval,
+        "seconds a gRPC client must leave between keepalive pings; one that pings more often is "
+        "disconnected (GOAWAY too_many_pings)",
+    ),
+    Variable(
+        "GATEWAY_GRPC_MAX_IDLE",
+        lambda s: s.grpc.max_idle,
+        "seconds a gRPC connection may stay open without a call; then closed (GOAWAY: a client "
+        "reconnects on its next call)",
+    ),
+    Variable(
+        "GATEWAY_GRPC_MAX_AGE",
+        lambda s: s.grpc.max_age,
+        "seconds a gRPC connection lives at most; then closed (GOAWAY), its calls in progress given "
+        "GATEWAY_SHUTDOWN_GRACE to finish",
     ),
     Variable(
         "GATEWAY_API_KEYS_FILE",
@@ -471,6 +554,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
             ),
         ),
         listener=_listener(env, defaults.listener),
+        grpc=_grpc(env, defaults.grpc, _listener(env, defaults.listener)),
         access=_access(env),
         tracing=_tracing(env, defaults.tracing),
     )
@@ -628,6 +712,31 @@ def _listener(env: _Env, default: Listener) -> Listener:
             f"GATEWAY_METRICS_PORT={listener.metrics_port} is GATEWAY_PORT; 0 puts /metrics there",
         )
     return listener
+
+
+def _grpc(env: _Env, default: GrpcListener, listener: Listener) -> GrpcListener:
+    grpc = replace(
+        default,
+        **env.given(
+            port=env.integer("GATEWAY_GRPC_PORT", 0, 65535),
+            max_message_bytes=env.integer("GATEWAY_GRPC_MAX_MESSAGE_BYTES", 0, (1 << 31) - 1),
+            max_streams=env.integer("GATEWAY_GRPC_MAX_STREAMS", 1, 10_000),
+            window_bytes=env.integer("GATEWAY_GRPC_WINDOW_BYTES", 65535, (1 << 31) - 1),
+            max_connections=env.integer("GATEWAY_GRPC_MAX_CONNECTIONS", 1, 1_000_000),
+            min_ping_interval=env.seconds("GATEWAY_GRPC_MIN_PING_INTERVAL"),
+            max_idle=env.seconds("GATEWAY_GRPC_MAX_IDLE"),
+            max_age=env.seconds("GATEWAY_GRPC_MAX_AGE"),
+        ),
+    )
+    if 0 < grpc.max_message_bytes < 1024:
+        raise SettingError(
+            "GATEWAY_GRPC_MAX_MESSAGE_BYTES",
+            f"GATEWAY_GRPC_MAX_MESSAGE_BYTES={grpc.max_message_bytes} is below 1024 (0: a full batch)",
+        )
+    for name, port in (("GATEWAY_PORT", listener.port), ("GATEWAY_METRICS_PORT", listener.metrics_port)):
+        if grpc.port and grpc.port == port:
+            raise SettingError("GATEWAY_GRPC_PORT", f"GATEWAY_GRPC_PORT={grpc.port} is {name}'s port")
+    return grpc
 
 
 class _Env:
