@@ -164,10 +164,16 @@ write_overlay() {
       fi
       printf '    newTag: "%s"\n' "${tag}"
     done
+    # The model image's version (--model-version) served and labelled, the canary not yet loaded.
+    printf 'configMapGenerator:\n  - name: tf-serving-models\n    behavior: replace\n'
+    printf '    files:\n      - models.config\n    options:\n      disableNameSuffixHash: true\n'
   } > "${dir}/kustomization.yaml"
+  model_config "${MODEL_VERSION:-1}" "${MODEL_VERSION:-1}" "${MODEL_VERSION:-1}" > "${dir}/models.config"
   if (( DRY_RUN )); then
     printf '# %s/kustomization.yaml:\n' "${dir}"
     sed 's/^/#   /' "${dir}/kustomization.yaml"
+    printf '# %s/models.config:\n' "${dir}"
+    sed 's/^/#   /' "${dir}/models.config"
   fi
 }
 
@@ -243,6 +249,8 @@ MODEL_PATH=""
 MODEL_LABELS=""
 MODEL_FAMILY=""
 MODEL_TARGET_SIZE=""
+MODEL_VERSION=""      # --model-version: the baked model's version number (default 1)
+CANARY_PATH=""        # --canary-model: a second model baked as the next version
 MODEL_DIGEST=""       # a hash of the file, labels and options (model_checked)
 MODEL_ENV=()          # VAR=value words for `env` before ./pants on this host
 MODEL_BUILDER_ARGS=() # docker run -v/-e arguments for the builder container
@@ -255,7 +263,11 @@ MODEL_USAGE="  --model PATH        bake this Keras model (.keras, .h5 or a Saved
                       (default: the course's ten clothing classes)
   --family NAME       the keras.applications family whose preprocess_input it was trained
                       with, e.g. xception, resnet50 (default: xception)
-  --target-size HxW   the image size it was trained on (default: the model's input size)"
+  --target-size HxW   the image size it was trained on (default: the model's input size)
+  --model-version N   the version number the model is baked as (default 1): the version serving
+                      now, when the model image is built again for a rollout
+  --canary-model PATH a second model baked beside it as version N+1, exported with the same
+                      options, for a canary rollout (canary, promote, rollback)"
 
 # model_option OPTION VALUE: records one of the options above (the caller shifts twice).
 model_option() {
@@ -265,6 +277,8 @@ model_option() {
     --labels) MODEL_LABELS="$2" ;;
     --family) MODEL_FAMILY="$2" ;;
     --target-size) MODEL_TARGET_SIZE="$2" ;;
+    --model-version) MODEL_VERSION="$2" ;;
+    --canary-model) CANARY_PATH="$2" ;;
   esac
 }
 
@@ -311,21 +325,41 @@ model_checked() {
   local problem absolute mount=/clothing-model-input
   MODEL_ENV=()
   MODEL_BUILDER_ARGS=()
-  if [[ -z "${MODEL_PATH}" ]]; then
+  if [[ -n "${MODEL_VERSION}" ]]; then
+    # TF Serving's versions are int64; the canary takes the next number.
+    [[ "${MODEL_VERSION}" =~ ^[0-9]{1,18}$ ]] ||
+      die "--model-version ${MODEL_VERSION}: expected a version number (a whole number, 0 or more)"
+    MODEL_VERSION="$((10#${MODEL_VERSION}))"
+    MODEL_ENV+=("CLOTHING_MODEL_VERSION=${MODEL_VERSION}")
+    MODEL_BUILDER_ARGS+=(-e "CLOTHING_MODEL_VERSION=${MODEL_VERSION}")
+  fi
+  if [[ -z "${MODEL_PATH}${CANARY_PATH}" ]]; then
     [[ -z "${MODEL_LABELS}${MODEL_FAMILY}${MODEL_TARGET_SIZE}" ]] ||
       die "--labels, --family and --target-size describe the file given with --model PATH"
+    model_digest
     return 0
   fi
-  problem="$(model_problem "${MODEL_PATH}")"
-  [[ -z "${problem}" ]] || die "--model ${MODEL_PATH}: ${problem}"
   if [[ -n "${MODEL_TARGET_SIZE}" && ! "${MODEL_TARGET_SIZE}" =~ ^[1-9][0-9]*x[1-9][0-9]*$ ]]; then
     die "--target-size ${MODEL_TARGET_SIZE}: expected HxW, e.g. 299x299"
   fi
-  absolute="$(cd "$(dirname "${MODEL_PATH}")" && pwd -P)/$(basename "${MODEL_PATH}")"
-  MODEL_ENV=("CLOTHING_MODEL=${absolute}" "CLOTHING_MODEL_SHA256=$(digest "${absolute}")")
-  # The builder sees the file through a read-only mount of its own.
-  MODEL_BUILDER_ARGS=(-v "${absolute}:${mount}/$(basename "${absolute}"):ro"
-    -e "CLOTHING_MODEL=${mount}/$(basename "${absolute}")" -e "CLOTHING_MODEL_SHA256=$(digest "${absolute}")")
+  if [[ -n "${MODEL_PATH}" ]]; then
+    problem="$(model_problem "${MODEL_PATH}")"
+    [[ -z "${problem}" ]] || die "--model ${MODEL_PATH}: ${problem}"
+    absolute="$(cd "$(dirname "${MODEL_PATH}")" && pwd -P)/$(basename "${MODEL_PATH}")"
+    MODEL_ENV+=("CLOTHING_MODEL=${absolute}" "CLOTHING_MODEL_SHA256=$(digest "${absolute}")")
+    # The builder sees the file through a read-only mount of its own.
+    MODEL_BUILDER_ARGS+=(-v "${absolute}:${mount}/$(basename "${absolute}"):ro"
+      -e "CLOTHING_MODEL=${mount}/$(basename "${absolute}")" -e "CLOTHING_MODEL_SHA256=$(digest "${absolute}")")
+  fi
+  if [[ -n "${CANARY_PATH}" ]]; then
+    problem="$(model_problem "${CANARY_PATH}")"
+    [[ -z "${problem}" ]] || die "--canary-model ${CANARY_PATH}: ${problem}"
+    absolute="$(cd "$(dirname "${CANARY_PATH}")" && pwd -P)/$(basename "${CANARY_PATH}")"
+    MODEL_ENV+=("CLOTHING_CANARY_MODEL=${absolute}" "CLOTHING_CANARY_MODEL_SHA256=$(digest "${absolute}")")
+    MODEL_BUILDER_ARGS+=(-v "${absolute}:${mount}-canary/$(basename "${absolute}"):ro"
+      -e "CLOTHING_CANARY_MODEL=${mount}-canary/$(basename "${absolute}")"
+      -e "CLOTHING_CANARY_MODEL_SHA256=$(digest "${absolute}")")
+  fi
   if [[ -n "${MODEL_LABELS}" ]]; then
     [[ -f "${MODEL_LABELS}" && -r "${MODEL_LABELS}" ]] ||
       die "--labels ${MODEL_LABELS}: no such file, or it cannot be read"
@@ -343,9 +377,18 @@ model_checked() {
     MODEL_ENV+=("CLOTHING_MODEL_TARGET_SIZE=${MODEL_TARGET_SIZE}")
     MODEL_BUILDER_ARGS+=(-e "CLOTHING_MODEL_TARGET_SIZE=${MODEL_TARGET_SIZE}")
   fi
-  # Everything that changes the export, for the image tag: another model (or the same one with
-  # other labels) must not reuse a tag the nodes already hold (IfNotPresent would keep it).
-  MODEL_DIGEST="$(printf '%s\n' "${MODEL_ENV[@]}" | grep -Ev '^CLOTHING_MODEL(_LABELS)?=' | sha256sum | cut -c1-12)"
+  model_digest
+}
+
+# Everything that changes the exports, for the image tag: another model (or the same one with
+# other labels, another version number or a canary) must not reuse a tag the nodes already hold
+# (IfNotPresent would keep it). Empty for the demo model alone, as version 1.
+model_digest() {
+  MODEL_DIGEST=""
+  if (( ${#MODEL_ENV[@]} )); then
+    MODEL_DIGEST="$(printf '%s\n' "${MODEL_ENV[@]}" | grep -Ev '^CLOTHING_(CANARY_)?MODEL(_LABELS)?=' |
+      sha256sum | cut -c1-12)"
+  fi
 }
 
 # with_model_tag TAG: TAG, plus "-model-<hash>" when --model is given (call after model_checked;
@@ -359,11 +402,11 @@ with_model_tag() {
 # reason before the gateway image is built.
 build_images() {
   local log status line
-  if [[ -z "${MODEL_PATH}" ]]; then
+  if [[ -z "${MODEL_PATH}${CANARY_PATH}" ]]; then
     pants_for_images "$@" package deploy/images/gateway deploy/images/model
     return
   fi
-  log "exporting and verifying ${MODEL_PATH} (Xception: a few minutes), then the model image"
+  log "exporting and verifying ${MODEL_PATH:-the demo model}${CANARY_PATH:+ and the canary ${CANARY_PATH}} (Xception: a few minutes), then the model image"
   if (( DRY_RUN )); then
     pants_for_images "$@" package deploy/images/model
   else
@@ -373,9 +416,216 @@ build_images() {
     if (( status )); then
       line="$(grep -Eo 'export: (unexpected )?error.*' "${log}" | head -n 1)" || true
       rm -f "${log}"
-      die "--model ${MODEL_PATH}: ${line:-building the model image failed (the output above says why)}"
+      die "${MODEL_PATH:+--model ${MODEL_PATH}}${CANARY_PATH:+${MODEL_PATH:+ or }--canary-model ${CANARY_PATH}}: ${line:-building the model image failed (the output above says why)}"
     fi
     rm -f "${log}"
   fi
   pants_for_images "$@" package deploy/images/gateway
+}
+
+# --- Canary rollouts by TF Serving version labels -------------------------------------------------
+#
+# The model image holds one version (N) or two (N and N+1, from --canary-model). Which of them
+# TF Serving loads and which one the labels `stable` and `canary` name is the ConfigMap
+# tf-serving-models (deploy/base/models.config), which TF Serving re-reads every
+# MODEL_CONFIG_POLL seconds; the gateway sends GATEWAY_CANARY_PERCENT of its requests to the
+# `canary` label and the rest to `stable` (0: no split, TF Serving's latest version answers).
+# The commands below move between these model configs, each written by `model_config`:
+#
+#   stable     versions N,   stable N,   canary N      after `up` and `rollback`
+#   loading    versions N M, stable N,   canary N      M loading beside N
+#   canary     versions N M, stable N,   canary M      `canary PERCENT`
+#   returning  versions N M, stable M,   canary M      N loading again for a rollback after promote
+#   promoted   versions M,   stable M,   canary M      `promote`
+#
+# TF Serving refuses a config whose label names a version not AVAILABLE, and applies nothing of it;
+# so a label only ever moves onto a version that the previous config loaded and that every pod
+# reports AVAILABLE. At 0 % the gateway asks for the latest version, so the percent goes to 0
+# only once M is gone from every pod (rollback) or is the version both labels name (promote).
+
+MODEL_NAME=clothing-model
+MODEL_CONFIG_MOUNT=/etc/tf-serving/models   # deploy/base/tf-serving.yaml's mount of the ConfigMap
+MODEL_CONFIG_POLL=10                        # its --model_config_file_poll_wait_seconds
+ROLLOUT_TIMEOUT="${CLOTHING_ROLLOUT_TIMEOUT:-600}"   # seconds to wait for every pod at each step
+
+# model_config STABLE CANARY VERSION...: TF Serving's model config serving VERSIONs, with the
+# labels `stable` and `canary` (the gateway's GATEWAY_STABLE_LABEL and GATEWAY_CANARY_LABEL).
+model_config() {
+  local stable="$1" canary="$2" version
+  shift 2
+  printf '# TF Serving'"'"'s model config (deploy/lib.sh'"'"'s model_config writes this form; kind.sh and eks.sh\n'
+  printf '# replace it through the ConfigMap tf-serving-models).\n'
+  printf 'model_config_list {\n  config {\n'
+  printf '    name: "%s"\n    base_path: "/models/%s"\n    model_platform: "tensorflow"\n' "${MODEL_NAME}" "${MODEL_NAME}"
+  printf '    model_version_policy { specific {'
+  for version in "$@"; do printf ' versions: %s' "${version}"; done
+  printf ' } }\n'
+  printf '    version_labels { key: "stable" value: %s }\n' "${stable}"
+  printf '    version_labels { key: "canary" value: %s }\n' "${canary}"
+  printf '  }\n}\n'
+}
+
+# json_string TEXT: TEXT as a JSON string.
+json_string() {
+  local text="$1"
+  text="${text//\\/\\\\}"
+  text="${text//\"/\\\"}"
+  text="${text//$'\n'/\\n}"
+  printf '"%s"' "${text}"
+}
+
+# rollout COMMAND [PERCENT]: canary PERCENT, promote or rollback, on the cluster of ${CONTEXT}.
+rollout() {
+  local command="$1" percent="${2:-}" versions current old new extra
+  local -a k=(kubectl --context "${CONTEXT}" -n clothing)
+  if [[ "${command}" == canary && ! "${percent}" =~ ^([1-9][0-9]?|100)$ ]]; then
+    log "error: canary PERCENT: a whole number from 1 to 100, not '${percent}' (rollback sends everything back to the stable version)"
+    exit 2
+  fi
+  log "the model versions in the deployed model image"
+  if (( DRY_RUN )); then
+    run "${k[@]}" exec deployment/tf-serving -c tf-serving -- ls "/models/${MODEL_NAME}"
+    versions="1 2"
+    log "dry run: assuming versions ${versions}"
+  else
+    versions="$("${k[@]}" exec deployment/tf-serving -c tf-serving -- ls "/models/${MODEL_NAME}" |
+      grep -E '^[0-9]+$' | sort -n | tr '\n' ' ')" || die "cannot list the model versions in the tf-serving pods"
+  fi
+  read -r old new extra <<<"${versions}"
+  [[ -n "${new:-}" && -z "${extra:-}" ]] ||
+    die "the deployed model image holds version(s) ${versions% } of ${MODEL_NAME}: a rollout needs two (build it with up --canary-model FILE)"
+  if (( DRY_RUN )); then
+    run "${k[@]}" get configmap tf-serving-models -o 'jsonpath={.data.models\.config}'
+    case "${command}" in
+      canary) current="$(model_config "${old}" "${old}" "${old}")" ;;
+      *) current="$(model_config "${old}" "${new}" "${old}" "${new}")" ;;
+    esac
+    log "dry run: assuming tf-serving-models holds the $(rollout_state "${current}" "${old}" "${new}") config"
+  else
+    current="$("${k[@]}" get configmap tf-serving-models -o 'jsonpath={.data.models\.config}')"
+  fi
+  local state
+  state="$(rollout_state "${current}" "${old}" "${new}")"
+  [[ -n "${state}" ]] ||
+    die "the ConfigMap tf-serving-models holds a model config these commands did not write (kubectl --context ${CONTEXT} -n clothing get configmap tf-serving-models -o yaml); run up to reset it"
+  log "versions ${old} (stable) and ${new} (canary); the model config is at '${state}'"
+  case "${command}" in
+    canary)
+      case "${state}" in
+        promoted|returning) die "version ${new} is already promoted: roll back first, or deploy the next canary with up" ;;
+        stable) set_model_config "${old}" "${old}" "${old}" "${new}" ;;&
+        stable|loading) wait_for_version "${new}" available
+                        set_model_config "${old}" "${new}" "${old}" "${new}" ;;
+      esac
+      set_canary_percent "${percent}"
+      ;;
+    promote)
+      case "${state}" in
+        stable) set_model_config "${old}" "${old}" "${old}" "${new}" ;;&
+        stable|loading|canary|returning) wait_for_version "${new}" available
+                                         set_model_config "${new}" "${new}" "${new}" ;;
+      esac
+      set_canary_percent 0
+      ;;
+    rollback)
+      case "${state}" in
+        promoted) set_model_config "${new}" "${new}" "${old}" "${new}" ;;&
+        promoted|returning|loading|canary) wait_for_version "${old}" available
+                                           set_model_config "${old}" "${old}" "${old}" ;;
+      esac
+      # At 0 % the latest version answers: not before version ${new} has left every pod.
+      wait_for_version "${new}" gone
+      set_canary_percent 0
+      ;;
+  esac
+  log "${command}: done (kubectl --context ${CONTEXT} -n clothing get configmap tf-serving-models -o yaml shows the labels)"
+}
+
+# rollout_state CONFIG OLD NEW: which of the configs above CONFIG is, empty if none.
+rollout_state() {
+  local config="$1" old="$2" new="$3"
+  if [[ "${config}" == "$(model_config "${old}" "${old}" "${old}")" ]]; then echo stable
+  elif [[ "${config}" == "$(model_config "${old}" "${old}" "${old}" "${new}")" ]]; then echo loading
+  elif [[ "${config}" == "$(model_config "${old}" "${new}" "${old}" "${new}")" ]]; then echo canary
+  elif [[ "${config}" == "$(model_config "${new}" "${new}" "${old}" "${new}")" ]]; then echo returning
+  elif [[ "${config}" == "$(model_config "${new}" "${new}" "${new}")" ]]; then echo promoted
+  fi
+}
+
+# set_model_config STABLE CANARY VERSION...: writes that config into the ConfigMap, then waits
+# until every tf-serving pod sees it (the kubelet's ConfigMap sync: up to about a minute) and
+# TF Serving has had two polls to apply it.
+set_model_config() {
+  local config patch
+  config="$(model_config "$@")"
+  patch="$(mktemp)"
+  printf '{"data": {"models.config": %s}}\n' "$(json_string "${config}"$'\n')" > "${patch}"
+  log "model config: versions ${*:3}, stable ${1}, canary ${2}"
+  if (( DRY_RUN )); then
+    printf '# %s:\n' "${patch}"
+    sed 's/^/#   /' "${patch}"
+  fi
+  run kubectl --context "${CONTEXT}" -n clothing patch configmap tf-serving-models --type merge --patch-file "${patch}"
+  (( DRY_RUN )) || rm -f "${patch}"
+  each_tf_serving_pod "sees the new model config" config_mounted "${config}"
+  log "waiting $(( 2 * MODEL_CONFIG_POLL )) s: two of TF Serving's polls of the model config"
+  run sleep "$(( 2 * MODEL_CONFIG_POLL ))"
+}
+
+# wait_for_version VERSION available|gone: until every tf-serving pod reports VERSION AVAILABLE,
+# or none does.
+wait_for_version() {
+  each_tf_serving_pod "reports version $1 $2" "version_$2" "$1"
+}
+
+config_mounted() {
+  local pod="$1" config="$2"
+  [[ "$(kubectl --context "${CONTEXT}" -n clothing exec "${pod}" -c tf-serving -- \
+    cat "${MODEL_CONFIG_MOUNT}/models.config")" == "${config}" ]]
+}
+
+version_available() {
+  kubectl --context "${CONTEXT}" -n clothing exec "$1" -c tf-serving -- /usr/local/bin/model-ready "$2" >/dev/null 2>&1
+}
+
+version_gone() {
+  ! version_available "$@"
+}
+
+# each_tf_serving_pod WHAT CHECK ARGS...: waits (ROLLOUT_TIMEOUT) until `CHECK POD ARGS...`
+# holds for every running tf-serving pod.
+each_tf_serving_pod() {
+  local what="$1" check="$2" deadline pods pod pending
+  shift 2
+  local -a k=(kubectl --context "${CONTEXT}" -n clothing)
+  log "waiting until every tf-serving pod ${what}"
+  if (( DRY_RUN )); then
+    run "${k[@]}" get pods -l app.kubernetes.io/name=tf-serving --field-selector=status.phase=Running -o name
+    # (for each pod it lists, until the check holds)
+    case "${check}" in
+      config_mounted) run_sh "${k[*]} exec <pod> -c tf-serving -- cat ${MODEL_CONFIG_MOUNT}/models.config" ;;
+      *) run_sh "${k[*]} exec <pod> -c tf-serving -- /usr/local/bin/model-ready $1" ;;
+    esac
+    return 0
+  fi
+  deadline=$(( SECONDS + ROLLOUT_TIMEOUT ))
+  while :; do
+    pods="$("${k[@]}" get pods -l app.kubernetes.io/name=tf-serving --field-selector=status.phase=Running -o name)"
+    pending=""
+    for pod in ${pods}; do
+      "${check}" "${pod}" "$@" || pending="${pending} ${pod#pod/}"
+    done
+    [[ -n "${pods}" && -z "${pending}" ]] && return 0
+    (( SECONDS < deadline )) ||
+      die "not every tf-serving pod ${what} after ${ROLLOUT_TIMEOUT} s (still waiting for:${pending:- any running pod}); nothing further was changed"
+    sleep 5
+  done
+}
+
+# set_canary_percent PERCENT: the gateway's GATEWAY_CANARY_PERCENT, which rolls its pods.
+set_canary_percent() {
+  local -a k=(kubectl --context "${CONTEXT}" -n clothing)
+  log "gateway: GATEWAY_CANARY_PERCENT=$1 (a rolling restart of the gateway pods; the gateway image is unchanged)"
+  run "${k[@]}" set env deployment/gateway -c gateway "GATEWAY_CANARY_PERCENT=$1"
+  run "${k[@]}" rollout status deployment/gateway --timeout=300s
 }

@@ -13,7 +13,7 @@ EKSCTL_MINIMUM=0.222.0
 usage() {
   cat <<USAGE
 usage: ${PROG} [--dry-run] [--region REGION] [--tag TAG] [--model PATH [--labels FILE]
-              [--family NAME] [--target-size HxW]] COMMAND
+              [--family NAME] [--target-size HxW]] [--model-version N] [--canary-model PATH] COMMAND
 
   up      build both images with pants, create the EKS cluster "${CLUSTER}" from
           deploy/eks/cluster.yaml (if absent) and the ECR repositories (if absent), push the
@@ -21,6 +21,13 @@ usage: ${PROG} [--dry-run] [--region REGION] [--tag TAG] [--model PATH [--labels
   url     print the load balancer's URL
   down    delete the workloads (so the load balancer is released), then the cluster; the ECR
           repositories and their images are kept
+
+  canary PERCENT  load version N+1 (baked with --canary-model) beside N, label it canary and send
+                  PERCENT (1-100) of the gateway's requests to it
+  promote         label N+1 stable too, unload N, end the split
+  rollback        label N canary again, unload N+1, end the split
+                  (these three change TF Serving's model config without a restart and the
+                  gateway's GATEWAY_CANARY_PERCENT with a rolling restart; no image is built)
 
   --dry-run        print the commands instead of running them (prerequisites are only reported)
   --region REGION  AWS region (default: \$AWS_REGION, else eu-west-1)
@@ -41,14 +48,16 @@ USAGE
 region="${AWS_REGION:-eu-west-1}"
 tag=""
 command=""
+percent=""
 while (( $# )); do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --dry-run) DRY_RUN=1 ;;
     --region) region="${2:?--region needs a value}"; shift ;;
     --tag) tag="${2:?--tag needs a value}"; shift ;;
-    --model|--labels|--family|--target-size) model_option "$1" "${2:-}"; shift ;;
-    up|down|url) command="$1" ;;
+    --model|--labels|--family|--target-size|--model-version|--canary-model) model_option "$1" "${2:-}"; shift ;;
+    up|down|url|promote|rollback) command="$1" ;;
+    canary) command="$1"; percent="${2:-}"; [[ $# -lt 2 ]] || shift ;;
     *) usage >&2; exit 2 ;;
   esac
   shift
@@ -167,5 +176,9 @@ case "${command}" in
     run kubectl --context "${CONTEXT}" delete -k "${overlay}" --ignore-not-found --wait=true
     run eksctl delete cluster -f "${cluster_config}" --wait
     log "kept: the ECR repositories clothing-gateway and clothing-model (aws ecr delete-repository --force ... to remove them)"
+    ;;
+  canary|promote|rollback)
+    kubeconfig
+    rollout "${command}" "${percent}"
     ;;
 esac

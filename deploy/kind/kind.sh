@@ -16,13 +16,20 @@ METRICS_SERVER_ARGS_PATCH='[{"op":"replace","path":"/spec/template/spec/containe
 usage() {
   cat <<USAGE
 usage: ${PROG} [--dry-run] [--tag TAG] [--model PATH [--labels FILE] [--family NAME]
-               [--target-size HxW]] COMMAND
+               [--target-size HxW]] [--model-version N] [--canary-model PATH] COMMAND
 
   up      build both images with pants, create the kind cluster "${CLUSTER}" (if absent), load the
           images into it, install metrics-server, apply deploy/kind, wait for the rollouts and
-          smoke-test the gateway at ${URL}
+          smoke-test the gateway at ${URL}; version N serves, labelled stable and canary
   smoke   only the smoke test against ${URL}
   down    delete the cluster
+
+  canary PERCENT  load version N+1 (baked with --canary-model) beside N, label it canary and send
+                  PERCENT (1-100) of the gateway's requests to it
+  promote         label N+1 stable too, unload N, end the split
+  rollback        label N canary again, unload N+1, end the split
+                  (these three change TF Serving's model config without a restart and the
+                  gateway's GATEWAY_CANARY_PERCENT with a rolling restart; no image is built)
 
   --dry-run   print the commands instead of running them (prerequisites are only reported)
   --tag TAG   image tag (default: the git revision; with uncommitted changes
@@ -39,13 +46,15 @@ USAGE
 
 tag=""
 command=""
+percent=""
 while (( $# )); do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --dry-run) DRY_RUN=1 ;;
     --tag) tag="${2:?--tag needs a value}"; shift ;;
-    --model|--labels|--family|--target-size) model_option "$1" "${2:-}"; shift ;;
-    up|down|smoke) command="$1" ;;
+    --model|--labels|--family|--target-size|--model-version|--canary-model) model_option "$1" "${2:-}"; shift ;;
+    up|down|smoke|promote|rollback) command="$1" ;;
+    canary) command="$1"; percent="${2:-}"; [[ $# -lt 2 ]] || shift ;;
     *) usage >&2; exit 2 ;;
   esac
   shift
@@ -112,5 +121,9 @@ case "${command}" in
   down)
     require kind "https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
     run kind delete cluster --name "${CLUSTER}"
+    ;;
+  canary|promote|rollback)
+    require kubectl "https://kubernetes.io/docs/tasks/tools/"
+    rollout "${command}" "${percent}"
     ;;
 esac

@@ -210,11 +210,7 @@ def pants_package(
     # The distdir must be inside the build root; .pants.d is ignored by Pants and git.
     dist = Path(".pants.d") / "image-tests" / tag
     env = {
-        "PATH": os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "HOME": str(user_home()),
-        "LANG": "C.UTF-8",
-        # The caches the outer Pants and cache_dir() use, when they are not under HOME.
-        **({"XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"]} if "XDG_CACHE_HOME" in os.environ else {}),
+        **_nested_env(),
         "IMAGE_TAG": tag,
         "DOCKER_CONFIG": str(cache_dir() / ".docker"),
         **({"DOCKER_HOST": docker.env["DOCKER_HOST"]} if "DOCKER_HOST" in docker.env else {}),
@@ -223,8 +219,8 @@ def pants_package(
     images: dict[str, str] = {}
     try:
         result = run(
-            [root / "pants", "--no-pantsd", "--no-dynamic-ui", "--no-watch-filesystem",
-             f"--pants-workdir={workdir}", f"--pants-distdir={dist}", "package", *targets],
+            [root / "pants", *_NESTED, f"--pants-workdir={workdir}", f"--pants-distdir={dist}",
+             "package", *targets],
             env=env, cwd=root, timeout=1800,
         )  # fmt: skip
         print(result.stderr[-3000:], result.stdout)
@@ -237,3 +233,26 @@ def pants_package(
     finally:
         shutil.rmtree(root / dist, ignore_errors=True)
     return images
+
+
+# A second Pants while the outer one runs the test (pants_package says why each option).
+_NESTED = ["--no-pantsd", "--no-dynamic-ui", "--no-watch-filesystem"]
+
+
+def _nested_env() -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": str(user_home()),
+        "LANG": "C.UTF-8",
+        # The caches the outer Pants and cache_dir() use, when they are not under HOME.
+        **({"XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"]} if "XDG_CACHE_HOME" in os.environ else {}),
+    }
+
+
+def pants_run(target: str, args: list[str], workdir: Path) -> subprocess.CompletedProcess[str]:
+    """`./pants run TARGET -- ARGS` in the build root (a program of the repository, e.g. the export
+    tool writing a model for a test), as pants_package runs Pants."""
+    return run(
+        [build_root() / "pants", *_NESTED, f"--pants-workdir={workdir}", "run", target, "--", *args],
+        env=_nested_env(), cwd=build_root(), timeout=1800,
+    )  # fmt: skip

@@ -85,7 +85,9 @@ def _locked_versions(lockfile: Path) -> dict[str, tuple[int, ...]]:
     # A Pants lockfile: a `//` comment header, then JSON.
     text = "\n".join(line for line in lockfile.read_text().splitlines() if not line.startswith("//"))
     resolve = json.loads(text)["locked_resolves"][0]["locked_requirements"]
-    return {r["project_name"]: tuple(int(p) for p in r["version"].split(".")[:3]) for r in resolve}
+    # The release's numbers only: a pre-release's own part (`0.66b2`) is not one of them.
+    release = {r["project_name"]: re.sub(r"[^\d.].*", "", r["version"]) for r in resolve}
+    return {name: tuple(int(p) for p in re.findall(r"\d+", version)[:3]) for name, version in release.items()}
 
 
 def _served_version() -> tuple[int, ...]:
@@ -125,13 +127,16 @@ def test_model_image_bakes_the_export_layout_where_tf_serving_looks() -> None:
     assert "--model_name=clothing-model" in entrypoint
     assert "--model_base_path=/models/clothing-model" in entrypoint
     build = (DEPLOY_DIR / "images/model/BUILD").read_text()
-    # The export's layout arguments, the same for the demo model and the user's.
+    # The export's layout arguments, the same for the demo model, the user's and a canary.
     args = re.search(r"^_LAYOUT = \[(.*?)\]", build, flags=re.DOTALL | re.MULTILINE)
     assert args is not None
     words = re.findall(r'"([^"]*)"', args.group(1))
     assert words[words.index("--base") + 1] == "models"  # -> deploy/images/model/models/
     assert words[words.index("--name") + 1] == COURSE_MODEL_NAME
-    assert re.fullmatch(r"[1-9]\d*", words[words.index("--version") + 1])
+    # The model as CLOTHING_MODEL_VERSION (default 1), a canary as the next version.
+    assert '_VERSION = int(env("CLOTHING_MODEL_VERSION", "1"))' in build
+    assert build.count('*_LAYOUT, "--version", str(_VERSION)') == 2  # the user's model, the demo
+    assert build.count('*_LAYOUT, "--version", str(_VERSION + 1)') == 1  # the canary
     assert _last(MODEL, "USER") != "root"
     assert _last(MODEL, "USER").split(":")[0] != "0"
 
@@ -179,10 +184,12 @@ class FakeTFServing:
 
     def __init__(self) -> None:
         self.state = "LOADING"
+        self.paths: list[str] = []
         self.server, self.port = serve(self._answer)
 
     def _answer(self, path: str) -> tuple[str, bytes] | None:
-        if path != "/v1/models/clothing-model":
+        self.paths.append(path)
+        if path not in ("/v1/models/clothing-model", "/v1/models/clothing-model/versions/2"):
             return None
         body = (
             f'{{"model_version_status": [{{"version": "1", "state": "{self.state}", '
@@ -214,6 +221,23 @@ def test_model_ready_waits_for_available_not_for_http_200(fake_tf_serving: FakeT
     assert run([script], env=env, check=False, timeout=20).returncode == 0
     # Another model name: TF Serving answers 404, not ready.
     assert run([script], env={**env, "MODEL_NAME": "other"}, check=False, timeout=20).returncode == 1
+
+
+def test_model_ready_asks_for_one_version_when_given_one(fake_tf_serving: FakeTFServing) -> None:
+    # kind.sh/eks.sh `canary`, `promote` and `rollback` wait on it for a version to load or leave.
+    script = DEPLOY_DIR / "images/model/model-ready.sh"
+    port = str(fake_tf_serving.port)
+    env = {"PATH": "/usr/bin:/bin", "MODEL_NAME": COURSE_MODEL_NAME, "MODEL_READY_PORT": port}
+    fake_tf_serving.state = "AVAILABLE"
+    assert run([script, "2"], env=env, check=False, timeout=20).returncode == 0
+    assert fake_tf_serving.paths[-1] == "/v1/models/clothing-model/versions/2"
+    fake_tf_serving.state = "END"
+    unloaded = run([script, "2"], env=env, check=False, timeout=20)
+    assert unloaded.returncode == 1
+    assert "clothing-model version 2 is not AVAILABLE" in unloaded.stderr
+    refused = run([script, "two"], env=env, check=False, timeout=20)
+    assert refused.returncode == 2
+    assert "VERSION must be a version number" in refused.stderr
 
 
 def test_model_ready_fails_fast_when_nothing_listens() -> None:

@@ -156,10 +156,61 @@ def test_tf_serving_args_point_at_files_the_model_image_contains(overlay: tuple[
     files = {value for arg in args if (value := arg.partition("=")[2]).startswith("/")}
     assert files, "expected the batching and monitoring files"
     dockerfile = (DEPLOY_DIR / "images/model/Dockerfile").read_text()
-    copied = _copied_paths(dockerfile)
+    copied = _copied_paths(dockerfile) | set(_configmap_files(manifests, "tf-serving"))
     for path in files:
-        assert path in copied, f"{path} is not in the model image (COPY targets: {sorted(copied)})"
+        assert path in copied, f"{path}: not in the model image nor a mounted ConfigMap: {sorted(copied)}"
     assert "/usr/local/bin/model-ready" in copied
+
+
+def _configmap_files(manifests: list[Manifest], workload: str) -> dict[str, str]:
+    """The files a workload's ConfigMap volumes put in its first container: path -> content."""
+    pod = _deployment(manifests, workload)["spec"]["template"]["spec"]
+    volumes = {v["name"]: v["configMap"]["name"] for v in pod.get("volumes", []) if "configMap" in v}
+    files: dict[str, str] = {}
+    for mount in _container(manifests, workload).get("volumeMounts", []):
+        if mount["name"] in volumes:
+            data = one(manifests, "ConfigMap", volumes[mount["name"]])["data"]
+            for key, text in data.items():
+                files[mount.get("subPath") and mount["mountPath"] or f"{mount['mountPath']}/{key}"] = text
+    return files
+
+
+def test_tf_serving_takes_its_versions_and_labels_from_a_configmap_it_rereads(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    _, manifests = overlay
+    flags = _flags(_tf_serving_argv(manifests))
+    config = _configmap_files(manifests, "tf-serving")[flags["model_config_file"]]
+    # A directory mount: the kubelet updates a ConfigMap volume in place, never a subPath of one.
+    mounts = _container(manifests, "tf-serving")["volumeMounts"]
+    (mount,) = (m for m in mounts if m["name"] == "models-config")
+    assert "subPath" not in mount
+    assert mount["readOnly"] is True
+    # Not hash-suffixed: a changed config must reach the running pods, not roll them.
+    assert find(manifests, "ConfigMap", "tf-serving-models")[0]["metadata"]["name"] == "tf-serving-models"
+    assert 0 < float(flags["model_config_file_poll_wait_seconds"]) <= 30
+    # The first config labels its versions, which TF Serving refuses at start without this.
+    assert flags["allow_version_labels_for_unavailable_models"] == "true"
+    # The model the gateway asks for, served from where the image bakes it, under both of the
+    # gateway's labels (at 0 % it asks for neither, and one version is the latest).
+    data = one(manifests, "ConfigMap", "gateway-config")["data"]
+    assert f'name: "{data["GATEWAY_MODEL_NAME"]}"' in config
+    assert f'base_path: "{flags["model_base_path"]}"' in config
+    for label in (data["GATEWAY_STABLE_LABEL"], data["GATEWAY_CANARY_LABEL"]):
+        assert re.search(rf'version_labels {{ key: "{label}" value: 1 }}', config), label
+    assert "model_version_policy { specific { versions: 1 } }" in config
+
+
+def test_the_canary_percent_is_the_gateways_own_env_and_starts_at_zero(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    # `kind.sh canary PERCENT` sets it with `kubectl set env`, a re-apply sets it back to 0.
+    _, manifests = overlay
+    env = {e["name"]: e["value"] for e in _container(manifests, "gateway")["env"]}
+    assert env == {"GATEWAY_CANARY_PERCENT": "0"}
+    data = one(manifests, "ConfigMap", "gateway-config")["data"]
+    assert "GATEWAY_CANARY_PERCENT" not in data
+    assert parse_settings([], {**data, **env}).rollout.canary_percent == 0
 
 
 def _copied_paths(dockerfile: str) -> set[str]:

@@ -101,10 +101,18 @@ def _render_generated(stdout: str, tmp_path: Path) -> list[Manifest]:
     (path,) = re.findall(r"^# (\S+)/kustomization\.yaml:$", stdout, flags=re.MULTILINE)
     overlay = Path(path)
     assert overlay.is_relative_to(tmp_path)
-    # What the dry run printed is what the file holds.
-    printed = "\n".join(line[4:] for line in stdout.splitlines() if line.startswith("#   "))
-    assert load_documents(printed) == load_documents((overlay / "kustomization.yaml").read_text())
+    # What the dry run printed is what the files hold.
+    for name in ("kustomization.yaml", "models.config"):
+        assert _printed_file(stdout, overlay / name) == (overlay / name).read_text()
     return load_documents(run([tool("kubectl"), "kustomize", overlay]).stdout)
+
+
+def _printed_file(stdout: str, path: Path) -> str:
+    """A file a dry run printed: its `# PATH:` line, then its lines indented by `#   `."""
+    lines = stdout.splitlines()
+    start = lines.index(f"# {path}:") + 1
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("#   ")), len(lines))
+    return "".join(line[4:] + "\n" for line in lines[start:end])
 
 
 def _assert_in_order(commands: list[str], expected: list[str]) -> None:
@@ -552,3 +560,207 @@ def test_eks_url_and_down_print_their_whole_sequence(
 def test_kind_down_deletes_only_its_cluster(tmp_path: Path) -> None:
     result = run(["bash", WORKFLOWS["kind"], "--dry-run", "down"], env=_env([], tmp_path))
     assert _commands(result.stdout) == ["kind delete cluster --name clothing"]
+
+
+# --- Canary rollouts: canary PERCENT, promote, rollback -------------------------------------------
+
+
+def _model_config(stable: int, canary: int, *versions: int) -> str:
+    script = f"source deploy/lib.sh && model_config {stable} {canary} {' '.join(map(str, versions))}"
+    return run(["bash", "-c", script], cwd=REPO_ROOT, env=_env([])).stdout
+
+
+def test_the_base_model_config_is_what_the_scripts_write() -> None:
+    # One form for every label map, so a command can tell which step of a rollout a cluster is at.
+    assert (DEPLOY_DIR / "base/models.config").read_text() == _model_config(1, 1, 1)
+    two = _model_config(1, 2, 1, 2)
+    assert "model_version_policy { specific { versions: 1 versions: 2 } }" in two
+    assert 'version_labels { key: "stable" value: 1 }' in two
+    assert 'version_labels { key: "canary" value: 2 }' in two
+
+
+def test_the_scripts_wait_for_the_poll_interval_the_deployment_sets() -> None:
+    manifests = load_documents(run([tool("kubectl"), "kustomize", DEPLOY_DIR / "base"]).stdout)
+    (tf_serving,) = (
+        c for d in manifests if d["kind"] == "Deployment" for c in d["spec"]["template"]["spec"]["containers"]
+        if c["name"] == "tf-serving"
+    )  # fmt: skip
+    flags = dict(a.removeprefix("--").partition("=")[::2] for a in tf_serving["args"])
+    lib = (DEPLOY_DIR / "lib.sh").read_text()
+    poll = re.search(r"^MODEL_CONFIG_POLL=(\d+)", lib, flags=re.MULTILINE)
+    mount = re.search(r"^MODEL_CONFIG_MOUNT=(\S+)", lib, flags=re.MULTILINE)
+    assert poll is not None
+    assert mount is not None
+    assert flags["model_config_file_poll_wait_seconds"] == poll.group(1)
+    assert flags["model_config_file"] == f"{mount.group(1)}/models.config"
+
+
+@pytest.mark.parametrize("version", [None, 3])
+def test_up_serves_the_baked_version_under_both_labels(tmp_path: Path, version: int | None) -> None:
+    args = ["--model-version", str(version)] if version else []
+    result = run(_up("kind", "--tag", "t", *args), env=_env([], tmp_path))
+    manifests = _render_generated(result.stdout, tmp_path)
+    config = one(manifests, "ConfigMap", "tf-serving-models")
+    assert config["data"]["models.config"] == _model_config(version or 1, version or 1, version or 1)
+    # Not hash-suffixed: the Deployment's volume names it, and commands patch it in place.
+    assert config["metadata"]["name"] == "tf-serving-models"
+    build = next(c for c in _commands(result.stdout) if " package " in c)
+    assert (f" CLOTHING_MODEL_VERSION={version} " in build) == (version is not None)
+
+
+def test_a_canary_model_is_baked_as_the_next_version(tmp_path: Path) -> None:
+    model = _model_file(tmp_path)
+    canary = _model_file(tmp_path, "candidate.keras")
+    canary.write_bytes(b"PK\x03\x04" + b"\0" * 64)
+    result = run(
+        _up("kind", "--tag", "t", "--model", str(model), "--model-version", "4",
+            "--canary-model", str(canary)),  # fmt: skip
+        env=_env([], tmp_path),
+    )
+    (model_build,) = (c for c in _commands(result.stdout) if c.endswith(" package deploy/images/model"))
+    digest = run(["sha256sum", canary]).stdout.split()[0]
+    canary_variables = [f"CLOTHING_CANARY_MODEL={canary}", f"CLOTHING_CANARY_MODEL_SHA256={digest}"]
+    for variable in (f"CLOTHING_MODEL={model}", "CLOTHING_MODEL_VERSION=4", *canary_variables):
+        assert f" {variable} " in model_build, model_build
+    # The model image's BUILD exports it as version 4 + 1 (images_test.py checks the BUILD).
+    missing = tmp_path / "missing.h5"
+    bad = run(_up("kind", "--canary-model", str(missing)), env=_env([], tmp_path), check=False)
+    assert bad.returncode == 1
+    assert f"--canary-model {tmp_path / 'missing.h5'}: no such file or directory" in bad.stderr
+    bad = run(_up("kind", "--model-version", "v2"), env=_env([], tmp_path), check=False)
+    assert bad.returncode == 1
+    assert "--model-version v2: expected a version number" in bad.stderr
+
+
+def _assert_sequence(commands: list[str], expected: list[str]) -> None:
+    """Each pattern matches a command after the one the previous pattern matched."""
+    rest = iter(commands)  # shared: each search goes on from where the previous one stopped
+    for pattern in expected:
+        assert any(re.match(pattern, c) for c in rest), (pattern, commands)
+
+
+def _patches(stdout: str) -> list[str]:
+    """The model configs a dry run patches into the ConfigMap, in order."""
+    configs = []
+    for command in _commands(stdout):
+        if "patch configmap tf-serving-models" in command:
+            patch = json.loads(_printed_file(stdout, Path(command.rsplit(" ", 1)[1])))
+            configs.append(patch["data"]["models.config"])
+    return configs
+
+
+def _rollout(name: str, tmp_path: Path, *command: str) -> str:
+    region = ["--region", "us-east-2"] if name == "eks" else []
+    return run(["bash", WORKFLOWS[name], "--dry-run", *region, *command], env=_env([], tmp_path)).stdout
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOWS))
+def test_canary_loads_the_new_version_before_labelling_it_then_splits(tmp_path: Path, name: str) -> None:
+    stdout = _rollout(name, tmp_path, "canary", "10")
+    context = "kind-clothing" if name == "kind" else "eks-clothing-us-east-2"
+    k = f"kubectl --context {context} -n clothing"
+    _assert_sequence(_commands(stdout), [
+        rf"{k} exec deployment/tf-serving -c tf-serving -- ls /models/clothing-model",
+        rf"{k} get configmap tf-serving-models",
+        rf"{k} patch configmap tf-serving-models --type merge --patch-file \S+",
+        rf"{k} exec <pod> -c tf-serving -- cat /etc/tf-serving/models/models.config",
+        r"sleep 20",
+        rf"{k} exec <pod> -c tf-serving -- /usr/local/bin/model-ready 2",
+        rf"{k} patch configmap tf-serving-models",
+        rf"{k} set env deployment/gateway -c gateway GATEWAY_CANARY_PERCENT=10",
+        rf"{k} rollout status deployment/gateway",
+    ])  # fmt: skip
+    # TF Serving refuses a label on a version that is not AVAILABLE: load 2 first, then label it.
+    assert _patches(stdout) == [_model_config(1, 1, 1, 2), _model_config(1, 2, 1, 2)]
+
+
+def test_promote_labels_the_canary_stable_unloads_the_old_version_and_ends_the_split(tmp_path: Path) -> None:
+    stdout = _rollout("kind", tmp_path, "promote")
+    assert _patches(stdout) == [_model_config(2, 2, 2)]
+    commands = _commands(stdout)
+    _assert_sequence(commands, [r".* exec <pod> .*model-ready 2", r".* patch configmap", r".* set env .*=0$"])
+
+
+def test_rollback_ends_the_split_only_once_the_canary_left_every_pod(tmp_path: Path) -> None:
+    stdout = _rollout("kind", tmp_path, "rollback")
+    assert _patches(stdout) == [_model_config(1, 1, 1)]
+    # At 0 % the gateway asks for the latest version: version 2 must be gone first.
+    _assert_sequence(_commands(stdout), [
+        r".* exec <pod> .*model-ready 1", r".* patch configmap", r".* exec <pod> .*model-ready 2",
+        r".* set env deployment/gateway -c gateway GATEWAY_CANARY_PERCENT=0",
+    ])  # fmt: skip
+    assert "reports version 2 gone" in run(
+        ["bash", WORKFLOWS["kind"], "--dry-run", "rollback"], env=_env([], tmp_path)
+    ).stderr
+
+
+@pytest.mark.parametrize("percent", ["0", "101", "ten", ""])
+def test_canary_takes_a_percent_from_1_to_100(tmp_path: Path, percent: str) -> None:
+    args = ["canary", percent] if percent else ["canary"]
+    result = run(["bash", WORKFLOWS["kind"], "--dry-run", *args], env=_env([], tmp_path), check=False)
+    assert result.returncode == 2
+    assert "canary PERCENT: a whole number from 1 to 100" in result.stderr
+    assert _commands(result.stdout) == []
+
+
+def test_eks_rollout_commands_write_their_context_first(tmp_path: Path) -> None:
+    commands = _commands(_rollout("eks", tmp_path, "promote"))
+    assert commands[0].startswith("aws eks update-kubeconfig --name clothing --region us-east-2 --alias")
+
+
+def _fake_kubectl(tmp_path: Path, current: str, versions: str) -> Path:
+    """A kubectl holding one ConfigMap and one tf-serving pod: `patch` stores the config, `exec ...
+    cat` shows it as mounted, model-ready answers from the versions the config lists."""
+    bin_dir = _fake_versions(tmp_path, {k: v for k, v in CURRENT.items() if k != "kubectl"})
+    state = tmp_path / "models.config"
+    state.write_text(current)
+    kubectl = bin_dir / "kubectl"
+    kubectl.write_text(f"""#!/usr/bin/env python3
+import json, re, sys
+from pathlib import Path
+args = sys.argv[1:]
+with open("{tmp_path}/calls", "a") as calls:
+    calls.write("kubectl " + " ".join(args) + "\\n")
+state = Path("{state}")
+if "version" in args and "--client" in args:
+    print("Client Version: v1.35.0")
+elif "ls" in args:
+    print("\\n".join("{versions}".split()))
+elif "get" in args and "configmap" in args:
+    sys.stdout.write(state.read_text())
+elif "get" in args and "pods" in args:
+    print("pod/tf-serving-a")
+elif "patch" in args:
+    state.write_text(json.loads(Path(args[-1]).read_text())["data"]["models.config"])
+elif "cat" in args:
+    sys.stdout.write(state.read_text())
+elif "/usr/local/bin/model-ready" in args:
+    loaded = re.search(r"specific \\{{(.*?)\\}}", state.read_text()).group(1).split()[1::2]
+    sys.exit(0 if args[-1] in loaded else 1)
+""")
+    kubectl.chmod(0o755)
+    return bin_dir
+
+
+def test_promote_on_a_cluster_reads_the_versions_and_the_current_labels(tmp_path: Path) -> None:
+    # Not a dry run: a kubectl stand-in answers, so the script's own reading of the image's
+    # versions and of the ConfigMap is what decides. From the canary step, promote is one config.
+    bin_dir = _fake_kubectl(tmp_path, _model_config(5, 6, 5, 6), "5 6 README")
+    result = run(["bash", WORKFLOWS["kind"], "promote"], env=_env([bin_dir], tmp_path), timeout=120)
+    assert "versions 5 (stable) and 6 (canary); the model config is at 'canary'" in result.stderr
+    assert (tmp_path / "models.config").read_text() == _model_config(6, 6, 6)
+    calls = (tmp_path / "calls").read_text()
+    assert "set env deployment/gateway -c gateway GATEWAY_CANARY_PERCENT=0" in calls
+
+
+def test_a_rollout_refuses_a_config_it_did_not_write_and_an_image_with_one_version(tmp_path: Path) -> None:
+    bin_dir = _fake_kubectl(tmp_path, "model_config_list { }\n", "1 2")
+    result = run(["bash", WORKFLOWS["kind"], "rollback"], env=_env([bin_dir], tmp_path), check=False)
+    assert result.returncode == 1
+    assert "holds a model config these commands did not write" in result.stderr
+    assert "patch" not in (tmp_path / "calls").read_text()
+    bin_dir = _fake_kubectl(tmp_path, _model_config(1, 1, 1), "1")
+    result = run(["bash", WORKFLOWS["kind"], "canary", "10"], env=_env([bin_dir], tmp_path), check=False)
+    assert result.returncode == 1
+    assert "holds version(s) 1 of clothing-model: a rollout needs two" in result.stderr
+    assert "(build it with up --canary-model FILE)" in result.stderr
