@@ -62,6 +62,12 @@ def lines_of(path: Path, count: int, timeout: float = 10.0) -> list[dict[str, An
     return [json.loads(line) for line in text.splitlines()]
 
 
+def classify_raw(gateway: RunningGateway) -> int:
+    """The status of one image sent as the request body."""
+    r = httpx.post(f"{gateway.url}/v1/classify", content=RED, headers={"content-type": "image/jpeg"})
+    return r.status_code
+
+
 def metric(gateway: RunningGateway, series: str) -> float:
     """One series' value on the gateway's /metrics, e.g. `name{label="value"}`."""
     for line in httpx.get(f"{gateway.url}/metrics").text.splitlines():
@@ -112,8 +118,9 @@ def test_every_input_form_gets_its_lines(
     assert [t["label"] for t in first["top"]] == best
     assert all(t["label"] in CLOTHING_LABELS and 0 < t["probability"] < 1 for t in first["top"])
     assert set(first["timings_ms"]) == {"fetch", "queue", "decode", "preprocess", "predict", "total"}
-    assert first["timings_ms"]["fetch"] > 0 and first["timings_ms"]["total"] >= first["timings_ms"]["predict"]
-    assert first["decode"]["family"] == "xception" and first["decode"]["size"] == [299, 299]
+    assert first["timings_ms"]["fetch"] > 0
+    assert first["timings_ms"]["total"] >= first["timings_ms"]["predict"] > 0
+    assert (first["decode"]["family"], first["decode"]["size"]) == ("xception", [299, 299])
 
     upload, raw, b64 = lines[1], lines[2], lines[3]
     assert upload["route"] == "/v1/classify"
@@ -122,8 +129,8 @@ def test_every_input_form_gets_its_lines(
     assert upload["top"] == [
         {"label": t["label"], "probability": t["probability"]} for t in answers[1].json()["top"][:TOP_K]
     ]
-    assert raw["image"]["source"] == "raw" and raw["image"]["sha256"] == hashlib.sha256(GREEN).hexdigest()
-    assert b64["image"]["source"] == "base64" and b64["image"]["bytes"] == len(RED)
+    assert (raw["image"]["source"], raw["image"]["sha256"]) == ("raw", hashlib.sha256(GREEN).hexdigest())
+    assert (b64["image"]["source"], b64["image"]["bytes"]) == ("base64", len(RED))
 
     batch = lines[4:]
     assert [b["route"] for b in batch] == ["/v1/classify/batch"] * 2
@@ -138,7 +145,9 @@ def test_full_urls_only_when_asked(
     run_gateway: RunGateway, tf_serving: str, tmp_path: Path, image_host: ImageHost
 ) -> None:
     log = tmp_path / "predictions.jsonl"
-    gateway = start(run_gateway, tf_serving, GATEWAY_PREDICTION_LOG=str(log), GATEWAY_PREDICTION_LOG_FULL_URL="true")
+    gateway = start(
+        run_gateway, tf_serving, GATEWAY_PREDICTION_LOG=str(log), GATEWAY_PREDICTION_LOG_FULL_URL="true"
+    )
     image_host.routes["/a.jpg?sig=abc"] = Reply(body=RED)
     url = image_host.url("/a.jpg?sig=abc", host="images.example")
     assert httpx.post(f"{gateway.url}/predict", json={"url": url}).status_code == 200
@@ -153,18 +162,21 @@ def test_the_file_is_appended_to_and_lines_survive_a_restart(
     log = tmp_path / "predictions.jsonl"
     log.write_text('{"earlier": "line"}\n')
     gateway = start(run_gateway, tf_serving, GATEWAY_PREDICTION_LOG=str(log))
-    assert httpx.post(f"{gateway.url}/v1/classify", content=RED, headers={"content-type": "image/jpeg"}).status_code == 200
+    assert classify_raw(gateway) == 200
     gateway.stop()  # the app's shutdown writes what is queued
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert lines[0] == {"earlier": "line"}
-    assert len(lines) == 2 and lines[1]["image"]["bytes"] == len(RED)
+    assert len(lines) == 2
+    assert lines[1]["image"]["bytes"] == len(RED)
 
 
 def test_sampling_logs_a_request_whole_or_not_at_all(
     run_gateway: RunGateway, tf_serving: str, tmp_path: Path
 ) -> None:
     log = tmp_path / "predictions.jsonl"
-    gateway = start(run_gateway, tf_serving, GATEWAY_PREDICTION_LOG=str(log), GATEWAY_PREDICTION_LOG_SAMPLE="0.5")
+    gateway = start(
+        run_gateway, tf_serving, GATEWAY_PREDICTION_LOG=str(log), GATEWAY_PREDICTION_LOG_SAMPLE="0.5"
+    )
     batch = {"images": [{"b64": base64.b64encode(image).decode()} for image in (RED, BLUE, GREEN)]}
     ids = []
     with httpx.Client() as client:
@@ -185,14 +197,18 @@ def test_sampling_logs_a_request_whole_or_not_at_all(
 
 def test_sample_zero_logs_nothing(run_gateway: RunGateway, tf_serving: str, tmp_path: Path) -> None:
     log = tmp_path / "predictions.jsonl"
-    gateway = start(run_gateway, tf_serving, GATEWAY_PREDICTION_LOG=str(log), GATEWAY_PREDICTION_LOG_SAMPLE="0")
+    gateway = start(
+        run_gateway, tf_serving, GATEWAY_PREDICTION_LOG=str(log), GATEWAY_PREDICTION_LOG_SAMPLE="0"
+    )
     for _ in range(5):
-        assert httpx.post(f"{gateway.url}/v1/classify", content=RED, headers={"content-type": "image/jpeg"}).status_code == 200
+        assert classify_raw(gateway) == 200
     gateway.stop()
     assert log.read_text() == ""
 
 
-def test_concurrent_requests_write_whole_lines(run_gateway: RunGateway, tf_serving: str, tmp_path: Path) -> None:
+def test_concurrent_requests_write_whole_lines(
+    run_gateway: RunGateway, tf_serving: str, tmp_path: Path
+) -> None:
     log = tmp_path / "predictions.jsonl"
     gateway = start(run_gateway, tf_serving, GATEWAY_PREDICTION_LOG=str(log))
     batch = {"images": [{"b64": base64.b64encode(image).decode()} for image in (RED, BLUE, GREEN, RED)]}
@@ -215,7 +231,7 @@ def test_a_full_disk_loses_lines_never_requests(run_gateway: RunGateway, tf_serv
     # /dev/full refuses every write with ENOSPC, as a full disk does.
     gateway = start(run_gateway, tf_serving, GATEWAY_PREDICTION_LOG="/dev/full")
     for _ in range(3):
-        assert httpx.post(f"{gateway.url}/v1/classify", content=RED, headers={"content-type": "image/jpeg"}).status_code == 200
+        assert classify_raw(gateway) == 200
     dropped = 'gateway_prediction_log_dropped_total{reason="write_error"}'
     assert wait_for(lambda: metric(gateway, dropped) == 3, 10), metric(gateway, dropped)
     assert metric(gateway, "gateway_prediction_log_lines_total") == 0
@@ -229,7 +245,9 @@ def test_a_stalled_writer_drops_lines_past_the_buffer_and_answers_on(
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # lets the gateway open it for writing
     try:
-        gateway = start(run_gateway, tf_serving, GATEWAY_PREDICTION_LOG=str(fifo), GATEWAY_PREDICTION_LOG_BUFFER="20")
+        gateway = start(
+            run_gateway, tf_serving, GATEWAY_PREDICTION_LOG=str(fifo), GATEWAY_PREDICTION_LOG_BUFFER="20"
+        )
         batch = {"images": [{"b64": base64.b64encode(GREEN).decode()}] * 16}
         with httpx.Client(timeout=10) as client:
             for _ in range(40):  # 640 lines of ~700 bytes: far more than the pipe and the buffer hold
@@ -274,7 +292,11 @@ def test_a_partly_written_batch_is_cut_back_to_whole_lines(tmp_path: Path) -> No
         """
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, str(log)], env=child_environment({}), capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script, str(log)],
+        env=child_environment({}),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "27"  # EFBIG
@@ -302,7 +324,8 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
 
 
 def test_the_settings_and_their_defaults() -> None:
-    assert parse_settings([], {}).prediction_log == PredictionLog(destination="", sample=1.0, full_url=False, buffer=10_000)
+    default = PredictionLog(destination="", sample=1.0, full_url=False, buffer=10_000)
+    assert parse_settings([], {}).prediction_log == default
     given = parse_settings(
         [],
         {

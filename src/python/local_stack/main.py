@@ -34,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not stack.stopping.is_set():
             url = settings.url
             say(f"ready in {took:.1f} s: open {url}  (API: {url}/openapi.json; Ctrl-C stops)")
+            for note in stack.observability():
+                say(note)
             stack.run_until_stopped()
         return 0
     except StackError as e:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from clothing_preproc.signature import COURSE_MODEL_NAME
 from clothing_settings import SettingError, SettingsParser, markdown_table
-from clothing_settings.validators import host_port, port, seconds
+from clothing_settings.validators import host_port, http_url, port, seconds
 
 # The cache's demo models live in `<cache>/models-r<DEMO_REVISION>`. Bump the revision when `export
 # demo` starts writing something the stack relies on that demos exported earlier lack (2: the
@@ -41,11 +41,22 @@ class StackSettings:
     cache_dir: Path
     # Seconds to wait for the stack to become ready (a first run also exports the demo model).
     ready_timeout: float
+    # The gateway's prediction log (GATEWAY_PREDICTION_LOG): a file, or "-" for standard output.
+    prediction_log: str | None = None
+    # The model server serves TF Serving's Prometheus metrics (--monitoring_config_file).
+    monitoring: bool = False
+    # An OTLP/HTTP collector the gateway sends its spans to (GATEWAY_OTLP_ENDPOINT).
+    traces_endpoint: str | None = None
 
     @property
     def url(self) -> str:
         shown = "localhost" if self.host in ("127.0.0.1", "0.0.0.0", "::", "localhost") else self.host  # noqa: S104
         return f"http://{shown}:{self.port}"
+
+    @property
+    def monitoring_config(self) -> Path:
+        """The model server's `--monitoring_config_file`, written by the stack with --monitoring."""
+        return self.cache_dir / "monitoring.config"
 
     @property
     def demo_base(self) -> Path:
@@ -64,6 +75,7 @@ class Flag:
     kind: Callable[[str], object] = str
     metavar: str | None = None
     words: str | None = None  # the default in words, where `default` is None or not what is meant
+    switch: bool = False  # takes no value: given or not
 
     @property
     def shown(self) -> str:
@@ -105,6 +117,35 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--grpc-port", "the local model server's gRPC port", "8500", kind=port),
     Flag("--rest-port", "the local model server's REST port; 0: off", "8501", kind=port),
     Flag(
+        "--prediction-log",
+        "the gateway's prediction log, one JSON line per classified image (`GATEWAY_PREDICTION_LOG`, "
+        "docs/prediction-log.md): a file, appended to; `-`: the stack's output",
+        None,
+        "CLOTHING_PREDICTION_LOG",
+        metavar="PATH",
+        words="off",
+    ),
+    Flag(
+        "--monitoring",
+        "the model server also serves TF Serving's Prometheus metrics, at "
+        "`/monitoring/prometheus/metrics` on the REST port (its `--monitoring_config_file`, written "
+        "into the cache folder), beside the gateway's `/metrics`: what deploy/monitoring's rules and "
+        "dashboard read; the gateway's model-ready gauge is refreshed every 5 s",
+        None,
+        switch=True,
+        words="off",
+    ),
+    Flag(
+        "--traces-endpoint",
+        "an OpenTelemetry collector (OTLP over HTTP, e.g. `http://localhost:4318`) the gateway sends a "
+        "trace of every request to (`GATEWAY_OTLP_ENDPOINT`)",
+        None,
+        "CLOTHING_TRACES_ENDPOINT",
+        http_url,
+        "URL",
+        words="off",
+    ),
+    Flag(
         "--ready-timeout",
         "seconds to wait for everything to be ready before giving up; a first run also exports the "
         "demo model",
@@ -131,6 +172,10 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     for flag in FLAGS:
         default = (environ.get(flag.variable) if flag.variable else None) or flag.default
         where = f"env {flag.variable}; " if flag.variable else ""
+        if flag.switch:
+            p.add_argument(flag.name, action="store_true", help=f"{flag.meaning} (default: {flag.shown})"
+                           .replace("%", "%%").replace("`", ""))  # fmt: skip
+            continue
         p.add_argument(
             flag.name,
             type=flag.kind,
@@ -151,6 +196,20 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> StackSett
             "--tf-serving",
             "give --model-dir or --tf-serving, not both: an existing TF Serving has its own model",
         )
+    if ns.monitoring and ns.tf_serving is not None:
+        raise SettingError(
+            "--monitoring",
+            "--monitoring configures the local model server; an existing TF Serving (--tf-serving) "
+            "takes its own --monitoring_config_file",
+        )
+    if ns.monitoring and ns.rest_port == 0:
+        raise SettingError(
+            "--monitoring", "--monitoring serves the metrics on the REST port; --rest-port is 0"
+        )
+    prediction_log = ns.prediction_log or None
+    if prediction_log is not None and prediction_log != "-":
+        # The gateway's working folder is the stack's, but an absolute path reads unambiguously.
+        prediction_log = str(Path(prediction_log).expanduser().absolute())
     cache_dir = ns.cache_dir if ns.cache_dir is not None else default_cache_dir(environ)
     return StackSettings(
         model_dir=ns.model_dir.expanduser().resolve() if ns.model_dir else None,
@@ -162,6 +221,9 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> StackSett
         rest_port=ns.rest_port,
         cache_dir=cache_dir.expanduser(),
         ready_timeout=ns.ready_timeout,
+        prediction_log=prediction_log,
+        monitoring=ns.monitoring,
+        traces_endpoint=ns.traces_endpoint or None,
     )
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 import httpx
@@ -15,6 +17,11 @@ from local_stack.children import Child, child_environment, describe_exit
 from local_stack.errors import ChildFailed, PortInUse
 from local_stack.model_dir import check_model_dir, ensure_demo_model, newest_description
 from local_stack.settings import StackSettings
+
+# TF Serving's Prometheus path (its default), which deploy/monitoring's scrape configs read.
+PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+# How often --monitoring refreshes the gateway's model-ready gauge, as a kubelet's probe would.
+_READINESS_INTERVAL = 5.0
 
 # The gateway drains in-flight requests on SIGTERM (its own grace is 20 s by default).
 _GATEWAY_GRACE = 25.0
@@ -29,6 +36,14 @@ def port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def write_monitoring_config(path: Path) -> Path:
+    """TF Serving's MonitoringConfig turning its Prometheus endpoint on, at its default path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = f'prometheus_config {{\n  enable: true\n  path: "{PROMETHEUS_PATH}"\n}}\n'
+    path.write_text(config, encoding="utf-8")
+    return path
 
 
 class Stack:
@@ -63,6 +78,9 @@ class Stack:
             else:
                 model_dir = ensure_demo_model(s.demo_base, s.model_name, self.say)
             self.say(f"starting the model server (gRPC :{s.grpc_port}, REST :{s.rest_port or 'off'})")
+            monitoring = []
+            if s.monitoring:
+                monitoring = [f"--monitoring_config_file={write_monitoring_config(s.monitoring_config)}"]
             self.children.append(
                 Child(
                     "model server",
@@ -73,6 +91,7 @@ class Stack:
                         "--bind_address=127.0.0.1",
                         f"--model_name={s.model_name}",
                         f"--model_base_path={model_dir}",
+                        *monitoring,
                     ],
                     child_environment({}),
                 )
@@ -98,6 +117,8 @@ class Stack:
                         "GATEWAY_PORT": str(s.port),
                         # The page then says whether the served model is trained (the demo is not).
                         **({"GATEWAY_MODEL_DESCRIPTION": str(description)} if description else {}),
+                        **({"GATEWAY_PREDICTION_LOG": s.prediction_log} if s.prediction_log else {}),
+                        **({"GATEWAY_OTLP_ENDPOINT": s.traces_endpoint} if s.traces_endpoint else {}),
                     }
                 ),
             )
@@ -133,10 +154,33 @@ class Stack:
             if code is not None:
                 raise ChildFailed(f"the {child.name} {describe_exit(code)}; its output is above")
 
+    def observability(self) -> list[str]:
+        """Where the prediction log and the metrics are, to tell the user once the stack is ready."""
+        s = self.settings
+        notes = []
+        if s.prediction_log:
+            where = "this output" if s.prediction_log == "-" else s.prediction_log
+            notes.append(f"prediction log: {where} (read it with ./pants prediction-report)")
+        if s.monitoring:
+            notes.append(
+                f"metrics: {s.url}/metrics and http://127.0.0.1:{s.rest_port}{PROMETHEUS_PATH} "
+                "(Prometheus: deploy/monitoring/prometheus-local.yml)"
+            )
+        if s.traces_endpoint:
+            notes.append(f"traces: every request's spans to {s.traces_endpoint}")
+        return notes
+
     def run_until_stopped(self) -> None:
-        """Block until Ctrl-C / SIGTERM (returns) or a child exits (ChildFailed)."""
+        """Block until Ctrl-C / SIGTERM (returns) or a child exits (ChildFailed). With --monitoring,
+        the gateway's /readyz is asked every few seconds, which keeps its gateway_model_ready gauge
+        (the model-not-AVAILABLE alert's input) current, as a cluster's readiness probe does."""
+        next_check = time.monotonic() + _READINESS_INTERVAL
         while not self.stopping.wait(0.5):
             self._check_children()
+            if self.settings.monitoring and time.monotonic() >= next_check:
+                with contextlib.suppress(httpx.HTTPError):
+                    httpx.get(f"http://127.0.0.1:{self.settings.port}/readyz", timeout=2.0)
+                next_check = time.monotonic() + _READINESS_INTERVAL
 
     def stop(self) -> None:
         """The gateway first (it drains in-flight requests), then the model server."""

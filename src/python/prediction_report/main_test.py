@@ -8,7 +8,6 @@ import statistics
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,15 +55,17 @@ def classify_into_log(version: int, path: Path, requests: list[list[bytes]]) -> 
 
 
 @pytest.fixture(scope="module")
-def logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Logged, Logged]]:
+def logs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Logged, Logged]:
     folder = tmp_path_factory.mktemp("logs")
     pictures = [image_bytes("PNG", (40 + 7 * i, 30 + 5 * i), c) for i, c in enumerate(COLOURS)]
     # Version 1: 5 requests of 1-3 images; version 2: 4 requests, the colours weighted differently.
     first = classify_into_log(
         1, folder / "v1.jsonl", [[pictures[0]], pictures[1:3], [pictures[3]] * 3, [pictures[4]], pictures[:2]]
     )
-    second = classify_into_log(2, folder / "v2.jsonl", [[pictures[5]] * 2, [pictures[5]], pictures[2:6], [pictures[0]]])
-    yield first, second
+    second = classify_into_log(
+        2, folder / "v2.jsonl", [[pictures[5]] * 2, [pictures[5]], pictures[2:6], [pictures[0]]]
+    )
+    return first, second
 
 
 def report(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -91,7 +92,8 @@ def test_the_json_report_holds_each_versions_answers(logs: tuple[Logged, Logged]
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["malformed"]["lines"] == 0
-    assert [(v["model"], v["version"]) for v in summary["versions"]] == [("clothing-model", 1), ("clothing-model", 2)]
+    versions = [(v["model"], v["version"]) for v in summary["versions"]]
+    assert versions == [("clothing-model", 1), ("clothing-model", 2)]
     for got, logged in zip(summary["versions"], logs, strict=True):
         want = expected(logged)
         assert (got["requests"], got["images"]) == (want["requests"], want["images"])
@@ -115,9 +117,10 @@ def test_the_table_shows_one_block_per_version(logs: tuple[Logged, Logged]) -> N
     blocks = done.stdout.strip().split("\n\n")
     assert len(blocks) == 2
     header = blocks[0].splitlines()[0]
-    assert header.startswith(f"clothing-model version 1: 5 requests, {len(first.top1)} images; top-1 probability mean ")
+    assert header.startswith(f"clothing-model version 1: 5 requests, {len(first.top1)} images; top-1 ")
     assert blocks[1].startswith(f"clothing-model version 2: 4 requests, {len(second.top1)} images")
-    assert blocks[0].splitlines()[1].split() == ["top-1", "class", "images", "share", "mean", "p", "p10", "p50", "p90"]
+    columns = ["top-1", "class", "images", "share", "mean", "p", "p10", "p50", "p90"]
+    assert blocks[0].splitlines()[1].split() == columns
     most, count = Counter(label for label, _ in first.top1).most_common(1)[0]
     assert blocks[0].splitlines()[2].split()[:2] == [most, str(count)]
 
@@ -130,7 +133,8 @@ def test_malformed_lines_are_counted_and_named(logs: tuple[Logged, Logged], tmp_
         "\n".join(
             [
                 lines[0],
-                'INFO:     [abc] 127.0.0.1:5000 - "POST /v1/classify HTTP/1.1" 200',  # the access log on stdout
+                # uvicorn's access log, which shares standard output with `GATEWAY_PREDICTION_LOG=-`
+                'INFO:     [abc] 127.0.0.1:5000 - "POST /v1/classify HTTP/1.1" 200',
                 lines[1],
                 '{"schema_version": 1, "model": {"name": "clothing-model", "version": 1}}',  # no 'top'
                 '{"schema_version": 99, "top": []}',
@@ -146,8 +150,11 @@ def test_malformed_lines_are_counted_and_named(logs: tuple[Logged, Logged], tmp_
     assert summary["lines"] == 7
     assert summary["malformed"]["lines"] == 5
     assert summary["malformed"]["reasons"] == {
-        "not JSON": 2, "no 'top'": 1, "schema_version 99 is not one this reader knows (1)": 1, "not a JSON object": 1,
-    }  # fmt: skip
+        "not JSON": 2,
+        "no 'top'": 1,
+        "schema_version 99 is not one this reader knows (1)": 1,
+        "not a JSON object": 1,
+    }
     assert summary["malformed"]["examples"][0] == f"{mixed}:2: not JSON"
     assert summary["versions"][0]["images"] == 2
     text = report(str(mixed))

@@ -130,7 +130,9 @@ class Report:
     def summary(self) -> dict[str, Any]:
         """The report as plain data (what `--format json` prints)."""
         models = []
-        for (model, version), seen in sorted(self.versions.items(), key=lambda kv: (kv[0][0], kv[0][1] or -1)):
+        # By model name, then version (a line without a version first).
+        ordered = sorted(self.versions.items(), key=lambda kv: (kv[0][0], _version_order(kv[0][1])))
+        for (model, version), seen in ordered:
             every = [p for values in seen.probabilities.values() for p in values]
             classes = []
             # Most frequent top-1 class first; ties by name.
@@ -169,6 +171,10 @@ class Report:
         }
 
 
+def _version_order(version: int | None) -> int:
+    return -1 if version is None else version
+
+
 def table(summary: dict[str, Any]) -> str:
     """The summary as text: one table per model version, then the malformed lines, if any."""
     out: list[str] = []
@@ -176,8 +182,9 @@ def table(summary: dict[str, Any]) -> str:
         version = "none" if v["version"] is None else v["version"]
         top1 = v["top1"]
         out.append(
-            f"{v['model']} version {version}: {v['requests']} requests, {v['images']} images; top-1 probability "
-            f"mean {top1['mean']:.3f}, p10 {top1['p10']:.3f}, p50 {top1['p50']:.3f}, p90 {top1['p90']:.3f}"
+            f"{v['model']} version {version}: {v['requests']} requests, {v['images']} images; "
+            f"top-1 probability mean {top1['mean']:.3f}, "
+            f"p10 {top1['p10']:.3f}, p50 {top1['p50']:.3f}, p90 {top1['p90']:.3f}"
         )
         rows = [("top-1 class", "images", "share", "mean p", "p10", "p50", "p90")]
         for c in v["classes"]:
@@ -191,7 +198,9 @@ def table(summary: dict[str, Any]) -> str:
             )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
-            cells = [row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True)]
+            # The class name left-aligned, the figures right-aligned.
+            cells = [row[0].ljust(widths[0])]
+            cells += [cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True)]
             out.append("  " + "  ".join(cells).rstrip())
         out.append("")
     if not summary["versions"]:
@@ -200,6 +209,7 @@ def table(summary: dict[str, Any]) -> str:
     malformed = summary["malformed"]
     if malformed["lines"]:
         reasons = "; ".join(f"{n} {reason}" for reason, n in malformed["reasons"].items())
-        out.append(f"{malformed['lines']} of {summary['lines']} lines skipped, not prediction records: {reasons}")
+        skipped = f"{malformed['lines']} of {summary['lines']} lines skipped"
+        out.append(f"{skipped}, not prediction records: {reasons}")
         out.extend(f"  {example}" for example in malformed["examples"])
     return "\n".join(out).rstrip("\n") + "\n"
