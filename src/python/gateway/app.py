@@ -50,7 +50,9 @@ def create_app(
     target = settings.serving
     metrics = metrics or Metrics()
     traces = Traces(settings.tracing)
-    api = Api(target, metrics, openapi_schema(target), description=target.description)
+    api = Api(
+        target, metrics, openapi_schema(target), description=target.description, rollout=settings.rollout
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
@@ -116,6 +118,9 @@ def create_app(
         Route("/v2/models/{name}", api.v2_model, methods=["GET"]),
         Route("/v2/models/{name}/ready", api.v2_model_ready, methods=["GET"]),
         Route("/v2/models/{name}/infer", api.v2_infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}", api.v2_model, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/ready", api.v2_model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/infer", api.v2_infer, methods=["POST"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/openapi.json", api.openapi_schema, methods=["GET"]),

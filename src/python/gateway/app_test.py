@@ -208,6 +208,7 @@ def test_the_openapi_schema_documents_every_route_and_error_code(run_gateway: Ru
     app_paths |= {"/healthz", "/readyz", "/metrics", "/openapi.json"}
     app_paths |= {"/v2/health/live", "/v2/health/ready", "/v2/models/{name}", "/v2/models/{name}/ready"}
     app_paths |= {"/v2/models/{name}/infer"}
+    app_paths |= {f"/v2/models/{{name}}/versions/{{version}}{s}" for s in ("", "/ready", "/infer")}
     app_paths |= {"/v1/models/{name}:predict", "/v1/models/{name}/versions/{version}:predict"}
     app_paths |= {"/v1/models/{name}/labels/{label}:predict", "/v1/models/{name}"}
     assert set(schema["paths"]) == app_paths

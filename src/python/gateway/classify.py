@@ -38,6 +38,7 @@ from gateway.fetch import Fetcher, check_url
 from gateway.metrics import STAGES, Metrics
 from gateway.serving import ModelInfo, PredictCall, ServingClient
 from gateway.settings import Admission
+from gateway.versions import LATEST, ModelChoice
 
 
 @dataclass(frozen=True)
@@ -183,12 +184,19 @@ class Classifier:
         self.slots = WorkSlots(admission.work_slots)
         self._deadline = target.timeout
 
-    async def classify(self, sources: Sequence[ImageSource], *, each: bool = False) -> Classification:
+    async def classify(
+        self,
+        sources: Sequence[ImageSource],
+        *,
+        each: bool = False,
+        choice: ModelChoice | None = None,
+    ) -> Classification:
         """Scores for every image, or the error that stopped the request.
 
         With `each`, an image that cannot be fetched or decoded gets its error in its slot of the
         results and the others are classified all the same; errors of the request as a whole
         (admission, TF Serving) are still raised.
+        `choice`: the model version or label to ask TF Serving for; None: its latest version.
         """
         if not sources:
             raise BadRequest("no image given")
@@ -197,11 +205,13 @@ class Classifier:
         with self.limit:
             self._metrics.in_flight.inc()
             try:
-                return await self._classify(sources, each)
+                return await self._classify(sources, each, choice or LATEST)
             finally:
                 self._metrics.in_flight.dec()
 
-    async def _classify(self, sources: Sequence[ImageSource], each: bool) -> Classification:
+    async def _classify(
+        self, sources: Sequence[ImageSource], each: bool, choice: ModelChoice
+    ) -> Classification:
         timings = Timings()
         start = time.perf_counter()
         urls = sum(s.url is not None for s in sources)
@@ -246,7 +256,7 @@ class Classifier:
             call, decoded, decode_s, preprocess_s = await loop.run_in_executor(
                 self._pool,
                 contextvars.copy_context().run,
-                _predict_call, images, info, self._serving, each,
+                _predict_call, images, info, self._serving, each, choice,
             )  # fmt: skip
             timings.decode, timings.preprocess = decode_s, preprocess_s
 
@@ -348,7 +358,7 @@ class Classifier:
 
 
 def _predict_call(
-    images: Sequence[bytes], info: ModelInfo, serving: ServingClient, each: bool
+    images: Sequence[bytes], info: ModelInfo, serving: ServingClient, each: bool, choice: ModelChoice
 ) -> tuple[PredictCall | None, list[PreprocessingError | None], float, float]:
     """Decode every image into one batch, normalise it unless the model takes pixels, serialise the
     request (in the thread pool). With `each`, an image that cannot be decoded is left out of the
@@ -394,10 +404,10 @@ def _predict_call(
     batch = batch[:n]
     # A pixels signature normalises inside the model; for a float32 one it happens here.
     if info.signature.takes_pixels:
-        call = serving.predict_call(info, batch)
+        call = serving.predict_call(info, batch, choice)
     else:
         normalised = normalize_into(batch, np.empty(batch.shape, dtype=np.float32), config.family)
-        call = serving.predict_call(info, normalised)
+        call = serving.predict_call(info, normalised, choice)
     t2 = time.perf_counter()
     tracing.stages(
         decoding_stage,

@@ -6,14 +6,20 @@
     │                                    policy blocks (private, loopback, metadata, …)
     ├── Unauthorized                 401 unauthorized: no API key, or one the key file does not hold
     ├── KeyRevoked                   403 key_revoked: an API key the key file marks revoked
+    ├── VersionNotFound              404 version_not_found: the version or label asked for names no
+    │                                    version TF Serving serves (the message lists those it does)
     ├── PayloadTooLarge              413 too_large: body, upload or fetched image over the byte limit
     ├── ImageHostFailed              502 image_host_failed: the image URL could not be fetched
     ├── ImageHostTimeout             504 image_host_timeout: the image host was too slow
     ├── Overloaded                   429 overloaded: the gateway's concurrency limit is full
     ├── ModelUnavailable             503 model_unavailable: TF Serving unreachable or model not loaded
+    │   └── ModelNotFound            503 model_unavailable: TF Serving's NOT_FOUND (serving.py tells a
+    │                                    pinned version or label it does not serve: VersionNotFound)
     ├── ModelDeadlineExceeded        504 deadline_exceeded: TF Serving did not answer in time
     └── ModelFailed                  502 model_error: TF Serving refused the request or answered
-                                         something the gateway cannot read
+        │                                something the gateway cannot read
+        └── ModelRefused             502 model_error: TF Serving's INVALID_ARGUMENT or
+                                         FAILED_PRECONDITION (an unknown label: VersionNotFound, as above)
 
 `ERRORS` is the one table of answers: each kind of error with its status, code and meaning. It
 holds `clothing_preproc`'s errors too (too large or too many pixels → 413, not an image → 415,
@@ -85,6 +91,10 @@ class KeyRevoked(GatewayError):
     pass
 
 
+class VersionNotFound(GatewayError):
+    pass
+
+
 class ImageHostFailed(GatewayError):
     pass
 
@@ -106,6 +116,14 @@ class ModelDeadlineExceeded(GatewayError):
 
 
 class ModelFailed(GatewayError):
+    pass
+
+
+class ModelNotFound(ModelUnavailable):
+    pass
+
+
+class ModelRefused(ModelFailed):
     pass
 
 
@@ -153,6 +171,13 @@ ERRORS: tuple[ErrorKind, ...] = (
     ),
     ErrorKind((KeyRevoked,), 403, "key_revoked", "the API key has been revoked"),
     ErrorKind((HTTPException,), 404, "not_found", "no such route, asset or model"),
+    ErrorKind(
+        (VersionNotFound,),
+        404,
+        "version_not_found",
+        "the model version or version label asked for is not served (the message lists the versions "
+        "that are)",
+    ),
     ErrorKind((HTTPException,), 405, "method_not_allowed", "the route does not take this method"),
     ErrorKind(
         (PayloadTooLarge, InputTooLarge, TooManyPixels),

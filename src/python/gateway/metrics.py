@@ -68,6 +68,13 @@ class Metrics:
             ["model_version"],
             registry=self.registry,
         )
+        self.rollout_requests = Counter(
+            "gateway_rollout_requests",
+            "Requests the canary split sent to a version label (GATEWAY_STABLE_LABEL or "
+            "GATEWAY_CANARY_LABEL); requests that pin a version or label are not counted",
+            ["label"],
+            registry=self.registry,
+        )
         for stage in STAGES:
             self.stage_seconds.labels(stage)
 
@@ -78,6 +85,10 @@ class Metrics:
     def served_by(self, version: int | None) -> None:
         """The model version that answered the current request (TF Serving's PredictResponse)."""
         _served_version.set("" if version is None else str(version))
+
+    def routed(self, label: str) -> None:
+        """The canary split sent the current request to `label` (one of the two the settings name)."""
+        self.rollout_requests.labels(label).inc()
 
     def count_request(self, route: str, status: int) -> None:
         self.requests.labels(route, str(status), _served_version.get()).inc()

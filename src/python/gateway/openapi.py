@@ -6,6 +6,7 @@ schemathesis against a live gateway to keep the two in step).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from gateway import errors
@@ -13,6 +14,7 @@ from gateway.base64_images import encoded_length, text_limit
 from gateway.inputs import LOGITS_VALUES, TOP_K_DEFAULT, TOP_K_MAX
 from gateway.metrics import STAGES
 from gateway.settings import ServingTarget
+from gateway.versions import LABEL_PATTERN, MAX_VERSION, MODEL_LABEL_HEADER, MODEL_VERSION_HEADER
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -31,7 +33,44 @@ def status_meaning(status: int) -> str:
     return "; ".join(f"`{code}`: {meaning}" for code, meaning in codes.items()) + retry
 
 
-_CLASSIFY_ERRORS = (400, 413, 415, 422, 429, 502, 503, 504)
+_CLASSIFY_ERRORS = (400, 404, 413, 415, 422, 429, 502, 503, 504)
+
+
+def version_parameters() -> list[dict[str, Any]]:
+    """`?version=N` and `?label=L`, on every classification route (gateway/versions.py)."""
+    return [
+        {
+            "name": "version",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_VERSION},
+            "description": (
+                "Ask TF Serving for this version of the model (404 if it serves no such version). "
+                "Not with `label`, nor with a version or label in the path"
+            ),
+        },
+        {
+            "name": "label",
+            "in": "query",
+            "schema": {"type": "string", "pattern": f"^{LABEL_PATTERN.pattern}$"},
+            "description": (
+                "Ask TF Serving for the version this label names (its model config's version_labels; "
+                "404 if none). Without version or label the canary split (GATEWAY_CANARY_PERCENT) or "
+                "TF Serving's latest version chooses"
+            ),
+        },
+    ]
+
+
+# A version in a path (TF Serving's /versions/{version}, KServe v2's): a number, in digits.
+_VERSION_IN_PATH = {"type": "string", "pattern": "^[0-9]{1,19}$"}
+
+_VERSION_HEADERS = {
+    MODEL_VERSION_HEADER: {"description": "The model version that answered", "schema": {"type": "string"}},
+    MODEL_LABEL_HEADER: {
+        "description": "The version label the request went by (its `label`, or the canary split's)",
+        "schema": {"type": "string"},
+    },
+}
 
 
 def openapi_schema(settings: ServingTarget) -> dict[str, Any]:
@@ -55,6 +94,7 @@ def openapi_schema(settings: ServingTarget) -> dict[str, Any]:
             "schema": {"type": "string", "enum": list(LOGITS_VALUES), "default": "false"},
             "description": "Also return the model's raw scores (logits): true or 1",
         },
+        *version_parameters(),
     ]
     max_bytes = settings.limits.max_bytes
     image_file = {
@@ -99,6 +139,7 @@ def openapi_schema(settings: ServingTarget) -> dict[str, Any]:
             "/predict": {
                 "post": {
                     "summary": "The course's endpoint: an image URL (or base64) to raw scores per class",
+                    "parameters": version_parameters(),
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -108,6 +149,7 @@ def openapi_schema(settings: ServingTarget) -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "Raw model scores (logits) by class",
+                            "headers": _VERSION_HEADERS,
                             "content": {"application/json": {"schema": scores}},
                         },
                         **_errors(*_CLASSIFY_ERRORS),
@@ -122,6 +164,7 @@ def openapi_schema(settings: ServingTarget) -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "Probabilities, top classes and timings",
+                            "headers": _VERSION_HEADERS,
                             "content": {
                                 "application/json": {"schema": {"$ref": "#/components/schemas/Single"}}
                             },
@@ -160,6 +203,7 @@ def openapi_schema(settings: ServingTarget) -> dict[str, Any]:
                                 "One result per image, in request order: its scores, or the error "
                                 "that image met (the others are answered all the same)"
                             ),
+                            "headers": _VERSION_HEADERS,
                             "content": {
                                 "application/json": {"schema": {"$ref": "#/components/schemas/Batch"}}
                             },
@@ -272,7 +316,16 @@ def openapi_schema(settings: ServingTarget) -> dict[str, Any]:
                     "type": "object",
                     "properties": {
                         "name": {"type": "string"},
-                        "version": {"type": ["integer", "null"]},
+                        "version": {
+                            "type": ["integer", "null"],
+                            "description": (
+                                "The version that answered; null when no image of a batch reached the model"
+                            ),
+                        },
+                        "label": {
+                            "type": "string",
+                            "description": "The version label the request went by, when it went by one",
+                        },
                         "signature": {
                             "type": ["string", "null"],
                             "description": "null when no image of a batch reached the model",
@@ -437,6 +490,7 @@ def _tf_serving_paths(settings: ServingTarget, b64: dict[str, Any]) -> dict[str,
                 "[[…]], classes: [[…]], logits: [[…]]}}. scores are probabilities, classes the class "
                 "names, both in the model's output order"
             ),
+            "headers": _VERSION_HEADERS,
             "content": {"application/json": {"schema": {"type": "object"}}},
         },
         **_plain_errors(*_CLASSIFY_ERRORS, 404),
@@ -444,7 +498,8 @@ def _tf_serving_paths(settings: ServingTarget, b64: dict[str, Any]) -> dict[str,
 
     served = {
         "name": {"type": "string", "enum": [settings.model_name]},
-        "version": {"type": "string", "pattern": "^[0-9]+$"},
+        "version": _VERSION_IN_PATH,
+        "label": {"type": "string", "pattern": f"^{LABEL_PATTERN.pattern}$"},
     }
 
     def path(*names: str) -> list[dict[str, Any]]:
@@ -456,20 +511,25 @@ def _tf_serving_paths(settings: ServingTarget, b64: dict[str, Any]) -> dict[str,
     summary = "TF Serving REST predict (KServe v1): base64 images in, per-class scores and labels out"
     return {
         "/v1/models/{name}:predict": {
-            "post": {"summary": summary, "parameters": path("name"), "requestBody": body, "responses": answer}
+            "post": {
+                "summary": summary,
+                "parameters": path("name") + version_parameters(),
+                "requestBody": body,
+                "responses": answer,
+            }
         },
         "/v1/models/{name}/versions/{version}:predict": {
             "post": {
-                "summary": f"{summary}; the version must be the one served",
-                "parameters": path("name", "version"),
+                "summary": f"{summary}; from this version of the model (404 if it is not served)",
+                "parameters": path("name", "version") + version_parameters(),
                 "requestBody": body,
                 "responses": answer,
             }
         },
         "/v1/models/{name}/labels/{label}:predict": {
             "post": {
-                "summary": f"{summary}; version labels are not served yet (404)",
-                "parameters": path("name", "label"),
+                "summary": f"{summary}; from the version this label names (404 if none)",
+                "parameters": path("name", "label") + version_parameters(),
                 "requestBody": body,
                 "responses": answer,
             }
@@ -517,7 +577,7 @@ def _v2_paths(settings: ServingTarget, b64: dict[str, Any]) -> dict[str, Any]:
             "parameters": {"type": "object"},
         },
     }
-    return {
+    paths: dict[str, Any] = {
         "/v2/health/live": {"get": {"summary": "KServe v2: the gateway is live", "responses": health}},
         "/v2/health/ready": {
             "get": {"summary": "KServe v2: TF Serving has the model AVAILABLE", "responses": health}
@@ -543,7 +603,7 @@ def _v2_paths(settings: ServingTarget, b64: dict[str, Any]) -> dict[str, Any]:
                     "strings in JSON or raw with the binary tensor data extension "
                     "(Inference-Header-Content-Length)"
                 ),
-                "parameters": name,
+                "parameters": name + version_parameters(),
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -564,6 +624,7 @@ def _v2_paths(settings: ServingTarget, b64: dict[str, Any]) -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "Outputs (JSON, or JSON then binary data when asked)",
+                        "headers": _VERSION_HEADERS,
                         "content": {
                             "application/json": {
                                 "schema": {
@@ -583,6 +644,16 @@ def _v2_paths(settings: ServingTarget, b64: dict[str, Any]) -> dict[str, Any]:
             }
         },
     }
+    # The protocol's versioned forms: the same operations, for one version of the model.
+    version = {"name": "version", "in": "path", "required": True, "schema": _VERSION_IN_PATH}
+    for suffix in ("", "/ready", "/infer"):
+        operations = copy.deepcopy(paths[f"/v2/models/{{name}}{suffix}"])
+        for operation in operations.values():
+            operation["parameters"] = [*name, version, *operation["parameters"][len(name) :]]
+            operation["summary"] += "; this version of the model (404 if it is not served)"
+            operation["responses"] = {**_plain_errors(400), **operation["responses"]}
+        paths[f"/v2/models/{{name}}/versions/{{version}}{suffix}"] = operations
+    return paths
 
 
 def error_codes() -> list[str]:

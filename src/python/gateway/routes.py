@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from clothing_preproc import ModelDescription
 from gateway import kserve_v2, tf_serving_rest
 from gateway.classify import Classification, Classifier, ImageError, ImageResult
-from gateway.errors import BadRequest, error_body
+from gateway.errors import BadRequest, VersionNotFound, error_body
 from gateway.inputs import (
     LOGITS_VALUES,
     TOP_K_DEFAULT,
@@ -26,7 +26,16 @@ from gateway.inputs import (
 )
 from gateway.metrics import Metrics
 from gateway.serving import ServingClient
-from gateway.settings import ServingTarget
+from gateway.settings import Rollout, ServingTarget
+from gateway.versions import (
+    LATEST,
+    MODEL_LABEL_HEADER,
+    MODEL_VERSION_HEADER,
+    CanarySplit,
+    ModelChoice,
+    not_served,
+    parse_version,
+)
 
 # The page and its assets are files of this package (no CDN, nothing loaded from elsewhere).
 _STATIC = {
@@ -65,10 +74,16 @@ class Api:
         metrics: Metrics,
         openapi: dict[str, object],
         description: ModelDescription | None = None,
+        rollout: Rollout | None = None,
     ) -> None:
         """`description`: the served model's, when the gateway was given it; its `trained` flag is
-        part of every answer's model block, and the page warns when it is false."""
+        part of every answer's model block, and the page warns when it is false. `rollout`: the canary
+        split of the requests that pin no model version."""
         self.target = target
+        self.versions = CanarySplit(rollout or Rollout(), routed=metrics.routed)
+        if self.versions.active:  # both sides in the first scrape, at 0
+            for side in (self.versions.stable, self.versions.canary):
+                metrics.rollout_requests.labels(side.label)
         self.description = description
         self.metrics = metrics
         self.openapi = openapi
@@ -95,41 +110,47 @@ class Api:
     async def predict(self, request: Request) -> Response:
         """The course's endpoint: `{"url": …}` (or `{"b64": …}`) -> `{class: logit}`."""
         with self.metrics.request_seconds.labels("/predict").time():
+            choice = self.versions.choose(request)
             body = await read_json(request, json_limit(1, self.target.limits.max_bytes))
-            result = await _services(request).classifier.classify([source_of(body)])
-            return JSONResponse(_only(result).scores())
+            result = await _services(request).classifier.classify([source_of(body)], choice=choice)
+            # The course's answer is {class: logit} and nothing else: the version goes in headers.
+            return JSONResponse(_only(result).scores(), headers=_version_headers(result, choice))
 
     async def classify(self, request: Request) -> Response:
         with self.metrics.request_seconds.labels("/v1/classify").time():
             top_k, logits = _options(request)
+            choice = self.versions.choose(request)
             sources = await read_sources(
                 request, max_images=1, max_image_bytes=self.target.limits.max_bytes
             )
             if len(sources) != 1:
                 raise BadRequest("send one image here; several go to /v1/classify/batch")
-            result = await _services(request).classifier.classify(sources)
-            body = self._model(result) | _image(_only(result), top_k, logits)
+            result = await _services(request).classifier.classify(sources, choice=choice)
+            body = self._model(result, choice) | _image(_only(result), top_k, logits)
             body["timings_ms"] = result.timings.as_ms()
-            return JSONResponse(body)
+            return JSONResponse(body, headers=_version_headers(result, choice))
 
     async def classify_batch(self, request: Request) -> Response:
         with self.metrics.request_seconds.labels("/v1/classify/batch").time():
             top_k, logits = _options(request)
+            choice = self.versions.choose(request)
             sources = await read_sources(
                 request, max_images=self.target.max_batch, max_image_bytes=self.target.limits.max_bytes
             )
-            result = await _services(request).classifier.classify(sources, each=True)
-            body = self._model(result)
+            result = await _services(request).classifier.classify(sources, each=True, choice=choice)
+            body = self._model(result, choice)
             body["results"] = [self._image_or_error(r, top_k, logits) for r in result.results]
             body["timings_ms"] = result.timings.as_ms()
-            return JSONResponse(body)
+            return JSONResponse(body, headers=_version_headers(result, choice))
 
-    def _model(self, result: Classification) -> dict[str, object]:
+    def _model(self, result: Classification, choice: ModelChoice = LATEST) -> dict[str, object]:
         model: dict[str, object] = {
             "name": result.model_name,
             "version": result.model_version,
             "signature": result.signature_name,
         }
+        if choice.label is not None:
+            model["label"] = choice.label
         if self.description is not None:
             model["trained"] = self.description.trained
         return {"model": model}
@@ -159,19 +180,31 @@ class Api:
         return JSONResponse({"ready": state.ready}, status_code=200 if state.ready else 400)
 
     async def v2_model_ready(self, request: Request) -> Response:
+        """Ready: the model (or, with /versions/{version}, that version) is AVAILABLE."""
         name = self._model_named(request)
         state = await _services(request).serving.readiness()
-        return JSONResponse({"name": name, "ready": state.ready}, status_code=200 if state.ready else 400)
+        body: dict[str, object] = {"name": name, "ready": state.ready}
+        if "version" in request.path_params:
+            version = parse_version(request.path_params["version"], "the path's version")
+            body["version"] = str(version)
+            body["ready"] = state.ready and version in state.versions
+        return JSONResponse(body, status_code=200 if body["ready"] else 400)
 
     async def v2_model(self, request: Request) -> Response:
+        """Metadata; with /versions/{version}, 404 unless that version is AVAILABLE."""
         name = self._model_named(request)
         state = await _services(request).serving.readiness()
+        if "version" in request.path_params:
+            version = parse_version(request.path_params["version"], "the path's version")
+            if version not in state.versions:
+                raise VersionNotFound(not_served(ModelChoice(version=version), name, state.versions))
         return JSONResponse(kserve_v2.metadata(name, state.versions, self.target.labels))
 
     async def v2_infer(self, request: Request) -> Response:
         """KServe v2 inference: a BYTES input of encoded images, as base64 JSON or binary data."""
         with self.metrics.request_seconds.labels("/v2/models/{name}/infer").time():
             name = self._model_named(request)
+            choice = self.versions.choose(request)
             max_images, max_bytes = self.target.max_batch, self.target.limits.max_bytes
             limit = max(json_limit(max_images, max_bytes), kserve_v2.element_limit(max_images, max_bytes))
             body = await read_body(request, limit, "the inference request")
@@ -181,45 +214,33 @@ class Api:
                 max_images=max_images,
                 max_image_bytes=max_bytes,
             )
-            result = await _services(request).classifier.classify(infer.sources)
+            result = await _services(request).classifier.classify(infer.sources, choice=choice)
             images = [r for r in result.results if isinstance(r, ImageResult)]
+            headers = _version_headers(result, choice)
             content, header_length = kserve_v2.infer_response(
                 infer, name, result.model_version, images, self.target.labels
             )
             if header_length is None:
-                return Response(content, media_type="application/json")
+                return Response(content, media_type="application/json", headers=headers)
             return Response(
                 content,
                 media_type="application/octet-stream",
-                headers={"Inference-Header-Content-Length": str(header_length)},
+                headers={"Inference-Header-Content-Length": str(header_length), **headers},
             )
 
     async def v1_predict(self, request: Request) -> Response:
         """TF Serving's REST predict: `instances` or `inputs` of `{"b64": …}` images."""
         with self.metrics.request_seconds.labels("/v1/models/{name}:predict").time():
             self._model_named(request)
-            await self._served_version(request)
+            choice = self.versions.choose(request)
             max_images, max_bytes = self.target.max_batch, self.target.limits.max_bytes
             body = await read_json(request, json_limit(max_images, max_bytes))
             images, row = tf_serving_rest.sources(body, max_images)
-            result = await _services(request).classifier.classify(images)
+            result = await _services(request).classifier.classify(images, choice=choice)
             results = [r for r in result.results if isinstance(r, ImageResult)]
-            return JSONResponse(tf_serving_rest.predict_response(results, row))
-
-    async def _served_version(self, request: Request) -> None:
-        """A version or label in the path must name what the gateway serves: TF Serving's latest
-        AVAILABLE version (pinning another one is not supported)."""
-        version, label = request.path_params.get("version"), request.path_params.get("label")
-        if version is None and label is None:
-            return
-        state = await _services(request).serving.readiness()
-        served = max(state.versions, default=None)
-        if label is not None or version != str(served):
-            asked = f"version {version}" if label is None else f"label {label!r}"
-            raise HTTPException(
-                404,
-                f"{asked[:100]} is not served here; this gateway serves version {served} "
-                f"(versions available: {', '.join(map(str, state.versions)) or 'none'})",
+            # TF Serving's REST answer has no place for the version: the headers say it.
+            return JSONResponse(
+                tf_serving_rest.predict_response(results, row), headers=_version_headers(result, choice)
             )
 
     async def v1_model_status(self, request: Request) -> Response:
@@ -266,6 +287,17 @@ def _options(request: Request) -> tuple[int, bool]:
     if raw_logits not in LOGITS_VALUES:
         raise BadRequest("logits must be true or false")
     return int(raw_k), raw_logits in ("true", "1")
+
+
+def _version_headers(result: Classification, choice: ModelChoice) -> dict[str, str]:
+    """`X-Model-Version` (the version that answered) and, when the request went by a version
+    label, `X-Model-Version-Label`, on every classification answer."""
+    headers: dict[str, str] = {}
+    if result.model_version is not None:
+        headers[MODEL_VERSION_HEADER] = str(result.model_version)
+    if choice.label is not None:
+        headers[MODEL_LABEL_HEADER] = choice.label
+    return headers
 
 
 def _only(result: Classification) -> ImageResult:

@@ -27,8 +27,17 @@ from clothing_preproc import (
     unpack_signature_def_map,
 )
 from clothing_protos import prediction_service_pb2, prediction_service_pb2_grpc, serving_pb2
-from gateway.errors import GatewayError, ModelDeadlineExceeded, ModelFailed, ModelUnavailable
+from gateway.errors import (
+    GatewayError,
+    ModelDeadlineExceeded,
+    ModelFailed,
+    ModelNotFound,
+    ModelRefused,
+    ModelUnavailable,
+    VersionNotFound,
+)
 from gateway.settings import ServingTarget
+from gateway.versions import LATEST, ModelChoice, not_served
 
 # One float32 image of 299×299×3 is 1,072,890 bytes on the wire (uint8 pixels: a quarter of it);
 # room for a full batch of float32 plus headers.
@@ -81,6 +90,7 @@ class PredictCall:
 
     request: bytes
     images: int
+    choice: ModelChoice = LATEST  # the version or label its ModelSpec names
 
 
 @dataclass(frozen=True)
@@ -246,21 +256,66 @@ class ServingClient:
         return Readiness(True, "ready", available)
 
     def predict_call(
-        self, info: ModelInfo, batch: npt.NDArray[np.float32] | npt.NDArray[np.uint8]
+        self,
+        info: ModelInfo,
+        batch: npt.NDArray[np.float32] | npt.NDArray[np.uint8],
+        choice: ModelChoice = LATEST,
     ) -> PredictCall:
         """The Predict request for a batch, serialised: float32 preprocessed images, or uint8 pixels
-        if the signature takes them (`info.signature.takes_pixels`). No I/O: call it in a thread."""
+        if the signature takes them (`info.signature.takes_pixels`), to the version `choice` names
+        (TF Serving's latest by default). No I/O: call it in a thread."""
         expected = np.uint8 if info.signature.takes_pixels else np.float32
         if batch.dtype != expected:
             raise TypeError(
                 f"signature {info.signature.signature_name} takes {np.dtype(expected)}, not {batch.dtype}"
             )
-        spec = serving_pb2.ModelSpec(
-            name=self.target.model_name, signature_name=info.signature.signature_name
-        )
+        spec = self.model_spec(choice, signature_name=info.signature.signature_name)
         request = serving_pb2.PredictRequest(model_spec=spec, output_filter=[info.output_name])
         array_to_tensor_proto(batch, into=request.inputs[info.input_name])
-        return PredictCall(request.SerializeToString(), int(batch.shape[0]))
+        return PredictCall(request.SerializeToString(), int(batch.shape[0]), choice)
+
+    def model_spec(self, choice: ModelChoice = LATEST, signature_name: str = "") -> serving_pb2.ModelSpec:
+        """The model's ModelSpec with the version choice: `version`, `version_label` or neither."""
+        spec = serving_pb2.ModelSpec(name=self.target.model_name, signature_name=signature_name)
+        if choice.version is not None:
+            spec.version.value = choice.version
+        elif choice.label is not None:
+            spec.version_label = choice.label
+        return spec
+
+    async def available_versions(self) -> tuple[int, ...]:
+        """The model's AVAILABLE versions, by GetModelStatus (empty if TF Serving knows none)."""
+        request = serving_pb2.GetModelStatusRequest(model_spec=self.model_spec())
+        try:
+            response: serving_pb2.GetModelStatusResponse = await self._call(
+                self._models.GetModelStatus, request, _STATUS_TIMEOUT, "GetModelStatus"
+            )
+        except ModelUnavailable:
+            return ()
+        return tuple(
+            sorted(
+                int(v.version)
+                for v in response.model_version_status
+                if v.state == serving_pb2.ModelVersionStatus.AVAILABLE
+            )
+        )
+
+    async def version_of(self, choice: ModelChoice) -> int | None:
+        """The version a choice names now, if TF Serving serves it (GetModelMetadata resolves a
+        label as Predict does); None if it names no AVAILABLE version."""
+        if choice.version is not None:
+            return choice.version if choice.version in await self.available_versions() else None
+        request = serving_pb2.GetModelMetadataRequest(
+            model_spec=self.model_spec(choice), metadata_field=["signature_def"]
+        )
+        try:
+            response: serving_pb2.GetModelMetadataResponse = await self._call(
+                self._predict.GetModelMetadata, request, _STATUS_TIMEOUT, "GetModelMetadata"
+            )
+        except (ModelUnavailable, ModelFailed):
+            # NOT_FOUND (a label on a version not loaded) or INVALID_ARGUMENT (an unknown label).
+            return None
+        return int(response.model_spec.version.value) if response.model_spec.HasField("version") else None
 
     async def predict(
         self,
@@ -283,6 +338,11 @@ class ServingClient:
                 "Predict",
                 metadata,
             )
+        except (ModelNotFound, ModelRefused) as e:
+            if call.choice.pinned:
+                raise await self._choice_error(call.choice, info, e) from None
+            self.forget()  # the model may have been replaced by one with other names
+            raise
         except (ModelFailed, ModelUnavailable):
             # The model may have been replaced by one with other names: rediscover next time.
             self.forget()
@@ -292,11 +352,34 @@ class ServingClient:
         logits = tensor_proto_to_array(response.outputs[info.output_name])
         n = call.images
         if logits.ndim != 2 or logits.shape[0] != n or logits.shape[1] != len(info.labels):
+            which = f" ({call.choice.describe()})" if call.choice.pinned else ""
             raise ModelFailed(
-                f"TF Serving answered shape {list(logits.shape)}; expected [{n}, {len(info.labels)}]"
+                f"TF Serving answered shape {list(logits.shape)}{which}; expected [{n}, {len(info.labels)}]"
             )
         version = int(response.model_spec.version.value) if response.model_spec.HasField("version") else None
         return logits.astype(np.float64), version
+
+    async def _choice_error(
+        self, choice: ModelChoice, info: ModelInfo, refused: GatewayError
+    ) -> GatewayError:
+        """Why TF Serving refused a pinned call: the version or label names nothing it serves (404
+        with the versions it does), or the version it names does not take the signature the gateway
+        discovered from the latest version."""
+        versions = await self.available_versions()
+        if not versions:
+            return refused  # the model is not loaded at all: ModelUnavailable, as without a choice
+        version = await self.version_of(choice)
+        name = self.target.model_name
+        if version is None:
+            return VersionNotFound(not_served(choice, name, versions), detail=refused.detail)
+        which = f"version {version}" if choice.label is None else f"{choice.describe()} (version {version})"
+        s = info.signature
+        return ModelFailed(
+            f"{which} of model {name!r} does not take the requests the gateway sends (signature "
+            f"{s.signature_name!r}, input {info.input_name!r}, output {info.output_name!r}, found in "
+            "the latest version): the versions of a rollout must share one signature",
+            detail=refused.detail,
+        )
 
     async def _call(
         self,
@@ -322,7 +405,9 @@ def _gateway_error(e: grpc.aio.AioRpcError, call: str, target: ServingTarget) ->
     if code == grpc.StatusCode.UNAVAILABLE:
         return ModelUnavailable("TF Serving is unavailable", detail=detail)
     if code == grpc.StatusCode.NOT_FOUND:
-        return ModelUnavailable(f"TF Serving has no model {target.model_name!r} loaded", detail=detail)
+        return ModelNotFound(f"TF Serving has no model {target.model_name!r} loaded", detail=detail)
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+        return ModelRefused(f"TF Serving refused {call} ({code.name})", detail=detail)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return ModelUnavailable("TF Serving is overloaded", detail=detail)
     return ModelFailed(f"TF Serving refused {call} ({code.name})", detail=detail)

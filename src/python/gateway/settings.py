@@ -40,9 +40,12 @@ from clothing_settings.validators import http_url
 from gateway import cors
 from gateway.addresses import IPNetwork
 from gateway.fetch import FetchPolicy
+from gateway.versions import is_label
 
 LOAD_BALANCING = ("pick_first", "round_robin")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+# RFC 9110's token: what a header field's name may be.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}")
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
@@ -159,6 +162,16 @@ class GrpcListener:
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """The canary split between two version labels (versions.CanarySplit); 0 percent: no split."""
+
+    canary_percent: int = 0  # of the requests that pin no version, sent to canary_label
+    stable_label: str = "stable"
+    canary_label: str = "canary"
+    client_id_header: str = "X-Client-ID"  # its value keeps a client on one side of the split
+
+
+@dataclass(frozen=True)
 class Settings:
     serving: ServingTarget = field(default_factory=ServingTarget)
     admission: Admission = field(default_factory=Admission)
@@ -168,6 +181,7 @@ class Settings:
     grpc: GrpcListener = field(default_factory=GrpcListener)
     access: Access = field(default_factory=Access)
     tracing: Tracing = field(default_factory=Tracing)
+    rollout: Rollout = field(default_factory=Rollout)
 
 
 @dataclass(frozen=True)
@@ -414,6 +428,29 @@ VARIABLES: tuple[Variable, ...] = (
         "pick_first, or round_robin over all DNS addresses (headless Service)",
     ),
     Variable(
+        "GATEWAY_CANARY_PERCENT",
+        lambda s: s.rollout.canary_percent,
+        "percent (0..100) of the requests that pin no version (`?version=`, `?label=`, a versioned path) "
+        "sent to the version labelled GATEWAY_CANARY_LABEL, the others to GATEWAY_STABLE_LABEL's; "
+        "0: no split, TF Serving's latest version answers",
+    ),
+    Variable(
+        "GATEWAY_STABLE_LABEL",
+        lambda s: s.rollout.stable_label,
+        "TF Serving version label of the stable side of the canary split",
+    ),
+    Variable(
+        "GATEWAY_CANARY_LABEL",
+        lambda s: s.rollout.canary_label,
+        "TF Serving version label of the canary side of the canary split",
+    ),
+    Variable(
+        "GATEWAY_CLIENT_ID_HEADER",
+        lambda s: s.rollout.client_id_header,
+        "request header naming the client: requests with the same value always land on the same side "
+        "of the canary split (without it, each request's side is random)",
+    ),
+    Variable(
         "GATEWAY_SHUTDOWN_GRACE",
         lambda s: s.listener.shutdown_grace,
         "seconds in-flight requests get to finish on SIGTERM",
@@ -554,6 +591,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
             ),
         ),
         listener=_listener(env, defaults.listener),
+        rollout=_rollout(env, defaults.rollout),
         grpc=_grpc(env, defaults.grpc, _listener(env, defaults.listener)),
         access=_access(env),
         tracing=_tracing(env, defaults.tracing),
@@ -737,6 +775,39 @@ def _grpc(env: _Env, default: GrpcListener, listener: Listener) -> GrpcListener:
         if grpc.port and grpc.port == port:
             raise SettingError("GATEWAY_GRPC_PORT", f"GATEWAY_GRPC_PORT={grpc.port} is {name}'s port")
     return grpc
+
+
+def _rollout(env: _Env, default: Rollout) -> Rollout:
+    labels = {}
+    for name in ("GATEWAY_STABLE_LABEL", "GATEWAY_CANARY_LABEL"):
+        label = env.text(name)
+        if label and not is_label(label):
+            raise SettingError(
+                name,
+                f"{name}={label[:80]!r} is not a version label (letters, digits, '_', '.', '-'; at most 64)",
+            )
+        labels[name] = label or None
+    header = env.text("GATEWAY_CLIENT_ID_HEADER")
+    if header and not _HEADER_NAME.fullmatch(header):
+        raise SettingError(
+            "GATEWAY_CLIENT_ID_HEADER", f"GATEWAY_CLIENT_ID_HEADER={header[:80]!r} is not an HTTP header name"
+        )
+    rollout = replace(
+        default,
+        **env.given(
+            canary_percent=env.integer("GATEWAY_CANARY_PERCENT", 0, 100),
+            stable_label=labels["GATEWAY_STABLE_LABEL"],
+            canary_label=labels["GATEWAY_CANARY_LABEL"],
+            client_id_header=header or None,
+        ),
+    )
+    if rollout.stable_label == rollout.canary_label:
+        raise SettingError(
+            "GATEWAY_CANARY_LABEL",
+            f"GATEWAY_CANARY_LABEL={rollout.canary_label!r} is GATEWAY_STABLE_LABEL too; "
+            "the split needs two labels",
+        )
+    return rollout
 
 
 class _Env:
