@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -9,9 +10,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
+from api_keys.key_file import digest_of
 from clothing_preproc import ModelDescription
 from gateway import parse_settings
 from testing_support.image_host import ImageHost, Reply, image_bytes
@@ -30,6 +33,7 @@ QUIET_FLAGS = [
     "--disable-sync",
 ]
 RunGateway = Callable[..., RunningGateway]
+OpenPage = Callable[..., tuple[Page, RunningGateway]]
 
 
 def _install_chromium() -> None:
@@ -61,27 +65,39 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveModel
 
 
 @pytest.fixture()
-def page(
-    browser: Browser, run_gateway: RunGateway, model_server: LiveModelServer
-) -> Iterator[tuple[Page, RunningGateway]]:
-    settings = parse_settings(
-        [], {"TF_SERVING_HOST": model_server.address, "GATEWAY_FETCH_ALLOW_NETWORKS": "127.0.0.0/8"}
-    )
-    gw = run_gateway(settings)
-    # A phone-sized viewport: the page must work there.
-    # Reduced motion: the bars are drawn at their final width at once (no transition to wait for).
-    context = browser.new_context(
-        viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, reduced_motion="reduce"
-    )
+def open_page(browser: Browser, run_gateway: RunGateway, model_server: LiveModelServer) -> Iterator[OpenPage]:
+    """`open_page(**variables)`: a gateway with these settings and its page in a new browser tab."""
+    contexts = []
     outside: list[str] = []
-    pg = context.new_page()
-    pg.on("request", lambda request: outside.append(request.url) if not _local(request.url) else None)
-    pg.goto(gw.url)
+
+    def open_(**variables: str) -> tuple[Page, RunningGateway]:
+        environ = {"TF_SERVING_HOST": model_server.address, "GATEWAY_FETCH_ALLOW_NETWORKS": "127.0.0.0/8"}
+        gw = run_gateway(parse_settings([], environ | variables))
+        # A phone-sized viewport: the page must work there.
+        # Reduced motion: the bars are drawn at their final width at once (no transition to wait for).
+        context = browser.new_context(
+            viewport={"width": 390, "height": 844},
+            device_scale_factor=2,
+            is_mobile=True,
+            reduced_motion="reduce",
+        )
+        contexts.append(context)
+        pg = context.new_page()
+        pg.on("request", lambda request: outside.append(request.url) if not _local(request.url) else None)
+        pg.goto(gw.url)
+        return pg, gw
+
     try:
-        yield pg, gw
+        yield open_
     finally:
-        context.close()
+        for context in contexts:
+            context.close()
     assert outside == [], "the page loaded something from outside this machine"
+
+
+@pytest.fixture()
+def page(open_page: OpenPage) -> tuple[Page, RunningGateway]:
+    return open_page()
 
 
 def _local(url: str) -> bool:
@@ -191,3 +207,180 @@ def test_a_trained_models_scores_carry_no_warning(
     _answers_with_description(pg, ModelDescription(trained=True))
     _classify_a_photo(pg, image_host)
     assert pg.locator("#untrained").is_hidden()
+
+
+def _paste_image(pg: Page, data: bytes, mime: str) -> None:
+    """What pasting an image does: a paste event whose clipboard holds the image as a file."""
+    pg.evaluate(
+        """([b64, mime]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const clipboard = new DataTransfer();
+            clipboard.items.add(new File([bytes], "image", { type: mime }));
+            const paste = new ClipboardEvent("paste", { clipboardData: clipboard, bubbles: true });
+            document.body.dispatchEvent(paste);
+        }""",
+        [base64.b64encode(data).decode(), mime],
+    )
+
+
+def _best_of(gw: RunningGateway, image: bytes, key: str | None = None) -> str:
+    """The most likely class of `image` as the gateway's upload route answers it."""
+    headers = {"X-API-Key": key} if key else {}
+    url = f"{gw.url}/v1/classify?top_k=1"
+    answer = httpx.post(url, files={"image": ("x", image)}, headers=headers, timeout=30)
+    answer.raise_for_status()
+    label: str = answer.json()["top"][0]["label"]
+    return label
+
+
+def test_a_pasted_image_is_sent_as_base64_json_and_classified(page: tuple[Page, RunningGateway]) -> None:
+    pg, gw = page
+    png = image_bytes("PNG", (240, 180), (30, 160, 60))
+    with pg.expect_request(lambda r: "/v1/classify" in r.url and r.method == "POST") as sent:
+        _paste_image(pg, png, "image/png")
+    request = sent.value
+    assert request.headers["content-type"] == "application/json"
+    body = request.post_data_json
+    assert isinstance(body, dict)
+    assert list(body) == ["b64"]
+    prefix = "data:image/png;base64,"
+    assert body["b64"].startswith(prefix)
+    assert base64.b64decode(body["b64"][len(prefix) :]) == png, "the page sends the pasted bytes as they are"
+    expect(pg.locator("#verdict")).to_contain_text(f"Most likely: {_best_of(gw, png)} (")
+    assert len(_bars(pg)) == 10
+    assert pg.locator("#preview").evaluate("img => img.complete && img.naturalWidth") == 240
+    expect(pg.locator("#status")).to_have_text("Done.")
+
+
+KEY, REVOKED_KEY = "page-test-key-3q2+7w", "page-test-old-key-9f8e"
+
+
+def _key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "keys.txt"
+    path.write_text(f"page {digest_of(KEY).hex()}\nold {digest_of(REVOKED_KEY).hex()} revoked\n")
+    return path
+
+
+def test_with_api_keys_the_page_asks_for_one_and_keeps_it_for_the_tab(
+    open_page: OpenPage, image_host: ImageHost, tmp_path: Path
+) -> None:
+    pg, gw = open_page(GATEWAY_API_KEYS_FILE=str(_key_file(tmp_path)))
+    key_form, why = pg.locator("#key-form"), pg.locator("#key-why")
+    assert key_form.is_hidden(), "no key is asked for before the gateway asks"
+    _classify_a_photo_expecting(pg, image_host, verdict=False)
+    expect(key_form).to_be_visible()
+    expect(pg.get_by_role("alert")).to_contain_text("An API key is needed.")
+    expect(why).to_contain_text("only requests that carry an API key")
+
+    pg.get_by_label("API key").fill("a-key-nobody-made")
+    pg.get_by_role("button", name="Use key").click()
+    expect(why).to_contain_text("not known to this gateway")
+
+    # The right key: the stopped request goes again by itself, carrying it.
+    with pg.expect_request(lambda r: "/v1/classify" in r.url) as sent:
+        pg.get_by_label("API key").fill(KEY)
+        pg.get_by_role("button", name="Use key").click()
+    assert sent.value.headers["x-api-key"] == KEY
+    expect(pg.locator("#verdict")).to_contain_text("Most likely:")
+    assert key_form.is_hidden()
+    assert pg.evaluate("localStorage.length") == 0, "the key is kept for this tab only"
+
+    # Kept across a reload of this tab; not given to a new tab.
+    pg.reload()
+    _classify_a_photo_expecting(pg, image_host, verdict=True)
+    other = pg.context.new_page()
+    other.goto(gw.url)
+    assert other.evaluate("sessionStorage.length") == 0
+    other.close()
+
+    # Forgotten on request, then a revoked key is said to be revoked.
+    pg.get_by_role("button", name="Forget the API key").click()
+    _classify_a_photo_expecting(pg, image_host, verdict=False)
+    expect(key_form).to_be_visible()
+    pg.get_by_label("API key").fill(REVOKED_KEY)
+    pg.get_by_role("button", name="Use key").click()
+    expect(why).to_contain_text("has been revoked")
+    expect(pg.get_by_role("alert")).to_contain_text("The API key has been revoked.")
+
+
+def _classify_a_photo_expecting(pg: Page, image_host: ImageHost, *, verdict: bool) -> None:
+    image_host.routes["/shirt.png"] = Reply(
+        200, image_bytes("PNG", (200, 320), (20, 40, 220)), {"Content-Type": "image/png"}
+    )
+    pg.get_by_label("Image URL").fill(image_host.url("/shirt.png"))
+    with pg.expect_response(lambda r: "/v1/classify" in r.url):
+        pg.get_by_role("button", name="Classify").click()
+    if verdict:
+        expect(pg.locator("#verdict")).to_contain_text("Most likely:")
+        assert pg.locator("#key-form").is_hidden()
+
+
+def test_a_page_of_an_allowed_origin_calls_the_gateway_and_others_cannot(
+    browser: Browser, run_gateway: RunGateway, model_server: LiveModelServer, tmp_path: Path
+) -> None:
+    # Two more loopback origins (another port is another origin): a shop allowed by the
+    # gateway's CORS setting, and a stranger.
+    shop, stranger = ImageHost(), ImageHost()
+    blank = Reply(200, b"<!doctype html><title>caller</title>", {"Content-Type": "text/html"})
+    shop.routes["/"] = stranger.routes["/"] = blank
+    settings = parse_settings(
+        [],
+        {
+            "TF_SERVING_HOST": model_server.address,
+            "GATEWAY_CORS_ORIGINS": shop.url(""),
+            "GATEWAY_API_KEYS_FILE": str(_key_file(tmp_path)),
+        },
+    )
+    gw = run_gateway(settings)
+    image = image_bytes("JPEG", (320, 240), (180, 120, 40))
+    call = """async ([gateway, key, b64]) => {
+        const headers = { "Content-Type": "application/json" };
+        if (key) headers["X-API-Key"] = key;
+        try {
+            const r = await fetch(gateway + "/v1/classify", {
+                method: "POST", headers: headers, body: JSON.stringify({ b64: b64 }),
+            });
+            return { status: r.status, body: await r.json(), requestId: r.headers.get("X-Request-ID") };
+        } catch (e) {
+            return { failed: e.name };
+        }
+    }"""
+    context = browser.new_context()
+    try:
+        pg = context.new_page()
+        pg.goto(shop.url("/"))
+        b64 = base64.b64encode(image).decode()
+        answered = pg.evaluate(call, [gw.url, KEY, b64])
+        assert answered["status"] == 200, answered
+        assert len(answered["body"]["probabilities"]) == 10
+        assert answered["body"]["top"][0]["label"] == _best_of(gw, image, KEY)
+        assert answered["requestId"], "X-Request-ID is exposed to the calling page"
+        # Without a key the page can read why it was refused.
+        refused = pg.evaluate(call, [gw.url, None, b64])
+        assert refused["status"] == 401
+        assert refused["body"]["error"]["code"] == "unauthorized"
+
+        pg.goto(stranger.url("/"))
+        assert pg.evaluate(call, [gw.url, KEY, b64]) == {"failed": "TypeError"}, "the browser blocks it"
+    finally:
+        context.close()
+        shop.close()
+        stranger.close()
+    # The browser asked first: preflights (204) reached the gateway, the stranger's refused (400).
+    metrics = httpx.get(f"{gw.url}/metrics", headers={"X-API-Key": KEY}).text
+    counts = {
+        status: _count(metrics, status)
+        for status in (204, 400)
+    }
+    assert counts[204] >= 1
+    assert counts[400] >= 1
+
+
+def _count(metrics: str, status: int) -> float:
+    """Answers to /v1/classify with `status`, from the gateway's /metrics page."""
+    labels = ('route="/v1/classify"', f'status="{status}"')
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("gateway_requests_total{") and all(label in line for label in labels)
+    )
