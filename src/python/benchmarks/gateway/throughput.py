@@ -286,6 +286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--concurrency", type=int, default=8, help="with --input-forms: requests in flight (default 8)"
     )
+    p.add_argument(
+        "--tracing",
+        action="store_true",
+        help="instead: this gateway with tracing off and on (every request, to an OTLP receiver on "
+        "loopback), in turn, at concurrency 1 and 32, and the difference",
+    )
     args = p.parse_args(argv)
     if not 1 <= args.concurrency <= 64:
         p.error("--concurrency must be between 1 and 64")
@@ -299,6 +305,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--image-delays takes whole milliseconds, e.g. 0,50")
     if not delays or not all(0 <= d <= 2000 for d in delays):
         p.error("--image-delays must be between 0 and 2000 ms each")
+    if args.tracing:
+        # Imported here: tracing_cost measures with this module's functions.
+        from benchmarks.gateway import tracing_cost
+
+        print(tracing_cost.run(args.requests, args.rounds))
+        return 0
 
     runs: dict[int, Run] = {}
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
