@@ -26,6 +26,7 @@ from gateway.fetch import Fetcher
 from gateway.guarded_resolver import Resolver
 from gateway.idle_memory import give_back_when_idle
 from gateway.inputs import BodyLimit, json_limit
+from gateway.kserve_v2_grpc import EXTRA_CALLS, GrpcFront, InferenceService
 from gateway.metrics import Metrics
 from gateway.name_lookup import BoundedResolver
 from gateway.openapi import openapi_schema
@@ -82,10 +83,33 @@ def create_app(
         trimmer = None
         if settings.listener.keep_freed_mb:
             trimmer = asyncio.create_task(give_back_when_idle(classifier.limit, pool))
+        services = Services(serving=serving, classifier=classifier)
+        # KServe v2 over gRPC, on this event loop; main begins its drain with the HTTP server's.
+        grpc_front = None
+        if settings.grpc.port:
+            grpc_front = GrpcFront(
+                settings.grpc,
+                settings.listener.host,
+                max_calls=settings.admission.max_concurrency + EXTRA_CALLS,
+                max_message_bytes=settings.grpc.message_limit(target.max_batch, target.limits.max_bytes),
+                grace=settings.listener.shutdown_grace,
+            )
+            app.state.grpc_front = grpc_front
+            await grpc_front.start(
+                InferenceService(
+                    target,
+                    services,
+                    metrics,
+                    versions=api.versions,
+                    keys=KeyTable(settings.access.keys) if settings.access.keys_on else None,
+                )
+            )
         try:
             # Starlette hands this state to every request (`request.state.services`).
-            yield {"services": Services(serving=serving, classifier=classifier)}
+            yield {"services": services}
         finally:
+            if grpc_front is not None:
+                await grpc_front.stop()  # first: its calls in progress use the clients below
             if trimmer is not None:
                 trimmer.cancel()
             await fetcher.aclose()

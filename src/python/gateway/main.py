@@ -10,10 +10,12 @@ from collections.abc import Sequence
 
 import httptools  # noqa: F401 - uvicorn's C HTTP parser (selected below); imported so the PEX carries it
 import uvicorn
+from starlette.applications import Starlette
 
 from clothing_settings import SettingError
 from gateway.app import create_app, metrics_app
-from gateway.connection_limits import LimitedServer, limited_config
+from gateway.connection_limits import ConnectionGuard, LimitedServer, limited_config
+from gateway.kserve_v2_grpc import GrpcFront
 from gateway.metrics import Metrics
 from gateway.request_ids import log_config
 from gateway.settings import Listener, parse_settings
@@ -37,10 +39,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             reason = e.strerror or str(e)
             print(f"gateway: GATEWAY_METRICS_PORT={listener.metrics_port}: {reason}", file=sys.stderr)
             return 1
+    if settings.grpc.port:
+        # The gRPC server binds in the app's lifespan, where a failure is a traceback: a port that
+        # cannot be had is told here, in one line, instead.
+        try:
+            _check_free(listener.host, settings.grpc.port)
+        except OSError as e:
+            print(f"gateway: GATEWAY_GRPC_PORT={settings.grpc.port}: {e.strerror or e}", file=sys.stderr)
+            return 1
+    app = create_app(settings, metrics=metrics)
     # The connection limits (header bytes and count, head/body/idle timeouts, the connection cap)
     # live in a subclass of uvicorn's httptools protocol: gateway/connection_limits.py.
     config, guard = limited_config(
-        create_app(settings, metrics=metrics),
+        app,
         settings.connections,
         host=listener.host,
         port=listener.port,
@@ -58,13 +69,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         proxy_headers=False,
         server_header=False,
     )
-    server = LimitedServer(config, guard)
+    server = _Server(config, guard, app)
     server.run()
     # After a drain started by SIGTERM/SIGINT, uvicorn re-raises the signal, so the process ends by
     # it (exit 143/130, what supervisors expect) once in-flight requests have finished. It returns
     # here when started without a signal, or when startup failed (port taken, lifespan error:
     # `started` stays false).
     return 0 if server.started else 1
+
+
+class _Server(LimitedServer):
+    """Begins the gRPC server's drain (when GATEWAY_GRPC_PORT is on) as the HTTP server's begins, so
+    both run within the one GATEWAY_SHUTDOWN_GRACE; the app's lifespan then waits for it."""
+
+    def __init__(self, config: uvicorn.Config, guard: ConnectionGuard, app: Starlette) -> None:
+        super().__init__(config, guard)
+        self.app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        front: GrpcFront | None = getattr(self.app.state, "grpc_front", None)
+        if front is not None:
+            front.begin_stop()
+        await super().shutdown(sockets)
+
+
+def _check_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socket.create_server((host, port), family=family).close()
 
 
 def _serve_metrics(metrics: Metrics, listener: Listener) -> None:
