@@ -20,6 +20,10 @@ _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 # classification sets is what the middleware reads when the answer starts; "" when no model
 # version answered (health checks, refused or failed requests).
 _served_version: ContextVar[str] = ContextVar("gateway_served_version", default="")
+# The label the canary split sent the request being handled to ("" when it did not route it), for
+# its `gateway_rollout_requests` count, made with the answer's status (errors included: a failed
+# request has no served version, but it has the side of the split that failed it).
+_routed_label: ContextVar[str] = ContextVar("gateway_routed_label", default="")
 
 
 class Metrics:
@@ -70,9 +74,10 @@ class Metrics:
         )
         self.rollout_requests = Counter(
             "gateway_rollout_requests",
-            "Requests the canary split sent to a version label (GATEWAY_STABLE_LABEL or "
-            "GATEWAY_CANARY_LABEL); requests that pin a version or label are not counted",
-            ["label"],
+            "HTTP requests the canary split sent to a version label (GATEWAY_STABLE_LABEL or "
+            "GATEWAY_CANARY_LABEL), by label and the answer's status code; requests that pin a "
+            "version or label are not counted",
+            ["label", "status"],
             registry=self.registry,
         )
         for stage in STAGES:
@@ -81,6 +86,7 @@ class Metrics:
     def start_request(self) -> None:
         """A new request: nothing has answered it yet."""
         _served_version.set("")
+        _routed_label.set("")
 
     def served_by(self, version: int | None) -> None:
         """The model version that answered the current request (TF Serving's PredictResponse)."""
@@ -88,10 +94,12 @@ class Metrics:
 
     def routed(self, label: str) -> None:
         """The canary split sent the current request to `label` (one of the two the settings name)."""
-        self.rollout_requests.labels(label).inc()
+        _routed_label.set(label)
 
     def count_request(self, route: str, status: int) -> None:
         self.requests.labels(route, str(status), _served_version.get()).inc()
+        if label := _routed_label.get():
+            self.rollout_requests.labels(label, str(status)).inc()
 
     def note_readiness(self, ready: bool, versions: Iterable[int]) -> None:
         """What a readiness check found: ready or not, and the AVAILABLE versions."""

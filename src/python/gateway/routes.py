@@ -81,9 +81,9 @@ class Api:
         split of the requests that pin no model version."""
         self.target = target
         self.versions = CanarySplit(rollout or Rollout(), routed=metrics.routed)
-        if self.versions.active:  # both sides in the first scrape, at 0
+        if self.versions.active:  # both sides in the first scrape: no answers yet
             for side in (self.versions.stable, self.versions.canary):
-                metrics.rollout_requests.labels(side.label)
+                metrics.rollout_requests.labels(side.label, "200")
         self.description = description
         self.metrics = metrics
         self.openapi = openapi

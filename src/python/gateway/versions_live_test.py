@@ -30,6 +30,8 @@ MODEL = COURSE_MODEL_NAME
 IMAGE = image_bytes("JPEG", (120, 90), (200, 30, 60))
 B64 = base64.b64encode(IMAGE).decode()
 STABLE, CANARY, OTHER_SIGNATURE = 2, 3, 1
+# "old" names the version whose signature the gateway cannot use: a canary that fails every request.
+LABELS = {"stable": STABLE, "canary": CANARY, "old": OTHER_SIGNATURE}
 
 
 def write_other_signature_model(version_dir: Path) -> None:
@@ -80,7 +82,7 @@ def versions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Versions]:
     }
     assert not np.allclose(logits[STABLE], logits[CANARY], rtol=1e-3), "the two versions must differ"
     config = base.parent / "models.config"
-    config.write_text(model_config(base, {"stable": STABLE, "canary": CANARY}), encoding="utf-8")
+    config.write_text(model_config(base, LABELS), encoding="utf-8")
     flags = [
         "--model_config_file", str(config),
         "--model_config_file_poll_wait_seconds", "1",
@@ -266,8 +268,29 @@ def test_a_ten_percent_canary_splits_requests_and_the_metrics_show_both_versions
     route = {"route": "/v1/classify", "status": "200"}
     assert metric(page, "gateway_requests_total", model_version=str(CANARY), **route) == canary
     assert metric(page, "gateway_requests_total", model_version=str(STABLE), **route) == n - canary
-    assert metric(page, "gateway_rollout_requests_total", label="canary") == canary
-    assert metric(page, "gateway_rollout_requests_total", label="stable") == n - canary
+    assert metric(page, "gateway_rollout_requests_total", label="canary", status="200") == canary
+    assert metric(page, "gateway_rollout_requests_total", label="stable", status="200") == n - canary
+
+
+def test_a_failing_canary_shows_in_the_split_counts_by_status(
+    run_gateway: RunGateway, versions: Versions
+) -> None:
+    # The canary side is a version that refuses every request: its failures have no served version,
+    # but the split's count says which side failed them.
+    gateway = gateway_for(run_gateway, versions, GATEWAY_CANARY_PERCENT="50", GATEWAY_CANARY_LABEL="old")
+    statuses = []
+    with httpx.Client(base_url=gateway.url) as client:
+        for i in range(40):
+            r = client.post("/v1/classify", json={"b64": B64}, headers={"X-Client-ID": f"client-{i}"})
+            statuses.append(r.status_code)
+        page = client.get("/metrics").text
+    failed = sum(client_bucket(f"client-{i}") < 50 for i in range(40))
+    assert statuses.count(502) == failed > 0
+    assert statuses.count(200) == 40 - failed
+    assert metric(page, "gateway_rollout_requests_total", label="old", status="502") == failed
+    assert metric(page, "gateway_rollout_requests_total", label="stable", status="200") == 40 - failed
+    unattributed = {"route": "/v1/classify", "status": "502", "model_version": ""}
+    assert metric(page, "gateway_requests_total", **unattributed) == failed
 
 
 def test_a_client_id_keeps_a_client_on_one_version(run_gateway: RunGateway, versions: Versions) -> None:
@@ -299,7 +322,7 @@ def test_moving_a_label_in_the_model_config_moves_traffic_without_touching_the_g
     original = versions.config.read_text(encoding="utf-8")
     try:
         # Promote: stable now names the canary's version (AVAILABLE, so the move is allowed).
-        promoted = model_config(versions.base, {"stable": CANARY, "canary": CANARY})
+        promoted = model_config(versions.base, LABELS | {"stable": CANARY})
         versions.config.write_text(promoted, encoding="utf-8")
         deadline = time.monotonic() + 30
         while stable_version() != CANARY:

@@ -202,15 +202,24 @@ def test_every_route_refuses_a_bad_choice_before_anything_else(
 def test_the_split_counts_each_side_from_the_first_scrape(no_model_server: RunningGateway) -> None:
     url = no_model_server.url
     page = httpx.get(f"{url}/metrics").text
-    assert 'gateway_rollout_requests_total{label="stable"} 0.0' in page
-    assert 'gateway_rollout_requests_total{label="canary"} 0.0' in page
+    assert 'gateway_rollout_requests_total{label="stable",status="200"} 0.0' in page
+    assert 'gateway_rollout_requests_total{label="canary",status="200"} 0.0' in page
     for i in range(20):
-        httpx.post(f"{url}/predict", json={"url": "http://10.0.0.1/a.jpg"}, headers={"X-Client-ID": f"c{i}"})
+        # Refused (a private address): the split's count has the answer's status all the same.
+        r = httpx.post(
+            f"{url}/predict", json={"url": "http://10.0.0.1/a.jpg"}, headers={"X-Client-ID": f"c{i}"}
+        )
+        assert r.status_code == 400
     # A pinned request is not the split's.
     httpx.post(f"{url}/predict?label=canary", json={"url": "http://10.0.0.1/a.jpg"})
     page = httpx.get(f"{url}/metrics").text
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in page.splitlines()
+        if line.startswith("gateway_rollout_requests_total{")
+    }
     counts = {
-        side: float(page.split(f'gateway_rollout_requests_total{{label="{side}"}} ')[1].split()[0])
+        side: samples[f'gateway_rollout_requests_total{{label="{side}",status="400"}}']
         for side in ("stable", "canary")
     }
     assert counts["canary"] == sum(client_bucket(f"c{i}") < 50 for i in range(20))
