@@ -569,7 +569,7 @@ set_model_config() {
   (( DRY_RUN )) || rm -f "${patch}"
   each_tf_serving_pod "sees the new model config" config_mounted "${config}"
   log "waiting $(( 2 * MODEL_CONFIG_POLL )) s: two of TF Serving's polls of the model config"
-  run sleep "$(( 2 * MODEL_CONFIG_POLL ))"
+  if (( DRY_RUN )); then run sleep "$(( 2 * MODEL_CONFIG_POLL ))"; else sleep "$(( 2 * MODEL_CONFIG_POLL ))"; fi
 }
 
 # wait_for_version VERSION available|gone: until every tf-serving pod reports VERSION AVAILABLE,
