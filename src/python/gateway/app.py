@@ -30,6 +30,7 @@ from gateway.kserve_v2_grpc import EXTRA_CALLS, GrpcFront, InferenceService
 from gateway.metrics import Metrics
 from gateway.name_lookup import BoundedResolver
 from gateway.openapi import openapi_schema
+from gateway.prediction_log import PredictionLogger, note_route
 from gateway.request_ids import RequestIds
 from gateway.routes import Api, Services, metrics_response
 from gateway.serving import ServingClient
@@ -47,9 +48,11 @@ def create_app(
     """The gateway app. `resolver` resolves image URL host names (default: the operating system's,
     within `settings.fetch.lookups`; tests pass their own). Each part gets only its own settings.
     With `GATEWAY_METRICS_PORT` set, /metrics is not among its routes: `metrics_app(metrics)`
-    serves them on that port."""
+    serves them on that port. `SettingError` if the prediction log's file cannot be opened."""
     target = settings.serving
     metrics = metrics or Metrics()
+    # Opened here, at start, so that a path the gateway cannot write stops it with one line.
+    prediction_log = PredictionLogger.open(settings.prediction_log, metrics)
     traces = Traces(settings.tracing)
     api = Api(
         target, metrics, openapi_schema(target), description=target.description, rollout=settings.rollout
@@ -66,7 +69,9 @@ def create_app(
             names = lookups = BoundedResolver(settings.fetch.lookups)
         fetcher = Fetcher(settings.fetch, names, max_bytes=target.limits.max_bytes)
         pool = ThreadPoolExecutor(max_workers=settings.admission.threads, thread_name_prefix="preprocess")
-        classifier = Classifier(serving, fetcher, pool, metrics, settings.admission)
+        if prediction_log is not None:
+            prediction_log.start()
+        classifier = Classifier(serving, fetcher, pool, metrics, settings.admission, prediction_log)
         state = await serving.readiness()
         metrics.note_readiness(state.ready, state.versions)
         if state.ready:
@@ -117,6 +122,9 @@ def create_app(
                 lookups.close()
             await serving.close()
             pool.shutdown(wait=True, cancel_futures=True)
+            if prediction_log is not None:
+                # The lines of the last requests are written before the process ends.
+                await asyncio.to_thread(prediction_log.close)
             # The last requests' spans are exported (within GATEWAY_OTLP_TIMEOUT) before the end.
             await asyncio.to_thread(traces.shutdown)
 
@@ -238,6 +246,7 @@ class _CountRequests:
             route = "other"
 
         self.metrics.start_request()
+        note_route(route)
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":

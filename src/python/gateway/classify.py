@@ -36,6 +36,7 @@ from gateway.base64_images import decode_image_b64
 from gateway.errors import BadRequest, GatewayError, ModelDeadlineExceeded, Overloaded
 from gateway.fetch import Fetcher, check_url
 from gateway.metrics import STAGES, Metrics
+from gateway.prediction_log import ImageFacts, PredictionLogger, image_facts
 from gateway.serving import ModelInfo, PredictCall, ServingClient
 from gateway.settings import Admission
 from gateway.versions import LATEST, ModelChoice
@@ -49,6 +50,9 @@ class ImageSource:
     url: str | None = None
     data: bytes | None = None
     b64: str | None = None
+    # How bytes came (the prediction log says it): "upload" (a multipart file), "raw" (the body,
+    # or a KServe v2 binary element).
+    form: str = "raw"
 
     def __post_init__(self) -> None:
         if sum(x is not None for x in (self.url, self.data, self.b64)) != 1:
@@ -169,6 +173,7 @@ class Classifier:
         pool: ThreadPoolExecutor,
         metrics: Metrics,
         admission: Admission,
+        prediction_log: PredictionLogger | None = None,
     ) -> None:
         """Admission bounds the requests; the batch size, image size, model name and deadline are
         those of the serving client's target."""
@@ -183,6 +188,7 @@ class Classifier:
         self.limit = ConcurrencyLimit(admission.max_concurrency)
         self.slots = WorkSlots(admission.work_slots)
         self._deadline = target.timeout
+        self._prediction_log = prediction_log
 
     async def classify(
         self,
@@ -214,6 +220,9 @@ class Classifier:
     ) -> Classification:
         timings = Timings()
         start = time.perf_counter()
+        # A sampled request's image facts are gathered on the decode threads, for the log.
+        log = self._prediction_log
+        facts: list[ImageFacts] | None = [] if log is not None and log.sampled() else None
         urls = sum(s.url is not None for s in sources)
         with tracing.span("fetch", {"gateway.images": urls}, when=urls > 0) as fetch_span:
             fetched = await self._all_bytes(sources, each)
@@ -256,7 +265,7 @@ class Classifier:
             call, decoded, decode_s, preprocess_s = await loop.run_in_executor(
                 self._pool,
                 contextvars.copy_context().run,
-                _predict_call, images, info, self._serving, each, choice,
+                _predict_call, images, info, self._serving, each, choice, facts,
             )  # fmt: skip
             timings.decode, timings.preprocess = decode_s, preprocess_s
 
@@ -295,13 +304,16 @@ class Classifier:
             else:
                 results.append(ImageResult(next(scores), info.labels))
         self._metrics.images.inc(sum(isinstance(r, ImageResult) for r in results))
-        return Classification(
+        classification = Classification(
             results=tuple(results),
             model_name=self._model_name,
             model_version=version,
             signature_name=info.signature.signature_name,
             timings=timings,
         )
+        if log is not None and facts is not None:
+            log.record(classification, sources, fetched, facts)
+        return classification
 
     async def _all_bytes(self, sources: Sequence[ImageSource], each: bool) -> list[bytes | ImageError]:
         """Every image's bytes, URLs fetched concurrently. With `each`, a failed fetch is kept in
@@ -358,12 +370,18 @@ class Classifier:
 
 
 def _predict_call(
-    images: Sequence[bytes], info: ModelInfo, serving: ServingClient, each: bool, choice: ModelChoice
+    images: Sequence[bytes],
+    info: ModelInfo,
+    serving: ServingClient,
+    each: bool,
+    choice: ModelChoice,
+    facts: list[ImageFacts] | None = None,
 ) -> tuple[PredictCall | None, list[PreprocessingError | None], float, float]:
     """Decode every image into one batch, normalise it unless the model takes pixels, serialise the
     request (in the thread pool). With `each`, an image that cannot be decoded is left out of the
     batch and its error returned in its place (None for those in the batch); no call if none is
-    left."""
+    left. `facts`, when given, gets each image's digest, size and stored dimensions (prediction
+    log)."""
     config = info.preprocessing
     h, w = config.target_size
     t0 = time.perf_counter()
@@ -387,6 +405,8 @@ def _predict_call(
         errors.append(None)
         n += 1
     t1 = time.perf_counter()
+    if facts is not None:  # not part of the decode's time: only sampled requests do this
+        facts.extend(image_facts(data) for data in images)
     decoding_stage = (
         "decode",
         t0,

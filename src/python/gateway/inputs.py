@@ -224,7 +224,7 @@ async def _sources_from_form(request: Request, max_images: int, max_image_bytes:
         uploads = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
         if not uploads:
             raise BadRequest("the form has no file; attach the image as a file field")
-        return [ImageSource(data=await upload.read()) for upload in uploads]
+        return [ImageSource(data=await upload.read(), form="upload") for upload in uploads]
     finally:
         await form.close()
 

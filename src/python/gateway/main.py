@@ -32,6 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Every image allocates and frees a few MB; without this, glibc faults those pages in anew.
     keep_freed_memory(listener.keep_freed_mb * 1024 * 1024)
     metrics = Metrics()
+    try:
+        app = create_app(settings, metrics=metrics)
+    except SettingError as e:  # the prediction log's file cannot be opened
+        print(f"gateway: {e}", file=sys.stderr)
+        return 2
     if listener.metrics_port:
         try:
             _serve_metrics(metrics, listener)
@@ -47,7 +52,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as e:
             print(f"gateway: GATEWAY_GRPC_PORT={settings.grpc.port}: {e.strerror or e}", file=sys.stderr)
             return 1
-    app = create_app(settings, metrics=metrics)
     # The connection limits (header bytes and count, head/body/idle timeouts, the connection cap)
     # live in a subclass of uvicorn's httptools protocol: gateway/connection_limits.py.
     config, guard = limited_config(

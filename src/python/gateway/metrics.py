@@ -80,8 +80,23 @@ class Metrics:
             ["label", "status"],
             registry=self.registry,
         )
+        self.prediction_log_lines = Counter(
+            "gateway_prediction_log_lines",
+            "Prediction log lines written (GATEWAY_PREDICTION_LOG)",
+            registry=self.registry,
+        )
+        self.prediction_log_dropped = Counter(
+            "gateway_prediction_log_dropped",
+            "Prediction log lines lost, by reason: buffer_full (the writer was "
+            "GATEWAY_PREDICTION_LOG_BUFFER lines behind) or write_error (the file refused them: disk "
+            "full, I/O error); the requests were answered all the same",
+            ["reason"],
+            registry=self.registry,
+        )
         for stage in STAGES:
             self.stage_seconds.labels(stage)
+        for reason in ("buffer_full", "write_error"):
+            self.prediction_log_dropped.labels(reason)
 
     def start_request(self) -> None:
         """A new request: nothing has answered it yet."""

@@ -30,7 +30,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -202,9 +202,11 @@ class PredictionLogger:
         sources: Sequence[ImageSource],
         fetched: Sequence[object],
         facts: Sequence[ImageFacts],
+        decode: Mapping[str, object] | None = None,
     ) -> None:
         """Queue one line per classified image of a sampled request. `fetched` is each source's
-        bytes or error, in order; `facts` those of the bytes, in order."""
+        bytes or error, in order; `facts` those of the bytes, in order; `decode` the options that
+        shaped the decode, as the answers report them."""
         common = {
             "schema_version": SCHEMA_VERSION,
             "time": _utc_now(),
@@ -217,7 +219,7 @@ class PredictionLogger:
                 "signature": classification.signature_name,
             },
             "timings_ms": classification.timings.as_ms(),
-            "decode": classification.decoding.report(classification.preprocessing),
+            "decode": None if decode is None else dict(decode),
         }
         facts_of = iter(facts)
         count = len(sources)
@@ -272,11 +274,14 @@ class PredictionLogger:
                 return
 
     def _write(self, lines: list[object]) -> None:
-        data = "".join(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n" for line in lines)
         try:
+            data = "".join(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n" for line in lines)
             self._sink.write(data.encode("utf-8"))
         except OSError as e:
             self._dropped("write_error", len(lines), e.strerror or str(e))
+            return
+        except (TypeError, ValueError) as e:  # a value JSON cannot hold: the writer must go on
+            self._dropped("write_error", len(lines), f"not serialisable: {e}")
             return
         self._metrics.prediction_log_lines.inc(len(lines))
 

@@ -172,6 +172,61 @@ class Rollout:
 
 
 @dataclass(frozen=True)
+class PredictionLog:
+    """The opt-in prediction log (gateway.prediction_log, docs/prediction-log.md)."""
+
+    destination: str = ""  # "": off; "-": standard output; else a file, appended to
+    sample: float = 1.0  # fraction of classification requests logged
+    full_url: bool = False  # image URLs whole; otherwise only their host
+    buffer: int = 10_000  # lines waiting for the writer at most; more are dropped and counted
+
+
+@dataclass(frozen=True)
+class Tracing:
+    """OpenTelemetry spans exported as OTLP over HTTP (gateway.tracing); no endpoint: off."""
+
+    endpoint: str = ""  # "": off
+    sample_ratio: float = 1.0  # of the traces this gateway starts (a client's sampled flag wins)
+    service_name: str = "clothing-gateway"
+    export_timeout: float = 10.0  # one export to the collector, and the flush at shutdown
+    queue_size: int = 2048  # spans waiting for export at most; more are dropped
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may call (gateway.api_keys) and which other origins' pages may (gateway.cors)."""
+
+    keys_file: str = ""  # "": API keys off
+    keys: tuple[KeyEntry, ...] = ()  # the file's entries, read at start
+    cors_origins: tuple[str, ...] = ()  # (): CORS off; ("*",): any origin
+
+    @property
+    def keys_on(self) -> bool:
+        return bool(self.keys_file)
+
+
+@dataclass(frozen=True)
+class GrpcListener:
+    """KServe v2 over gRPC (gateway.kserve_v2_grpc): its port, and what one client may hold there."""
+
+    port: int = 0  # 0: off
+    max_message_bytes: int = 0  # 0: a full batch at the image byte limit (`message_limit`)
+    max_streams: int = 16  # calls in progress on one connection (HTTP/2 concurrent streams)
+    window_bytes: int = 1 << 20  # what a client may send ahead of the gateway, per call
+    max_connections: int = 256
+    min_ping_interval: float = 10.0  # a client pinging more often is disconnected
+    max_idle: float = 300.0  # a connection without a call is closed after this
+    max_age: float = 1800.0  # every connection is closed after this (its calls get the grace)
+
+    def message_limit(self, max_batch: int, max_image_bytes: int) -> int:
+        """Largest request message: the setting, or a full batch of images at the byte limit, each
+        with its 4-byte length prefix, plus 64 KiB for the rest of the message."""
+        if self.max_message_bytes:
+            return self.max_message_bytes
+        return min(max_batch * (max_image_bytes + 4) + 64 * 1024, (1 << 31) - 1)
+
+
+@dataclass(frozen=True)
 class Settings:
     serving: ServingTarget = field(default_factory=ServingTarget)
     admission: Admission = field(default_factory=Admission)
@@ -180,6 +235,7 @@ class Settings:
     listener: Listener = field(default_factory=Listener)
     grpc: GrpcListener = field(default_factory=GrpcListener)
     access: Access = field(default_factory=Access)
+    prediction_log: PredictionLog = field(default_factory=PredictionLog)
     tracing: Tracing = field(default_factory=Tracing)
     rollout: Rollout = field(default_factory=Rollout)
 
@@ -507,6 +563,29 @@ VARIABLES: tuple[Variable, ...] = (
         "uvicorn log level: critical, error, warning, info, debug",
     ),
     Variable(
+        "GATEWAY_PREDICTION_LOG",
+        lambda s: s.prediction_log.destination,
+        "the prediction log, one JSON line per classified image (docs/prediction-log.md): a file, "
+        "opened for appending at start; `-`: standard output; empty: off",
+    ),
+    Variable(
+        "GATEWAY_PREDICTION_LOG_SAMPLE",
+        lambda s: s.prediction_log.sample,
+        "fraction of classification requests whose images are logged, 0 to 1 (a batch is logged "
+        "whole or not at all)",
+    ),
+    Variable(
+        "GATEWAY_PREDICTION_LOG_FULL_URL",
+        lambda s: str(s.prediction_log.full_url).lower(),
+        "log image URLs whole (they may carry tokens or personal data); false: only their host",
+    ),
+    Variable(
+        "GATEWAY_PREDICTION_LOG_BUFFER",
+        lambda s: s.prediction_log.buffer,
+        "prediction log lines waiting to be written at most; past it a line is dropped and counted in "
+        "`gateway_prediction_log_dropped_total`, never a request delayed",
+    ),
+    Variable(
         "GATEWAY_OTLP_ENDPOINT",
         lambda s: s.tracing.endpoint,
         "OpenTelemetry collector receiving the gateway's spans as OTLP over HTTP, "
@@ -594,6 +673,15 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         rollout=_rollout(env, defaults.rollout),
         grpc=_grpc(env, defaults.grpc, _listener(env, defaults.listener)),
         access=_access(env),
+        prediction_log=replace(
+            defaults.prediction_log,
+            **env.given(
+                destination=env.text("GATEWAY_PREDICTION_LOG") or None,
+                sample=env.fraction("GATEWAY_PREDICTION_LOG_SAMPLE"),
+                full_url=_full_url(env),
+                buffer=env.integer("GATEWAY_PREDICTION_LOG_BUFFER", 1, 10_000_000),
+            ),
+        ),
         tracing=_tracing(env, defaults.tracing),
     )
 
@@ -732,6 +820,11 @@ def _access(env: _Env) -> Access:
     return Access(keys_file=keys_file, keys=keys, cors_origins=origins)
 
 
+def _full_url(env: _Env) -> bool | None:
+    given = env.choice("GATEWAY_PREDICTION_LOG_FULL_URL", ("true", "false"), lower=True)
+    return None if given is None else given == "true"
+
+
 def _listener(env: _Env, default: Listener) -> Listener:
     listener = replace(
         default,
@@ -847,6 +940,18 @@ class _Env:
             raise SettingError(name, f"{name}={raw!r} is not a number of seconds") from None
         if not 0 < value <= 3600:
             raise SettingError(name, f"{name}={value} must be more than 0 and at most 3600 seconds")
+        return value
+
+    def fraction(self, name: str) -> float | None:
+        raw = self.text(name)
+        if not raw:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingError(name, f"{name}={raw!r} is not a number from 0 to 1") from None
+        if not 0 <= value <= 1:  # NaN fails this too
+            raise SettingError(name, f"{name}={value} is outside 0..1")
         return value
 
     def fraction(self, name: str) -> float | None:
