@@ -208,7 +208,7 @@ def test_an_allowed_origins_preflight_is_answered_before_any_key_is_asked(
     run_gateway: RunGateway, tmp_path: Path
 ) -> None:
     gw = run_gateway(settings(tmp_path, GATEWAY_CORS_ORIGINS=f"{SHOP}, https://Admin.Example"))
-    asked = "content-type,authorization,x-api-key,x-request-id,traceparent"
+    asked = "content-type,authorization,x-api-key,x-request-id,traceparent,x-client-id"
     for origin in (SHOP, "https://admin.example"):
         answer = _preflight(f"{gw.url}/v1/classify", origin, headers=asked)
         assert answer.status_code == 204, answer.text
@@ -328,3 +328,49 @@ def test_the_gateway_stops_on_a_malformed_key_file_in_one_line(tmp_path: Path) -
         f"gateway: GATEWAY_API_KEYS_FILE: {keys} line 2: "
         "expected '<key id> <sha256 hex> [revoked]', got 1 fields"
     ]
+
+
+# The API's description
+
+
+def test_the_schema_says_which_routes_need_a_key_and_how_to_send_one(
+    run_gateway: RunGateway, tmp_path: Path
+) -> None:
+    plain = httpx.get(f"{run_gateway(settings(tmp_path, keys=False)).url}/openapi.json").json()
+    assert "securitySchemes" not in plain["components"]
+    assert "security" not in plain
+    assert "401" not in plain["paths"]["/v1/classify"]["post"]["responses"]
+
+    gw = run_gateway(settings(tmp_path))
+    schema = httpx.get(f"{gw.url}/openapi.json").json()
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["bearer"]["type"] == "http"
+    assert schemes["bearer"]["scheme"] == "bearer"
+    assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert schema["security"] == [{"bearer": []}, {"apiKey": []}]
+    paths = schema["paths"]
+    for path in ("/", "/static/{name}", "/healthz", "/readyz", "/openapi.json", "/v2/health/live"):
+        for operation in paths[path].values():
+            assert operation["security"] == [], path
+            assert "401" not in operation["responses"], path
+    shapes = {
+        "/v1/classify": "Error",
+        "/v2/models/{name}/infer": "PlainError",
+        "/v1/models/{name}": "PlainError",
+    }
+    for path, shape in shapes.items():
+        for operation in paths[path].values():
+            assert "security" not in operation, path  # the document's: a key
+            for status in ("401", "403"):
+                content = operation["responses"][status]["content"]["application/json"]
+                assert content["schema"] == {"$ref": f"#/components/schemas/{shape}"}, (path, status)
+    assert "unauthorized" in paths["/predict"]["post"]["responses"]["401"]["description"]
+    assert "key_revoked" in paths["/metrics"]["get"]["responses"]["403"]["description"]
+    # What the schema says is what the gateway does: each route without a template is open, or
+    # refuses a request without a key.
+    for path, operations in paths.items():
+        if "{" in path:
+            continue
+        for method, operation in operations.items():
+            answered = httpx.request(method.upper(), f"{gw.url}{path}", timeout=10).status_code
+            assert (answered == 401) == ("security" not in operation), (method, path, answered)

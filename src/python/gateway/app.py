@@ -29,7 +29,7 @@ from gateway.inputs import BodyLimit, json_limit
 from gateway.kserve_v2_grpc import EXTRA_CALLS, GrpcFront, InferenceService
 from gateway.metrics import Metrics
 from gateway.name_lookup import BoundedResolver
-from gateway.openapi import openapi_schema
+from gateway.openapi import openapi_schema, with_api_keys
 from gateway.prediction_log import PredictionLogger, note_route
 from gateway.request_ids import RequestIds
 from gateway.routes import Api, Services, metrics_response
@@ -57,6 +57,8 @@ def create_app(
     api = Api(
         target, metrics, openapi_schema(target), description=target.description, rollout=settings.rollout
     )
+    if settings.access.keys_on:
+        api.openapi = with_api_keys(api.openapi)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
@@ -191,7 +193,11 @@ def _access_middleware(settings: Settings, on_refused: OnRefused) -> list[Middle
     access = settings.access
     middleware = []
     if access.cors_origins:
-        middleware.append(Middleware(Cors, origins=access.cors_origins, on_refused=on_refused))
+        # Clients that keep to one side of the canary split send its header too.
+        extra = (settings.rollout.client_id_header,)
+        middleware.append(
+            Middleware(Cors, origins=access.cors_origins, on_refused=on_refused, extra_headers=extra)
+        )
     if access.keys_on:
         middleware.append(Middleware(RequireKey, keys=KeyTable(access.keys), on_refused=on_refused))
     return middleware

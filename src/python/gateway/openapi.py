@@ -10,6 +10,7 @@ import copy
 from typing import Any
 
 from gateway import errors
+from gateway.api_keys import is_open
 from gateway.base64_images import encoded_length, text_limit
 from gateway.inputs import LOGITS_VALUES, TOP_K_DEFAULT, TOP_K_MAX
 from gateway.metrics import STAGES
@@ -654,6 +655,30 @@ def _v2_paths(settings: ServingTarget, b64: dict[str, Any]) -> dict[str, Any]:
             operation["responses"] = {**_plain_errors(400), **operation["responses"]}
         paths[f"/v2/models/{{name}}/versions/{{version}}{suffix}"] = operations
     return paths
+
+
+def with_api_keys(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` for a gateway with API keys: both ways to send a key as security schemes, asked
+    of every operation but the open ones (`api_keys.is_open`), which may then answer 401 and 403."""
+    secured = copy.deepcopy(schema)
+    secured["components"]["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <key>"},
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    }
+    # Either scheme will do.
+    secured["security"] = [{"bearer": []}, {"apiKey": []}]
+    secured["info"]["description"] += (
+        " Every route but the page, /healthz, /readyz, /openapi.json and /v2/health/* needs an API key."
+    )
+    for path, operations in secured["paths"].items():
+        plain = path.startswith(errors.PLAIN_ERROR_PREFIXES)
+        refusals = _plain_errors(401, 403) if plain else _errors(401, 403)
+        for operation in operations.values():
+            if is_open(path):
+                operation["security"] = []
+            else:
+                operation["responses"].update(refusals)
+    return secured
 
 
 def error_codes() -> list[str]:
