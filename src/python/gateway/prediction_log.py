@@ -87,6 +87,11 @@ def image_facts(data: bytes) -> ImageFacts:
     return ImageFacts(hashlib.sha256(data).hexdigest(), len(data), *size)
 
 
+def _json(line: object) -> str:
+    """One line's JSON: compact, UTF-8 text as it is."""
+    return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+
+
 def _utc_now() -> str:
     """UTC, ISO-8601 with milliseconds and a Z: `2026-01-31T12:34:56.789Z`."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -275,8 +280,8 @@ class PredictionLogger:
 
     def _write(self, lines: list[object]) -> None:
         try:
-            data = "".join(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n" for line in lines)
-            self._sink.write(data.encode("utf-8"))
+            text = "".join(_json(line) + "\n" for line in lines)
+            self._sink.write(text.encode("utf-8"))
         except OSError as e:
             self._dropped("write_error", len(lines), e.strerror or str(e))
             return

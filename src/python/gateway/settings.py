@@ -182,51 +182,6 @@ class PredictionLog:
 
 
 @dataclass(frozen=True)
-class Tracing:
-    """OpenTelemetry spans exported as OTLP over HTTP (gateway.tracing); no endpoint: off."""
-
-    endpoint: str = ""  # "": off
-    sample_ratio: float = 1.0  # of the traces this gateway starts (a client's sampled flag wins)
-    service_name: str = "clothing-gateway"
-    export_timeout: float = 10.0  # one export to the collector, and the flush at shutdown
-    queue_size: int = 2048  # spans waiting for export at most; more are dropped
-
-
-@dataclass(frozen=True)
-class Access:
-    """Who may call (gateway.api_keys) and which other origins' pages may (gateway.cors)."""
-
-    keys_file: str = ""  # "": API keys off
-    keys: tuple[KeyEntry, ...] = ()  # the file's entries, read at start
-    cors_origins: tuple[str, ...] = ()  # (): CORS off; ("*",): any origin
-
-    @property
-    def keys_on(self) -> bool:
-        return bool(self.keys_file)
-
-
-@dataclass(frozen=True)
-class GrpcListener:
-    """KServe v2 over gRPC (gateway.kserve_v2_grpc): its port, and what one client may hold there."""
-
-    port: int = 0  # 0: off
-    max_message_bytes: int = 0  # 0: a full batch at the image byte limit (`message_limit`)
-    max_streams: int = 16  # calls in progress on one connection (HTTP/2 concurrent streams)
-    window_bytes: int = 1 << 20  # what a client may send ahead of the gateway, per call
-    max_connections: int = 256
-    min_ping_interval: float = 10.0  # a client pinging more often is disconnected
-    max_idle: float = 300.0  # a connection without a call is closed after this
-    max_age: float = 1800.0  # every connection is closed after this (its calls get the grace)
-
-    def message_limit(self, max_batch: int, max_image_bytes: int) -> int:
-        """Largest request message: the setting, or a full batch of images at the byte limit, each
-        with its 4-byte length prefix, plus 64 KiB for the rest of the message."""
-        if self.max_message_bytes:
-            return self.max_message_bytes
-        return min(max_batch * (max_image_bytes + 4) + 64 * 1024, (1 << 31) - 1)
-
-
-@dataclass(frozen=True)
 class Settings:
     serving: ServingTarget = field(default_factory=ServingTarget)
     admission: Admission = field(default_factory=Admission)
@@ -940,18 +895,6 @@ class _Env:
             raise SettingError(name, f"{name}={raw!r} is not a number of seconds") from None
         if not 0 < value <= 3600:
             raise SettingError(name, f"{name}={value} must be more than 0 and at most 3600 seconds")
-        return value
-
-    def fraction(self, name: str) -> float | None:
-        raw = self.text(name)
-        if not raw:
-            return None
-        try:
-            value = float(raw)
-        except ValueError:
-            raise SettingError(name, f"{name}={raw!r} is not a number from 0 to 1") from None
-        if not 0 <= value <= 1:  # NaN fails this too
-            raise SettingError(name, f"{name}={value} is outside 0..1")
         return value
 
     def fraction(self, name: str) -> float | None:
