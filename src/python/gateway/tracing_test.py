@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import itertools
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -420,3 +422,34 @@ def test_a_collector_that_is_down_costs_a_log_line_not_one_per_span(tmp_path: Pa
     dropped = [line for line in log.splitlines() if "dropping" in line.lower()]
     assert len(dropped) == 1, log
     assert "Traceback" not in log
+
+
+_SDK_LOADED = """
+import sys
+from starlette.testclient import TestClient
+from gateway import create_app, parse_settings
+environ = {"TF_SERVING_HOST": "127.0.0.1:1", "GATEWAY_OTLP_ENDPOINT": sys.argv[1]}
+with TestClient(create_app(parse_settings([], environ))) as client:
+    client.get("/healthz", headers={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+print("opentelemetry.sdk" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(("endpoint", "loaded"), [("", "False"), ("http://127.0.0.1:1", "True")])
+def test_with_tracing_off_the_sdk_is_never_loaded(endpoint: str, loaded: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _SDK_LOADED, endpoint],
+        env=child_environment({}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == loaded
+
+
+def test_the_gateway_process_refuses_a_bad_tracing_setting_in_one_line(tmp_path: Path) -> None:
+    env = child_environment({"GATEWAY_TRACE_SAMPLE_RATIO": "2"})
+    gateway = RunningProcess("gateway", python_module("gateway"), env, tmp_path / "gateway.log")
+    assert gateway.wait(60) == 2
+    assert gateway.log_text().strip() == "gateway: GATEWAY_TRACE_SAMPLE_RATIO=2.0 is outside 0..1"
