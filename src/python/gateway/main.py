@@ -29,6 +29,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gateway: {e}", file=sys.stderr)
         return 2
     listener = settings.listener
+    if settings.grpc.port:
+        # The gRPC server binds in the app's lifespan, where a failure is a traceback: a port that
+        # cannot be had is told here, in one line, before anything else starts.
+        try:
+            _check_free(listener.host, settings.grpc.port)
+        except OSError as e:
+            print(f"gateway: GATEWAY_GRPC_PORT={settings.grpc.port}: {e.strerror or e}", file=sys.stderr)
+            return 1
     # Every image allocates and frees a few MB; without this, glibc faults those pages in anew.
     keep_freed_memory(listener.keep_freed_mb * 1024 * 1024)
     metrics = Metrics()
@@ -43,14 +51,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as e:
             reason = e.strerror or str(e)
             print(f"gateway: GATEWAY_METRICS_PORT={listener.metrics_port}: {reason}", file=sys.stderr)
-            return 1
-    if settings.grpc.port:
-        # The gRPC server binds in the app's lifespan, where a failure is a traceback: a port that
-        # cannot be had is told here, in one line, instead.
-        try:
-            _check_free(listener.host, settings.grpc.port)
-        except OSError as e:
-            print(f"gateway: GATEWAY_GRPC_PORT={settings.grpc.port}: {e.strerror or e}", file=sys.stderr)
             return 1
     # The connection limits (header bytes and count, head/body/idle timeouts, the connection cap)
     # live in a subclass of uvicorn's httptools protocol: gateway/connection_limits.py.
