@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from api_keys.key_file import KeyEntry, digest_of
 from clothing_preproc import CLOTHING_LABELS
 from clothing_settings import SettingError
 from gateway import create_app, parse_settings
@@ -138,6 +139,23 @@ def test_every_input_form_gets_its_lines(
     ]  # fmt: skip
     assert batch[0]["request_id"] == batch[1]["request_id"] == answers[4].headers["x-request-id"]
     assert metric(gateway, "gateway_prediction_log_lines_total") == 6
+
+
+def test_the_api_key_id_is_logged_never_the_key(
+    run_gateway: RunGateway, tf_serving: str, tmp_path: Path
+) -> None:
+    key = "shop-key-c2VjcmV0IGtleQ"
+    keys = tmp_path / "keys.txt"
+    keys.write_text(KeyEntry("shop-frontend", digest_of(key)).line() + "\n")
+    log = tmp_path / "predictions.jsonl"
+    gateway = start(run_gateway, tf_serving, GATEWAY_PREDICTION_LOG=str(log), GATEWAY_API_KEYS_FILE=str(keys))
+    headers = {"content-type": "image/jpeg", "X-API-Key": key}
+    assert httpx.post(f"{gateway.url}/v1/classify", content=RED, headers=headers).status_code == 200
+    assert classify_raw(gateway) == 401  # no key: refused, so not logged
+    gateway.stop()
+    (line,) = lines_of(log, 1)
+    assert line["api_key_id"] == "shop-frontend"
+    assert key not in log.read_text()
 
 
 def test_full_urls_only_when_asked(
