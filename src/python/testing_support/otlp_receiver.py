@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+# opentelemetry-proto comes with the OTLP exporter (no requirement of its own): imported so that
+# Pants packs it for every user of this module.
+import opentelemetry.exporter.otlp.proto.http  # noqa: F401
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
