@@ -447,8 +447,9 @@ def test_tf_serving_rest_status_and_errors(gateway: RunningGateway) -> None:
         (url, {"instances": [{"url": "http://x.test/a.jpg"}]}, 400, '"instances" item 1'),
         (url, {"instances": [], "inputs": []}, 400, "instances"),
         (f"{gateway.url}/v1/models/other:predict", {"instances": [{"b64": b64(RED)}]}, 404, "no model named"),
-        (f"{model}/versions/7:predict", {"instances": []}, 404, "versions available: 1"),
-        (f"{model}/labels/stable:predict", {"instances": []}, 404, "label 'stable'"),
+        # As TF Serving: the body is read first, the version looked up when the call is made.
+        (f"{model}/versions/7:predict", {"instances": [{"b64": b64(RED)}]}, 404, "versions available: 1"),
+        (f"{model}/labels/stable:predict", {"instances": [{"b64": b64(RED)}]}, 404, "label 'stable'"),
     ]
     for path, body, status_code, words in cases:
         r = httpx.post(path, json=body)
