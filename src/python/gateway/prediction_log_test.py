@@ -32,7 +32,7 @@ from testing_support.image_host import ImageHost, Reply, image_bytes
 from testing_support.in_process_gateway import RunningGateway, resolver_from
 from testing_support.processes import child_environment
 from testing_support.stack import start_gateway, wait_for
-from testing_support.stand_in_serving import stand_in_serving
+from testing_support.pixel_means_serving import pixel_means_serving
 
 RunGateway = Callable[..., RunningGateway]
 RED = image_bytes("JPEG", (640, 480), (200, 30, 60))
@@ -43,7 +43,7 @@ TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 @pytest.fixture(scope="module")
 def tf_serving() -> Iterator[str]:
-    with stand_in_serving(version=7) as address:
+    with pixel_means_serving(version=7) as address:
         yield address
 
 

@@ -19,7 +19,7 @@ from gateway import parse_settings
 from testing_support.image_host import image_bytes
 from testing_support.in_process_gateway import RunningGateway
 from testing_support.processes import child_environment
-from testing_support.stand_in_serving import stand_in_serving
+from testing_support.pixel_means_serving import pixel_means_serving
 
 # Colours the stand-in's logits tell apart: different top-1 classes.
 COLOURS = [(200, 30, 60), (20, 40, 220), (30, 200, 60), (240, 240, 240), (10, 10, 10), (120, 60, 200)]
@@ -36,7 +36,7 @@ def classify_into_log(version: int, path: Path, requests: list[list[bytes]]) -> 
     """A gateway in front of a stand-in serving `version`, logging to `path`; each request is a
     batch of images. Returns what the answers said."""
     top1: list[tuple[str, float]] = []
-    with stand_in_serving(version) as address:
+    with pixel_means_serving(version) as address:
         gateway = RunningGateway(
             parse_settings([], {"TF_SERVING_HOST": address, "GATEWAY_PREDICTION_LOG": str(path)})
         )
