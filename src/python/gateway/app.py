@@ -55,7 +55,12 @@ def create_app(
     prediction_log = PredictionLogger.open(settings.prediction_log, metrics)
     traces = Traces(settings.tracing)
     api = Api(
-        target, metrics, openapi_schema(target), description=target.description, rollout=settings.rollout
+        target,
+        metrics,
+        openapi_schema(target, settings.decoding),
+        description=target.description,
+        decoding=settings.decoding,
+        rollout=settings.rollout,
     )
     if settings.access.keys_on:
         api.openapi = with_api_keys(api.openapi)

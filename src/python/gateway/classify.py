@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from clothing_preproc import (
+    PreprocessConfig,
     PreprocessingError,
     decode_image,
     normalize_into,
@@ -33,6 +34,7 @@ from clothing_preproc import (
 )
 from gateway import tracing
 from gateway.base64_images import decode_image_b64
+from gateway.decode_options import Decoding
 from gateway.errors import BadRequest, GatewayError, ModelDeadlineExceeded, Overloaded
 from gateway.fetch import Fetcher, check_url
 from gateway.metrics import STAGES, Metrics
@@ -103,6 +105,9 @@ class Classification:
     model_version: int | None
     signature_name: str | None  # None: no image reached the model
     timings: Timings = field(default_factory=Timings)
+    # What shaped the decode: the request's options applied to the model's preprocessing.
+    decoding: Decoding = field(default_factory=Decoding)
+    preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
 
 
 # Base64 texts shorter than this are decoded on the event loop (tens of microseconds); longer
@@ -195,13 +200,15 @@ class Classifier:
         sources: Sequence[ImageSource],
         *,
         each: bool = False,
+        decoding: Decoding | None = None,
         choice: ModelChoice | None = None,
     ) -> Classification:
         """Scores for every image, or the error that stopped the request.
 
         With `each`, an image that cannot be fetched or decoded gets its error in its slot of the
         results and the others are classified all the same; errors of the request as a whole
-        (admission, TF Serving) are still raised.
+        (admission, TF Serving) are still raised. `decoding`: the request's decode options (the
+        routes resolve them from the operator's defaults and the request); None: Keras-exact.
         `choice`: the model version or label to ask TF Serving for; None: its latest version.
         """
         if not sources:
@@ -211,12 +218,12 @@ class Classifier:
         with self.limit:
             self._metrics.in_flight.inc()
             try:
-                return await self._classify(sources, each, choice or LATEST)
+                return await self._classify(sources, each, decoding or Decoding(), choice or LATEST)
             finally:
                 self._metrics.in_flight.dec()
 
     async def _classify(
-        self, sources: Sequence[ImageSource], each: bool, choice: ModelChoice
+        self, sources: Sequence[ImageSource], each: bool, decoding: Decoding, choice: ModelChoice
     ) -> Classification:
         timings = Timings()
         start = time.perf_counter()
@@ -241,6 +248,8 @@ class Classifier:
                 model_version=None,
                 signature_name=None,
                 timings=timings,
+                decoding=decoding,
+                preprocessing=decoding.apply(self._serving.target.preprocessing),
             )
         info = await self._serving.info()
 
@@ -265,7 +274,7 @@ class Classifier:
             call, decoded, decode_s, preprocess_s = await loop.run_in_executor(
                 self._pool,
                 contextvars.copy_context().run,
-                _predict_call, images, info, self._serving, each, choice, facts,
+                _predict_call, images, info, self._serving, each, decoding, choice, facts,
             )  # fmt: skip
             timings.decode, timings.preprocess = decode_s, preprocess_s
 
@@ -310,6 +319,8 @@ class Classifier:
             model_version=version,
             signature_name=info.signature.signature_name,
             timings=timings,
+            decoding=decoding,
+            preprocessing=decoding.apply(info.preprocessing),
         )
         if log is not None and facts is not None:
             log.record(classification, sources, fetched, facts)
@@ -374,6 +385,7 @@ def _predict_call(
     info: ModelInfo,
     serving: ServingClient,
     each: bool,
+    decoding: Decoding,
     choice: ModelChoice,
     facts: list[ImageFacts] | None = None,
 ) -> tuple[PredictCall | None, list[PreprocessingError | None], float, float]:
@@ -381,8 +393,8 @@ def _predict_call(
     request (in the thread pool). With `each`, an image that cannot be decoded is left out of the
     batch and its error returned in its place (None for those in the batch); no call if none is
     left. `facts`, when given, gets each image's digest, size and stored dimensions (prediction
-    log)."""
-    config = info.preprocessing
+    log). `decoding` is applied to the model's preprocessing (a cached copy per combination)."""
+    config = decoding.apply(info.preprocessing)
     h, w = config.target_size
     t0 = time.perf_counter()
     # Each decoded image goes straight into its slot of a uint8 batch; for a float32 signature the

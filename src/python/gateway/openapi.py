@@ -12,6 +12,8 @@ from typing import Any
 from gateway import errors
 from gateway.api_keys import is_open
 from gateway.base64_images import encoded_length, text_limit
+from gateway.decode_options import HEADER as PREPROCESSING_HEADER
+from gateway.decode_options import DecodeOptions
 from gateway.inputs import LOGITS_VALUES, TOP_K_DEFAULT, TOP_K_MAX
 from gateway.metrics import STAGES
 from gateway.settings import ServingTarget
@@ -74,8 +76,51 @@ _VERSION_HEADERS = {
 }
 
 
-def openapi_schema(settings: ServingTarget) -> dict[str, Any]:
+def decode_parameters(decoding: DecodeOptions) -> list[dict[str, Any]]:
+    """The query options a client may set per request (GATEWAY_REQUEST_OPTIONS), with their defaults."""
+    defaults = decoding.defaults
+    described = {
+        "draft": (
+            {"type": "string", "enum": ["true", "false", "1", "0"], "default": str(defaults.draft).lower()},
+            "Decode a JPEG at 1/2, 1/4 or 1/8 scale (about 3× less CPU on photos; not Keras-exact)",
+        ),
+        "exif_orientation": (
+            {
+                "type": "string",
+                "enum": ["true", "false", "1", "0"],
+                "default": str(defaults.exif_orientation).lower(),
+            },
+            "Turn the photo upright by its EXIF Orientation tag first",
+        ),
+        "background": (
+            {"type": "string", "pattern": "^(#?[0-9a-fA-F]{6}|none)$"},
+            "Composite a transparent image onto this colour (rrggbb, hex); none: drop alpha as Keras",
+        ),
+    }
+    return [
+        {"name": name, "in": "query", "schema": described[name][0], "description": described[name][1]}
+        for name in decoding.per_request
+    ]
+
+
+_PREPROCESSING_HEADER: dict[str, Any] = {
+    PREPROCESSING_HEADER: {
+        "description": (
+            "The decode options that shaped the answer: `draft=false, exif_orientation=false, "
+            "background=none, family=xception, size=299x299` (size: height x width)"
+        ),
+        "schema": {"type": "string"},
+    }
+}
+
+
+_ANSWER_HEADERS = {**_PREPROCESSING_HEADER, **_VERSION_HEADERS}
+
+
+def openapi_schema(settings: ServingTarget, decoding: DecodeOptions | None = None) -> dict[str, Any]:
     labels = list(settings.labels)
+    # The query options of every classification route: decode options and the version choice.
+    decode_options = decode_parameters(decoding or DecodeOptions()) + version_parameters()
     scores = {
         "type": "object",
         "description": "One number per class, keyed by class name",
@@ -95,7 +140,7 @@ def openapi_schema(settings: ServingTarget) -> dict[str, Any]:
             "schema": {"type": "string", "enum": list(LOGITS_VALUES), "default": "false"},
             "description": "Also return the model's raw scores (logits): true or 1",
         },
-        *version_parameters(),
+        *decode_options,
     ]
     max_bytes = settings.limits.max_bytes
     image_file = {
@@ -140,7 +185,7 @@ def openapi_schema(settings: ServingTarget) -> dict[str, Any]:
             "/predict": {
                 "post": {
                     "summary": "The course's endpoint: an image URL (or base64) to raw scores per class",
-                    "parameters": version_parameters(),
+                    "parameters": decode_options,
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -150,7 +195,7 @@ def openapi_schema(settings: ServingTarget) -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "Raw model scores (logits) by class",
-                            "headers": _VERSION_HEADERS,
+                            "headers": _ANSWER_HEADERS,
                             "content": {"application/json": {"schema": scores}},
                         },
                         **_errors(*_CLASSIFY_ERRORS),
@@ -165,7 +210,7 @@ def openapi_schema(settings: ServingTarget) -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "Probabilities, top classes and timings",
-                            "headers": _VERSION_HEADERS,
+                            "headers": _ANSWER_HEADERS,
                             "content": {
                                 "application/json": {"schema": {"$ref": "#/components/schemas/Single"}}
                             },
@@ -204,7 +249,7 @@ def openapi_schema(settings: ServingTarget) -> dict[str, Any]:
                                 "One result per image, in request order: its scores, or the error "
                                 "that image met (the others are answered all the same)"
                             ),
-                            "headers": _VERSION_HEADERS,
+                            "headers": _ANSWER_HEADERS,
                             "content": {
                                 "application/json": {"schema": {"$ref": "#/components/schemas/Batch"}}
                             },
@@ -213,8 +258,8 @@ def openapi_schema(settings: ServingTarget) -> dict[str, Any]:
                     },
                 }
             },
-            **_v2_paths(settings, b64),
-            **_tf_serving_paths(settings, b64),
+            **_v2_paths(settings, b64, decode_options),
+            **_tf_serving_paths(settings, b64, decode_options),
             "/healthz": {
                 "get": {
                     "summary": "Liveness: the process answers",
@@ -340,6 +385,26 @@ def openapi_schema(settings: ServingTarget) -> dict[str, Any]:
                         },
                     },
                 },
+                "Preprocessing": {
+                    "type": "object",
+                    "description": "The decode options that shaped the answer, and the preprocessing",
+                    "properties": {
+                        "draft": {"type": "boolean"},
+                        "exif_orientation": {"type": "boolean"},
+                        "background": {
+                            "type": ["string", "null"],
+                            "description": "#rrggbb; null: alpha dropped, as Keras",
+                        },
+                        "family": {"type": "string"},
+                        "size": {
+                            "type": "array",
+                            "items": {"type": "integer"},
+                            "minItems": 2,
+                            "maxItems": 2,
+                            "description": "[height, width]",
+                        },
+                    },
+                },
                 "ImageResult": {
                     "type": "object",
                     "required": ["probabilities", "top"],
@@ -374,6 +439,7 @@ def openapi_schema(settings: ServingTarget) -> dict[str, Any]:
                             "type": "object",
                             "properties": {
                                 "model": {"$ref": "#/components/schemas/Model"},
+                                "preprocessing": {"$ref": "#/components/schemas/Preprocessing"},
                                 "timings_ms": {"$ref": "#/components/schemas/Timings"},
                             },
                         },
@@ -383,6 +449,7 @@ def openapi_schema(settings: ServingTarget) -> dict[str, Any]:
                     "type": "object",
                     "properties": {
                         "model": {"$ref": "#/components/schemas/Model"},
+                        "preprocessing": {"$ref": "#/components/schemas/Preprocessing"},
                         "results": {
                             "type": "array",
                             "minItems": 1,
@@ -445,7 +512,9 @@ def _plain_errors(*statuses: int) -> dict[str, Any]:
     }
 
 
-def _tf_serving_paths(settings: ServingTarget, b64: dict[str, Any]) -> dict[str, Any]:
+def _tf_serving_paths(
+    settings: ServingTarget, b64: dict[str, Any], decode_options: list[dict[str, Any]]
+) -> dict[str, Any]:
     """TF Serving's REST API, KServe v1 (gateway/tf_serving_rest.py)."""
     image = {"type": "object", "required": ["b64"], "properties": {"b64": b64}}
     wrapped = {"type": "object", "required": ["image_bytes"], "properties": {"image_bytes": image}}
@@ -491,7 +560,7 @@ def _tf_serving_paths(settings: ServingTarget, b64: dict[str, Any]) -> dict[str,
                 "[[…]], classes: [[…]], logits: [[…]]}}. scores are probabilities, classes the class "
                 "names, both in the model's output order"
             ),
-            "headers": _VERSION_HEADERS,
+            "headers": _ANSWER_HEADERS,
             "content": {"application/json": {"schema": {"type": "object"}}},
         },
         **_plain_errors(*_CLASSIFY_ERRORS, 404),
@@ -514,7 +583,7 @@ def _tf_serving_paths(settings: ServingTarget, b64: dict[str, Any]) -> dict[str,
         "/v1/models/{name}:predict": {
             "post": {
                 "summary": summary,
-                "parameters": path("name") + version_parameters(),
+                "parameters": path("name") + decode_options,
                 "requestBody": body,
                 "responses": answer,
             }
@@ -522,7 +591,7 @@ def _tf_serving_paths(settings: ServingTarget, b64: dict[str, Any]) -> dict[str,
         "/v1/models/{name}/versions/{version}:predict": {
             "post": {
                 "summary": f"{summary}; from this version of the model (404 if it is not served)",
-                "parameters": path("name", "version") + version_parameters(),
+                "parameters": path("name", "version") + decode_options,
                 "requestBody": body,
                 "responses": answer,
             }
@@ -530,7 +599,7 @@ def _tf_serving_paths(settings: ServingTarget, b64: dict[str, Any]) -> dict[str,
         "/v1/models/{name}/labels/{label}:predict": {
             "post": {
                 "summary": f"{summary}; from the version this label names (404 if none)",
-                "parameters": path("name", "label") + version_parameters(),
+                "parameters": path("name", "label") + decode_options,
                 "requestBody": body,
                 "responses": answer,
             }
@@ -545,7 +614,9 @@ def _tf_serving_paths(settings: ServingTarget, b64: dict[str, Any]) -> dict[str,
     }
 
 
-def _v2_paths(settings: ServingTarget, b64: dict[str, Any]) -> dict[str, Any]:
+def _v2_paths(
+    settings: ServingTarget, b64: dict[str, Any], decode_options: list[dict[str, Any]]
+) -> dict[str, Any]:
     """KServe's Open Inference Protocol (v2), REST (gateway/kserve_v2.py)."""
     model_name = {"type": "string", "enum": [settings.model_name]}
     name = [{"name": "name", "in": "path", "required": True, "schema": model_name}]
@@ -604,7 +675,7 @@ def _v2_paths(settings: ServingTarget, b64: dict[str, Any]) -> dict[str, Any]:
                     "strings in JSON or raw with the binary tensor data extension "
                     "(Inference-Header-Content-Length)"
                 ),
-                "parameters": name + version_parameters(),
+                "parameters": name + decode_options,
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -624,8 +695,11 @@ def _v2_paths(settings: ServingTarget, b64: dict[str, Any]) -> dict[str, Any]:
                 },
                 "responses": {
                     "200": {
-                        "description": "Outputs (JSON, or JSON then binary data when asked)",
-                        "headers": _VERSION_HEADERS,
+                        "description": (
+                            "Outputs (JSON, or JSON then binary data when asked); `parameters` holds the "
+                            "decode options that shaped them"
+                        ),
+                        "headers": _ANSWER_HEADERS,
                         "content": {
                             "application/json": {
                                 "schema": {

@@ -13,6 +13,8 @@ from starlette.responses import JSONResponse, Response
 from clothing_preproc import ModelDescription
 from gateway import kserve_v2, tf_serving_rest
 from gateway.classify import Classification, Classifier, ImageError, ImageResult
+from gateway.decode_options import HEADER as PREPROCESSING_HEADER
+from gateway.decode_options import DecodeOptions
 from gateway.errors import BadRequest, VersionNotFound, error_body
 from gateway.inputs import (
     LOGITS_VALUES,
@@ -74,16 +76,19 @@ class Api:
         metrics: Metrics,
         openapi: dict[str, object],
         description: ModelDescription | None = None,
+        decoding: DecodeOptions | None = None,
         rollout: Rollout | None = None,
     ) -> None:
         """`description`: the served model's, when the gateway was given it; its `trained` flag is
-        part of every answer's model block, and the page warns when it is false. `rollout`: the canary
+        part of every answer's model block, and the page warns when it is false. `decoding`: the
+        operator's decode options and which of them a request may set. `rollout`: the canary
         split of the requests that pin no model version."""
         self.target = target
         self.versions = CanarySplit(rollout or Rollout(), routed=metrics.routed)
         if self.versions.active:  # both sides in the first scrape: no answers yet
             for side in (self.versions.stable, self.versions.canary):
                 metrics.rollout_requests.labels(side.label, "200")
+        self.decoding = decoding or DecodeOptions()
         self.description = description
         self.metrics = metrics
         self.openapi = openapi
@@ -111,37 +116,49 @@ class Api:
         """The course's endpoint: `{"url": …}` (or `{"b64": …}`) -> `{class: logit}`."""
         with self.metrics.request_seconds.labels("/predict").time():
             choice = self.versions.choose(request)
+            decoding = self.decoding.for_request(request.query_params)
             body = await read_json(request, json_limit(1, self.target.limits.max_bytes))
-            result = await _services(request).classifier.classify([source_of(body)], choice=choice)
-            # The course's answer is {class: logit} and nothing else: the version goes in headers.
-            return JSONResponse(_only(result).scores(), headers=_version_headers(result, choice))
+            result = await _services(request).classifier.classify(
+                [source_of(body)], decoding=decoding, choice=choice
+            )
+            # The course's answer is {class: logit} and nothing else: the options go in headers.
+            headers = _preprocessing_header(result) | _version_headers(result, choice)
+            return JSONResponse(_only(result).scores(), headers=headers)
 
     async def classify(self, request: Request) -> Response:
         with self.metrics.request_seconds.labels("/v1/classify").time():
             top_k, logits = _options(request)
             choice = self.versions.choose(request)
+            decoding = self.decoding.for_request(request.query_params)
             sources = await read_sources(
                 request, max_images=1, max_image_bytes=self.target.limits.max_bytes
             )
             if len(sources) != 1:
                 raise BadRequest("send one image here; several go to /v1/classify/batch")
-            result = await _services(request).classifier.classify(sources, choice=choice)
+            result = await _services(request).classifier.classify(sources, decoding=decoding, choice=choice)
             body = self._model(result, choice) | _image(_only(result), top_k, logits)
+            body["preprocessing"] = result.decoding.report(result.preprocessing)
             body["timings_ms"] = result.timings.as_ms()
-            return JSONResponse(body, headers=_version_headers(result, choice))
+            headers = _preprocessing_header(result) | _version_headers(result, choice)
+            return JSONResponse(body, headers=headers)
 
     async def classify_batch(self, request: Request) -> Response:
         with self.metrics.request_seconds.labels("/v1/classify/batch").time():
             top_k, logits = _options(request)
             choice = self.versions.choose(request)
+            decoding = self.decoding.for_request(request.query_params)
             sources = await read_sources(
                 request, max_images=self.target.max_batch, max_image_bytes=self.target.limits.max_bytes
             )
-            result = await _services(request).classifier.classify(sources, each=True, choice=choice)
+            result = await _services(request).classifier.classify(
+                sources, each=True, decoding=decoding, choice=choice
+            )
             body = self._model(result, choice)
+            body["preprocessing"] = result.decoding.report(result.preprocessing)
             body["results"] = [self._image_or_error(r, top_k, logits) for r in result.results]
             body["timings_ms"] = result.timings.as_ms()
-            return JSONResponse(body, headers=_version_headers(result, choice))
+            headers = _preprocessing_header(result) | _version_headers(result, choice)
+            return JSONResponse(body, headers=headers)
 
     def _model(self, result: Classification, choice: ModelChoice = LATEST) -> dict[str, object]:
         model: dict[str, object] = {
@@ -205,6 +222,8 @@ class Api:
         with self.metrics.request_seconds.labels("/v2/models/{name}/infer").time():
             name = self._model_named(request)
             choice = self.versions.choose(request)
+            # Query options are refused before the body is read; the body's parameters after.
+            self.decoding.for_request(request.query_params)
             max_images, max_bytes = self.target.max_batch, self.target.limits.max_bytes
             limit = max(json_limit(max_images, max_bytes), kserve_v2.element_limit(max_images, max_bytes))
             body = await read_body(request, limit, "the inference request")
@@ -214,11 +233,19 @@ class Api:
                 max_images=max_images,
                 max_image_bytes=max_bytes,
             )
-            result = await _services(request).classifier.classify(infer.sources, choice=choice)
+            decoding = self.decoding.for_request(request.query_params, infer.parameters)
+            result = await _services(request).classifier.classify(
+                infer.sources, decoding=decoding, choice=choice
+            )
             images = [r for r in result.results if isinstance(r, ImageResult)]
-            headers = _version_headers(result, choice)
+            headers = _preprocessing_header(result) | _version_headers(result, choice)
             content, header_length = kserve_v2.infer_response(
-                infer, name, result.model_version, images, self.target.labels
+                infer,
+                name,
+                result.model_version,
+                images,
+                self.target.labels,
+                parameters=result.decoding.v2_parameters(result.preprocessing),
             )
             if header_length is None:
                 return Response(content, media_type="application/json", headers=headers)
@@ -233,14 +260,16 @@ class Api:
         with self.metrics.request_seconds.labels("/v1/models/{name}:predict").time():
             self._model_named(request)
             choice = self.versions.choose(request)
+            decoding = self.decoding.for_request(request.query_params)
             max_images, max_bytes = self.target.max_batch, self.target.limits.max_bytes
             body = await read_json(request, json_limit(max_images, max_bytes))
             images, row = tf_serving_rest.sources(body, max_images)
-            result = await _services(request).classifier.classify(images, choice=choice)
+            result = await _services(request).classifier.classify(images, decoding=decoding, choice=choice)
             results = [r for r in result.results if isinstance(r, ImageResult)]
             # TF Serving's REST answer has no place for the version: the headers say it.
             return JSONResponse(
-                tf_serving_rest.predict_response(results, row), headers=_version_headers(result, choice)
+                tf_serving_rest.predict_response(results, row),
+                headers=_preprocessing_header(result) | _version_headers(result, choice),
             )
 
     async def v1_model_status(self, request: Request) -> Response:
@@ -298,6 +327,11 @@ def _version_headers(result: Classification, choice: ModelChoice) -> dict[str, s
     if choice.label is not None:
         headers[MODEL_LABEL_HEADER] = choice.label
     return headers
+
+
+def _preprocessing_header(result: Classification) -> dict[str, str]:
+    """`X-Preprocessing`, on every classification answer: the decode options that shaped it."""
+    return {PREPROCESSING_HEADER: result.decoding.header_value(result.preprocessing)}
 
 
 def _only(result: Classification) -> ImageResult:
