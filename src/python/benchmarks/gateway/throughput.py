@@ -292,6 +292,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="instead: this gateway with tracing off and on (every request, to an OTLP receiver on "
         "loopback), in turn, at concurrency 1 and 32, and the difference",
     )
+    p.add_argument(
+        "--decode",
+        action="store_true",
+        help="instead: this gateway's CPU per image for 1000×800, 4000×3000 and 6000×4000 JPEGs, exact "
+        "against ?draft=true in turn (--requests per photo and mode, default 200: 30 is plenty)",
+    )
     args = p.parse_args(argv)
     if not 1 <= args.concurrency <= 64:
         p.error("--concurrency must be between 1 and 64")
@@ -310,6 +316,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from benchmarks.gateway import tracing_cost
 
         print(tracing_cost.run(args.requests, args.rounds))
+        return 0
+    if args.decode:
+        # Imported here: decode_cost measures with this module's functions.
+        from benchmarks.gateway import decode_cost
+
+        print(decode_cost.run(args.requests, args.rounds))
         return 0
 
     runs: dict[int, Run] = {}
