@@ -113,6 +113,7 @@ def create_app(
                     services,
                     metrics,
                     versions=api.versions,
+                    decoding=api.decoding,
                     keys=KeyTable(settings.access.keys) if settings.access.keys_on else None,
                 )
             )

@@ -27,6 +27,7 @@ from clothing_protos import grpc_predict_v2_pb2_grpc as pb_grpc
 from gateway import kserve_v2
 from gateway.api_keys import KeyTable, presented_key
 from gateway.classify import ImageResult, ImageSource
+from gateway.decode_options import DecodeOptions
 from gateway.errors import BadRequest, VersionNotFound, grpc_answer
 from gateway.metrics import Metrics
 from gateway.routes import Services
@@ -148,6 +149,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         metrics: Metrics,
         *,
         versions: CanarySplit,
+        decoding: DecodeOptions,
         keys: KeyTable | None = None,
     ) -> None:
         """`keys`: the API keys every call but the two health checks must carry (None: keys off)."""
@@ -155,6 +157,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self._services = services
         self._metrics = metrics
         self._versions = versions
+        self._decoding = decoding
         self._keys = keys
 
     async def _answer(
@@ -263,10 +266,19 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                     max_images=self._target.max_batch,
                     max_image_bytes=self._target.limits.max_bytes,
                 )
-                result = await self._services.classifier.classify(infer.sources, choice=choice)
+                decoding = self._decoding.for_request({}, infer.parameters)
+                result = await self._services.classifier.classify(
+                    infer.sources, decoding=decoding, choice=choice
+                )
                 images = [r for r in result.results if isinstance(r, ImageResult)]
                 outputs = kserve_v2.output_tensors(infer, images, self._target.labels)
-                return response_to_grpc(infer, request.model_name, result.model_version, outputs)
+                return response_to_grpc(
+                    infer,
+                    request.model_name,
+                    result.model_version,
+                    outputs,
+                    result.decoding.v2_parameters(result.preprocessing),
+                )
 
         return await self._answer("ModelInfer", context, body)
 

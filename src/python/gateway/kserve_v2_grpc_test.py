@@ -168,6 +168,8 @@ def test_bytes_contents_get_the_rest_routes_float32_scores(gateway: GrpcGateway)
     assert [b.decode() for b in outputs["labels"].contents.bytes_contents] == list(CLOTHING_LABELS)
     # Every image its own numbers: the stand-in's logits follow the pixels.
     assert len({tuple(row) for row in rest["logits"].tolist()}) == 3
+    # The answer says which decode options shaped it, as the REST answer's parameters do.
+    assert response.parameters["family"].string_param == "xception"
 
 
 def test_raw_input_gets_raw_output_with_the_same_numbers(gateway: GrpcGateway) -> None:
