@@ -13,13 +13,14 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from clothing_settings import SettingError, SettingsParser
 from prediction_report.report import Report, table
 
 PROG = "prediction-report"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = SettingsParser(
         prog=PROG,
         description=(
             "Read prediction logs as the gateway writes them (GATEWAY_PREDICTION_LOG; the schema is "
@@ -37,7 +38,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    except SettingError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
     report = Report()
     for name in args.files or ["-"]:
         try:

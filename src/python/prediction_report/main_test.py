@@ -180,6 +180,14 @@ def test_a_missing_file_is_one_line_and_non_zero(logs: tuple[Logged, Logged], tm
     assert done.stdout == ""
 
 
+def test_a_bad_flag_is_one_line() -> None:
+    done = report("--format", "csv")
+    assert done.returncode == 2
+    assert done.stderr == (
+        "prediction-report: error: argument --format: invalid choice: 'csv' (choose from 'table', 'json')\n"
+    )
+
+
 def test_help() -> None:
     done = report("--help")
     assert done.returncode == 0
