@@ -129,6 +129,10 @@ def test_health_the_page_and_the_schema_need_no_key(run_gateway: RunGateway, tmp
         {"Authorization": f"Bearer {ALICE}", "X-API-Key": BOB},
         {"X-API-Key": "k" * 257},
         {"X-API-Key": ALICE + " extra"},
+        # A good key beside a credential that does not check out is refused too.
+        {"X-API-Key": ALICE, "Authorization": "Basic YWxpY2U6cHc="},
+        {"X-API-Key": ALICE, "Authorization": "Bearer"},
+        {"Authorization": f"Bearer {ALICE}", "X-API-Key": ""},
     ],
 )
 def test_odd_key_headers_are_401_not_500(

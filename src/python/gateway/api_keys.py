@@ -83,24 +83,23 @@ class KeyTable:
 
 def presented_key(headers: Headers) -> str | None:
     """The key a request carries: `Authorization: Bearer <key>` or `X-API-Key: <key>` (None:
-    neither). Both at once must name the same key. An empty one is no key; an Authorization
-    header of another scheme is ignored (the 401 then says why)."""
+    neither header). A header that is there must carry a key: another Authorization scheme, or an
+    empty key, is refused even beside a good key in the other header, and so are two different
+    keys (one credential that does not check out fails the request)."""
     found: list[str] = []
-    other_scheme = False  # e.g. Basic, added by a proxy in front: not a key, not an error
     authorization = headers.get("authorization")
     if authorization is not None:
         scheme, _, credentials = authorization.strip().partition(" ")
-        if scheme.lower() != _BEARER:
-            other_scheme = True
-        elif credentials.strip():
-            found.append(credentials.strip())
+        if scheme.lower() != _BEARER or not credentials.strip():
+            raise Unauthorized(f"the Authorization header is not 'Bearer <key>': {HOW_TO_SEND}")
+        found.append(credentials.strip())
     api_key = headers.get("x-api-key")
-    if api_key is not None and api_key.strip():
+    if api_key is not None:
+        if not api_key.strip():
+            raise Unauthorized(f"the X-API-Key header is empty: {HOW_TO_SEND}")
         found.append(api_key.strip())
     if len(set(found)) > 1:
         raise Unauthorized("Authorization and X-API-Key carry different keys: send one")
-    if not found and other_scheme:
-        raise Unauthorized(f"the Authorization header's scheme is not Bearer: {HOW_TO_SEND}")
     return found[0] if found else None
 
 
