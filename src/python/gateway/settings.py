@@ -308,19 +308,6 @@ VARIABLES: tuple[Variable, ...] = (
         "0: /metrics is on GATEWAY_PORT with everything else",
     ),
     Variable(
-        "GATEWAY_API_KEYS_FILE",
-        lambda s: s.access.keys_file,
-        "file of API keys (ids and SHA-256 digests, written by `./pants api-keys`), read at start; every "
-        "route but the page, /healthz, /readyz, /openapi.json and /v2/health/* then needs a key "
-        "(`Authorization: Bearer` or `X-API-Key`); empty: no keys",
-    ),
-    Variable(
-        "GATEWAY_CORS_ORIGINS",
-        lambda s: ",".join(s.access.cors_origins),
-        "origins (`scheme://host[:port]`, comma-separated) whose pages may call the gateway from a "
-        "browser, or `*` for any; empty: only the gateway's own page",
-    ),
-    Variable(
         "GATEWAY_GRPC_PORT",
         lambda s: s.grpc.port,
         "port serving KServe's v2 protocol over gRPC (`inference.GRPCInferenceService`), on "
