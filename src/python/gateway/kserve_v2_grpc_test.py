@@ -196,6 +196,18 @@ def test_outputs_asked_for_by_name_in_that_order_raw_when_asked(gateway: GrpcGat
     assert raw_fp32(response, "logits").shape == (1, 10)
 
 
+def test_the_requests_parameters_set_the_decode_options_the_operator_allows(gateway: GrpcGateway) -> None:
+    request = infer_request(IMAGES[:1])
+    request.parameters["exif_orientation"].bool_param = True
+    response = gateway.stub.ModelInfer(request)
+    assert response.parameters["exif_orientation"].bool_param is True
+    assert response.parameters["draft"].bool_param is False
+    request.parameters["draft"].bool_param = True  # not one a client may set by default
+    error = status_of(lambda: gateway.stub.ModelInfer(request))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "draft cannot be set per request" in str(error.details())
+
+
 def test_model_version_pins_the_version(gateway: GrpcGateway) -> None:
     response = gateway.stub.ModelInfer(infer_request(IMAGES[:1], model_version="1"))
     assert response.model_version == "1"
