@@ -30,9 +30,9 @@ from gateway.prediction_log import SCHEMA_VERSION, TOP_K, PredictionLogger
 from gateway.settings import PredictionLog
 from testing_support.image_host import ImageHost, Reply, image_bytes
 from testing_support.in_process_gateway import RunningGateway, resolver_from
+from testing_support.pixel_means_serving import pixel_means_serving
 from testing_support.processes import child_environment
 from testing_support.stack import start_gateway, wait_for
-from testing_support.pixel_means_serving import pixel_means_serving
 
 RunGateway = Callable[..., RunningGateway]
 RED = image_bytes("JPEG", (640, 480), (200, 30, 60))

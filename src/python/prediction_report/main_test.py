@@ -18,8 +18,8 @@ import pytest
 from gateway import parse_settings
 from testing_support.image_host import image_bytes
 from testing_support.in_process_gateway import RunningGateway
-from testing_support.processes import child_environment
 from testing_support.pixel_means_serving import pixel_means_serving
+from testing_support.processes import child_environment
 
 # Colours the stand-in's logits tell apart: different top-1 classes.
 COLOURS = [(200, 30, 60), (20, 40, 220), (30, 200, 60), (240, 240, 240), (10, 10, 10), (120, 60, 200)]
