@@ -17,9 +17,9 @@ import re
 
 from gateway.errors import BadRequest, PayloadTooLarge
 
-_WHITESPACE = re.compile(r"[ \t\r\n]+")
-_DATA_URL = re.compile(r"data:[^,]{0,200};base64,", re.IGNORECASE)
-_URL_SAFE = str.maketrans("-_", "+/")
+_WHITESPACE = b" \t\r\n"
+_DATA_URL = re.compile(rb"data:[^,]{0,200};base64,", re.IGNORECASE)
+_URL_SAFE = bytes.maketrans(b"-_", b"+/")
 
 
 def encoded_length(max_bytes: int) -> int:
@@ -42,33 +42,38 @@ def decode_image_b64(text: str, max_bytes: int, what: str) -> bytes:
             f"{what} is {len(text)} characters of base64; at most {encoded_length(max_bytes)} "
             f"(the encoding of {max_bytes} bytes) are accepted"
         )
-    prefix = _DATA_URL.match(text)
+    # Everything below works on bytes: bytes.translate and binascii are single C passes, several
+    # times cheaper than regular expressions over a str of a few hundred thousand characters.
+    try:
+        raw = text.encode("ascii")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{what} is not valid base64: it holds non-ASCII characters") from None
+    prefix = _DATA_URL.match(raw)
     if prefix:
-        text = text[prefix.end() :]
-    compact = _WHITESPACE.sub("", text)
+        raw = raw[prefix.end() :]
+    compact = raw.translate(None, _WHITESPACE)
     if not compact:
         raise BadRequest(f"{what} is empty: b64 holds no base64 text")
     # Whitespace is bounded too: a body of blanks must not pass as a small image.
-    if len(compact) > encoded_length(max_bytes) or len(text) - len(compact) > len(text) // 38 + 2:
+    if len(compact) > encoded_length(max_bytes) or len(raw) - len(compact) > len(raw) // 38 + 2:
         raise PayloadTooLarge(
             f"{what} is {len(compact)} characters of base64; at most {encoded_length(max_bytes)} "
             f"(the encoding of {max_bytes} bytes) are accepted"
         )
-    if "-" in compact or "_" in compact:
-        if "+" in compact or "/" in compact:
+    if b"-" in compact or b"_" in compact:
+        if b"+" in compact or b"/" in compact:
             raise BadRequest(f"{what} is not valid base64: it mixes the standard and URL-safe alphabets")
         compact = compact.translate(_URL_SAFE)
     if len(compact) % 4 == 1:
         raise BadRequest(f"{what} is not valid base64: its length ({len(compact)}) cannot be decoded")
     # binascii's strict mode still takes padding past a whole group ("QUJD=="): refused here.
-    unpadded = compact.rstrip("=")
+    unpadded = compact.rstrip(b"=")
     if len(compact) - len(unpadded) > (-len(unpadded) % 4):
         raise BadRequest(f"{what} is not valid base64: more padding than its length needs")
-    compact = unpadded + "=" * (-len(unpadded) % 4)
+    if len(unpadded) % 4:
+        compact = unpadded + b"=" * (-len(unpadded) % 4)
     try:
-        data = binascii.a2b_base64(compact.encode("ascii"), strict_mode=True)
-    except UnicodeEncodeError:
-        raise BadRequest(f"{what} is not valid base64: it holds non-ASCII characters") from None
+        data = binascii.a2b_base64(compact, strict_mode=True)
     except binascii.Error as e:
         raise BadRequest(f"{what} is not valid base64: {e}") from None
     if len(data) > max_bytes:
