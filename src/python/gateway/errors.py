@@ -32,6 +32,8 @@ Every error answer of the gateway's own routes has the same JSON shape: `{"error
 "message": …}}`; so has each failed image in a batch's results (`error_body`). The routes of
 other servers' protocols (TF Serving's REST API under /v1/models/, KServe v1 and v2) answer
 their protocol's shape, `{"error": "…"}`, with the same status (`PLAIN_ERROR_PREFIXES`).
+KServe v2 over gRPC answers the same message with the gRPC code of its status (`grpc_answer`,
+`GRPC_CODES`).
 A GatewayError's `detail` (an internal address, TF Serving's own words) goes to the log, never
 into the answer.
 """
