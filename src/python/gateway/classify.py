@@ -323,7 +323,8 @@ class Classifier:
             preprocessing=decoding.apply(info.preprocessing),
         )
         if log is not None and facts is not None:
-            log.record(classification, sources, fetched, facts)
+            decode = decoding.report(classification.preprocessing)
+            log.record(classification, sources, fetched, facts, decode)
         return classification
 
     async def _all_bytes(self, sources: Sequence[ImageSource], each: bool) -> list[bytes | ImageError]:

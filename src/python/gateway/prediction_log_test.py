@@ -121,6 +121,7 @@ def test_every_input_form_gets_its_lines(
     assert set(first["timings_ms"]) == {"fetch", "queue", "decode", "preprocess", "predict", "total"}
     assert first["timings_ms"]["fetch"] > 0
     assert first["timings_ms"]["total"] >= first["timings_ms"]["predict"] > 0
+    assert (first["decode"]["family"], first["decode"]["size"]) == ("xception", [299, 299])
 
     upload, raw, b64 = lines[1], lines[2], lines[3]
     assert upload["route"] == "/v1/classify"
