@@ -59,7 +59,8 @@ def test_every_alert_is_unit_tested_firing_and_held_back() -> None:
         ("rate(gateway_requests_total{route=~`/predict|/v1/classify(/batch)?|/v[12]/models/\\*`}[5m])",
          "rate(gateway_requests_total[5m])"),
         # The client's 4xx counted as the canary's failures.
-        ('(gateway_rollout:requests:rate5m{status=~"5.."})', '(gateway_rollout:requests:rate5m{status=~"[45].."})'),
+        ('(gateway_rollout:requests:rate5m{status=~"5.."})',
+         '(gateway_rollout:requests:rate5m{status=~"[45].."})'),
         # The canary's traffic floor dropped: a quiet canary's one or two errors would page.
         ('sum by (namespace) (gateway_rollout:requests:rate5m{label="canary"}) > 0.05',
          'sum by (namespace) (gateway_rollout:requests:rate5m{label="canary"}) > 0'),
