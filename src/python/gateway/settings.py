@@ -648,7 +648,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
             **env.given(
                 destination=env.text("GATEWAY_PREDICTION_LOG") or None,
                 sample=env.fraction("GATEWAY_PREDICTION_LOG_SAMPLE"),
-                full_url=_full_url(env),
+                full_url=env.boolean("GATEWAY_PREDICTION_LOG_FULL_URL"),
                 buffer=env.integer("GATEWAY_PREDICTION_LOG_BUFFER", 1, 10_000_000),
             ),
         ),
@@ -788,11 +788,6 @@ def _access(env: _Env) -> Access:
     except ValueError as e:
         raise SettingError("GATEWAY_CORS_ORIGINS", f"GATEWAY_CORS_ORIGINS: {e}") from None
     return Access(keys_file=keys_file, keys=keys, cors_origins=origins)
-
-
-def _full_url(env: _Env) -> bool | None:
-    given = env.choice("GATEWAY_PREDICTION_LOG_FULL_URL", ("true", "false"), lower=True)
-    return None if given is None else given == "true"
 
 
 def _decoding(env: _Env, default: DecodeOptions) -> DecodeOptions:
