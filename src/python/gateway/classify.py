@@ -393,8 +393,8 @@ def _predict_call(
     """Decode every image into one batch, normalise it unless the model takes pixels, serialise the
     request (in the thread pool). With `each`, an image that cannot be decoded is left out of the
     batch and its error returned in its place (None for those in the batch); no call if none is
-    left. `facts`, when given, gets each image's digest, size and stored dimensions (prediction
-    log). `decoding` is applied to the model's preprocessing (a cached copy per combination)."""
+    left. `decoding` is applied to the model's preprocessing (a cached copy per combination).
+    `facts`, when given, gets each image's digest, size and stored dimensions (prediction log)."""
     config = decoding.apply(info.preprocessing)
     h, w = config.target_size
     t0 = time.perf_counter()
@@ -418,8 +418,6 @@ def _predict_call(
         errors.append(None)
         n += 1
     t1 = time.perf_counter()
-    if facts is not None:  # not part of the decode's time: only sampled requests do this
-        facts.extend(image_facts(data) for data in images)
     decoding_stage = (
         "decode",
         t0,
@@ -430,6 +428,8 @@ def _predict_call(
             "gateway.image_bytes": sum(map(len, images)),
         },
     )
+    if facts is not None:  # not part of the decode's time: only sampled requests do this
+        facts.extend(image_facts(data) for data in images)
     if n == 0:
         tracing.stages(decoding_stage)
         return None, errors, t1 - t0, 0.0
@@ -469,9 +469,8 @@ def _predict_attributes(serving: ServingClient, info: ModelInfo, call: PredictCa
         "gateway.images": call.images,
         "gateway.request_bytes": len(call.request),
     }
-    choice = getattr(call, "choice", None)
-    if choice is not None and choice.version is not None:
-        attributes["model.version_asked"] = choice.version
-    if choice is not None and choice.label is not None:
-        attributes["model.label"] = choice.label
+    if call.choice.version is not None:
+        attributes["model.version_asked"] = call.choice.version
+    if call.choice.label is not None:
+        attributes["model.label"] = call.choice.label
     return attributes

@@ -72,14 +72,6 @@ class Metrics:
             ["model_version"],
             registry=self.registry,
         )
-        self.rollout_requests = Counter(
-            "gateway_rollout_requests",
-            "HTTP requests the canary split sent to a version label (GATEWAY_STABLE_LABEL or "
-            "GATEWAY_CANARY_LABEL), by label and the answer's status code; requests that pin a "
-            "version or label are not counted",
-            ["label", "status"],
-            registry=self.registry,
-        )
         self.prediction_log_lines = Counter(
             "gateway_prediction_log_lines",
             "Prediction log lines written (GATEWAY_PREDICTION_LOG)",
@@ -91,6 +83,14 @@ class Metrics:
             "GATEWAY_PREDICTION_LOG_BUFFER lines behind) or write_error (the file refused them: disk "
             "full, I/O error); the requests were answered all the same",
             ["reason"],
+            registry=self.registry,
+        )
+        self.rollout_requests = Counter(
+            "gateway_rollout_requests",
+            "HTTP requests the canary split sent to a version label (GATEWAY_STABLE_LABEL or "
+            "GATEWAY_CANARY_LABEL), by label and the answer's status code; requests that pin a "
+            "version or label are not counted",
+            ["label", "status"],
             registry=self.registry,
         )
         for stage in STAGES:

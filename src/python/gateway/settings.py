@@ -4,9 +4,9 @@
 `Timeout` and `Limits`, and each part is handed only its own: `ServingTarget` (TF Serving, the
 model and what one request may carry: `serving.ServingClient`, the routes), `Admission`
 (`classify.Classifier`), `FetchPolicy` (`fetch.Fetcher`), `ConnectionLimits`
-(`connection_limits`), `Listener` (`main`: where and how uvicorn serves) and `Access` (`api_keys`,
-`cors`: who may call, from which pages); `DecodeOptions` (`decode_options`: the routes' decode options,
-defaults and what clients may set).
+(`connection_limits`), `Listener` (`main`: where and how uvicorn serves), `Access` (`api_keys`,
+`cors`: who may call, from which pages) and `DecodeOptions`
+(`decode_options`: the routes' decode options, defaults and what clients may set).
 
 Each default is written once, as the default of its value object's field. `VARIABLES` says which
 field each environment variable sets and what it means; `python -m gateway --help` and the README's
@@ -119,6 +119,26 @@ class Listener:
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """The canary split between two version labels (versions.CanarySplit); 0 percent: no split."""
+
+    canary_percent: int = 0  # of the requests that pin no version, sent to canary_label
+    stable_label: str = "stable"
+    canary_label: str = "canary"
+    client_id_header: str = "X-Client-ID"  # its value keeps a client on one side of the split
+
+
+@dataclass(frozen=True)
+class PredictionLog:
+    """The opt-in prediction log (gateway.prediction_log, docs/prediction-log.md)."""
+
+    destination: str = ""  # "": off; "-": standard output; else a file, appended to
+    sample: float = 1.0  # fraction of classification requests logged
+    full_url: bool = False  # image URLs whole; otherwise only their host
+    buffer: int = 10_000  # lines waiting for the writer at most; more are dropped and counted
+
+
+@dataclass(frozen=True)
 class Tracing:
     """OpenTelemetry spans exported as OTLP over HTTP (gateway.tracing); no endpoint: off."""
 
@@ -164,38 +184,18 @@ class GrpcListener:
 
 
 @dataclass(frozen=True)
-class Rollout:
-    """The canary split between two version labels (versions.CanarySplit); 0 percent: no split."""
-
-    canary_percent: int = 0  # of the requests that pin no version, sent to canary_label
-    stable_label: str = "stable"
-    canary_label: str = "canary"
-    client_id_header: str = "X-Client-ID"  # its value keeps a client on one side of the split
-
-
-@dataclass(frozen=True)
-class PredictionLog:
-    """The opt-in prediction log (gateway.prediction_log, docs/prediction-log.md)."""
-
-    destination: str = ""  # "": off; "-": standard output; else a file, appended to
-    sample: float = 1.0  # fraction of classification requests logged
-    full_url: bool = False  # image URLs whole; otherwise only their host
-    buffer: int = 10_000  # lines waiting for the writer at most; more are dropped and counted
-
-
-@dataclass(frozen=True)
 class Settings:
     serving: ServingTarget = field(default_factory=ServingTarget)
     admission: Admission = field(default_factory=Admission)
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     listener: Listener = field(default_factory=Listener)
-    decoding: DecodeOptions = field(default_factory=DecodeOptions)
     grpc: GrpcListener = field(default_factory=GrpcListener)
     access: Access = field(default_factory=Access)
+    decoding: DecodeOptions = field(default_factory=DecodeOptions)
+    rollout: Rollout = field(default_factory=Rollout)
     prediction_log: PredictionLog = field(default_factory=PredictionLog)
     tracing: Tracing = field(default_factory=Tracing)
-    rollout: Rollout = field(default_factory=Rollout)
 
 
 @dataclass(frozen=True)
@@ -639,10 +639,10 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
             ),
         ),
         listener=_listener(env, defaults.listener),
-        decoding=_decoding(env, defaults.decoding),
-        rollout=_rollout(env, defaults.rollout),
         grpc=_grpc(env, defaults.grpc, _listener(env, defaults.listener)),
         access=_access(env),
+        rollout=_rollout(env, defaults.rollout),
+        decoding=_decoding(env, defaults.decoding),
         prediction_log=replace(
             defaults.prediction_log,
             **env.given(
@@ -743,53 +743,6 @@ def _fetch(env: _Env, default: FetchPolicy) -> FetchPolicy:
     )
 
 
-def _tracing(env: _Env, default: Tracing) -> Tracing:
-    endpoint = env.text("GATEWAY_OTLP_ENDPOINT")
-    if endpoint:
-        try:
-            http_url(endpoint)
-        except argparse.ArgumentTypeError as e:
-            raise SettingError("GATEWAY_OTLP_ENDPOINT", f"GATEWAY_OTLP_ENDPOINT={e}") from None
-    service = env.text("GATEWAY_SERVICE_NAME")
-    if service and not _SERVICE_NAME.fullmatch(service):
-        raise SettingError(
-            "GATEWAY_SERVICE_NAME",
-            f"GATEWAY_SERVICE_NAME={service!r}: up to 100 letters, digits, '.', '_' or '-'",
-        )
-    return replace(
-        default,
-        **env.given(
-            endpoint=endpoint or None,
-            sample_ratio=env.fraction("GATEWAY_TRACE_SAMPLE_RATIO"),
-            service_name=service or None,
-            export_timeout=env.seconds("GATEWAY_OTLP_TIMEOUT"),
-            queue_size=env.integer("GATEWAY_TRACE_QUEUE", 1, 1_000_000),
-        ),
-    )
-
-
-def _access(env: _Env) -> Access:
-    name = "GATEWAY_API_KEYS_FILE"
-    keys_file = env.text(name)
-    keys: tuple[KeyEntry, ...] = ()
-    if keys_file:
-        try:
-            keys = key_file.read(Path(keys_file))
-        except OSError as e:
-            raise SettingError(name, f"{name}: cannot read {keys_file}: {e.strerror}") from None
-        except key_file.KeyFileError as e:
-            raise SettingError(name, f"{name}: {keys_file} {e}") from None
-        if not keys:
-            raise SettingError(
-                name, f"{name}: {keys_file} holds no keys (`./pants api-keys -- new ID` adds one)"
-            )
-    try:
-        origins = cors.parse_origins(env.text("GATEWAY_CORS_ORIGINS"))
-    except ValueError as e:
-        raise SettingError("GATEWAY_CORS_ORIGINS", f"GATEWAY_CORS_ORIGINS: {e}") from None
-    return Access(keys_file=keys_file, keys=keys, cors_origins=origins)
-
-
 def _decoding(env: _Env, default: DecodeOptions) -> DecodeOptions:
     background = env.text("GATEWAY_ALPHA_BACKGROUND")
     colour = parse_colour(background) if background and background.lower() != "none" else None
@@ -819,6 +772,53 @@ def _decoding(env: _Env, default: DecodeOptions) -> DecodeOptions:
     return DecodeOptions(defaults=defaults, per_request=per_request)
 
 
+def _access(env: _Env) -> Access:
+    name = "GATEWAY_API_KEYS_FILE"
+    keys_file = env.text(name)
+    keys: tuple[KeyEntry, ...] = ()
+    if keys_file:
+        try:
+            keys = key_file.read(Path(keys_file))
+        except OSError as e:
+            raise SettingError(name, f"{name}: cannot read {keys_file}: {e.strerror}") from None
+        except key_file.KeyFileError as e:
+            raise SettingError(name, f"{name}: {keys_file} {e}") from None
+        if not keys:
+            raise SettingError(
+                name, f"{name}: {keys_file} holds no keys (`./pants api-keys -- new ID` adds one)"
+            )
+    try:
+        origins = cors.parse_origins(env.text("GATEWAY_CORS_ORIGINS"))
+    except ValueError as e:
+        raise SettingError("GATEWAY_CORS_ORIGINS", f"GATEWAY_CORS_ORIGINS: {e}") from None
+    return Access(keys_file=keys_file, keys=keys, cors_origins=origins)
+
+
+def _tracing(env: _Env, default: Tracing) -> Tracing:
+    endpoint = env.text("GATEWAY_OTLP_ENDPOINT")
+    if endpoint:
+        try:
+            http_url(endpoint)
+        except argparse.ArgumentTypeError as e:
+            raise SettingError("GATEWAY_OTLP_ENDPOINT", f"GATEWAY_OTLP_ENDPOINT={e}") from None
+    service = env.text("GATEWAY_SERVICE_NAME")
+    if service and not _SERVICE_NAME.fullmatch(service):
+        raise SettingError(
+            "GATEWAY_SERVICE_NAME",
+            f"GATEWAY_SERVICE_NAME={service!r}: up to 100 letters, digits, '.', '_' or '-'",
+        )
+    return replace(
+        default,
+        **env.given(
+            endpoint=endpoint or None,
+            sample_ratio=env.fraction("GATEWAY_TRACE_SAMPLE_RATIO"),
+            service_name=service or None,
+            export_timeout=env.seconds("GATEWAY_OTLP_TIMEOUT"),
+            queue_size=env.integer("GATEWAY_TRACE_QUEUE", 1, 1_000_000),
+        ),
+    )
+
+
 def _listener(env: _Env, default: Listener) -> Listener:
     listener = replace(
         default,
@@ -837,31 +837,6 @@ def _listener(env: _Env, default: Listener) -> Listener:
             f"GATEWAY_METRICS_PORT={listener.metrics_port} is GATEWAY_PORT; 0 puts /metrics there",
         )
     return listener
-
-
-def _grpc(env: _Env, default: GrpcListener, listener: Listener) -> GrpcListener:
-    grpc = replace(
-        default,
-        **env.given(
-            port=env.integer("GATEWAY_GRPC_PORT", 0, 65535),
-            max_message_bytes=env.integer("GATEWAY_GRPC_MAX_MESSAGE_BYTES", 0, (1 << 31) - 1),
-            max_streams=env.integer("GATEWAY_GRPC_MAX_STREAMS", 1, 10_000),
-            window_bytes=env.integer("GATEWAY_GRPC_WINDOW_BYTES", 65535, (1 << 31) - 1),
-            max_connections=env.integer("GATEWAY_GRPC_MAX_CONNECTIONS", 1, 1_000_000),
-            min_ping_interval=env.seconds("GATEWAY_GRPC_MIN_PING_INTERVAL"),
-            max_idle=env.seconds("GATEWAY_GRPC_MAX_IDLE"),
-            max_age=env.seconds("GATEWAY_GRPC_MAX_AGE"),
-        ),
-    )
-    if 0 < grpc.max_message_bytes < 1024:
-        raise SettingError(
-            "GATEWAY_GRPC_MAX_MESSAGE_BYTES",
-            f"GATEWAY_GRPC_MAX_MESSAGE_BYTES={grpc.max_message_bytes} is below 1024 (0: a full batch)",
-        )
-    for name, port in (("GATEWAY_PORT", listener.port), ("GATEWAY_METRICS_PORT", listener.metrics_port)):
-        if grpc.port and grpc.port == port:
-            raise SettingError("GATEWAY_GRPC_PORT", f"GATEWAY_GRPC_PORT={grpc.port} is {name}'s port")
-    return grpc
 
 
 def _rollout(env: _Env, default: Rollout) -> Rollout:
@@ -895,6 +870,32 @@ def _rollout(env: _Env, default: Rollout) -> Rollout:
             "the split needs two labels",
         )
     return rollout
+
+
+
+def _grpc(env: _Env, default: GrpcListener, listener: Listener) -> GrpcListener:
+    grpc = replace(
+        default,
+        **env.given(
+            port=env.integer("GATEWAY_GRPC_PORT", 0, 65535),
+            max_message_bytes=env.integer("GATEWAY_GRPC_MAX_MESSAGE_BYTES", 0, (1 << 31) - 1),
+            max_streams=env.integer("GATEWAY_GRPC_MAX_STREAMS", 1, 10_000),
+            window_bytes=env.integer("GATEWAY_GRPC_WINDOW_BYTES", 65535, (1 << 31) - 1),
+            max_connections=env.integer("GATEWAY_GRPC_MAX_CONNECTIONS", 1, 1_000_000),
+            min_ping_interval=env.seconds("GATEWAY_GRPC_MIN_PING_INTERVAL"),
+            max_idle=env.seconds("GATEWAY_GRPC_MAX_IDLE"),
+            max_age=env.seconds("GATEWAY_GRPC_MAX_AGE"),
+        ),
+    )
+    if 0 < grpc.max_message_bytes < 1024:
+        raise SettingError(
+            "GATEWAY_GRPC_MAX_MESSAGE_BYTES",
+            f"GATEWAY_GRPC_MAX_MESSAGE_BYTES={grpc.max_message_bytes} is below 1024 (0: a full batch)",
+        )
+    for name, port in (("GATEWAY_PORT", listener.port), ("GATEWAY_METRICS_PORT", listener.metrics_port)):
+        if grpc.port and grpc.port == port:
+            raise SettingError("GATEWAY_GRPC_PORT", f"GATEWAY_GRPC_PORT={grpc.port} is {name}'s port")
+    return grpc
 
 
 class _Env:
@@ -936,6 +937,15 @@ class _Env:
             raise SettingError(name, f"{name}={value} must be more than 0 and at most 3600 seconds")
         return value
 
+    def choice(self, name: str, choices: Sequence[str], *, lower: bool = False) -> str | None:
+        raw = self.text(name)
+        value = raw.lower() if lower else raw
+        if not value:
+            return None
+        if value not in choices:
+            raise SettingError(name, f"{name}={value!r}: one of {', '.join(choices)}")
+        return value
+
     def fraction(self, name: str) -> float | None:
         raw = self.text(name)
         if not raw:
@@ -946,15 +956,6 @@ class _Env:
             raise SettingError(name, f"{name}={raw!r} is not a number from 0 to 1") from None
         if not 0 <= value <= 1:  # NaN fails this too
             raise SettingError(name, f"{name}={value} is outside 0..1")
-        return value
-
-    def choice(self, name: str, choices: Sequence[str], *, lower: bool = False) -> str | None:
-        raw = self.text(name)
-        value = raw.lower() if lower else raw
-        if not value:
-            return None
-        if value not in choices:
-            raise SettingError(name, f"{name}={value!r}: one of {', '.join(choices)}")
         return value
 
     def boolean(self, name: str) -> bool | None:
