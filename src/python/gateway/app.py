@@ -152,6 +152,11 @@ def create_app(
         Route("/v1/models/{name}/versions/{version}:predict", api.v1_predict, methods=["POST"]),
         Route("/v1/models/{name}/labels/{label}:predict", api.v1_predict, methods=["POST"]),
         Route("/v1/models/{name}", api.v1_model_status, methods=["GET"]),
+        Route("/v1/models/{name}/versions/{version}", api.v1_model_status, methods=["GET"]),
+        Route("/v1/models/{name}/labels/{label}", api.v1_model_status, methods=["GET"]),
+        Route("/v1/models/{name}/metadata", api.v1_model_metadata, methods=["GET"]),
+        Route("/v1/models/{name}/versions/{version}/metadata", api.v1_model_metadata, methods=["GET"]),
+        Route("/v1/models/{name}/labels/{label}/metadata", api.v1_model_metadata, methods=["GET"]),
         # KServe's Open Inference Protocol (v2), REST.
         Route("/v2/health/live", api.v2_live, methods=["GET"]),
         Route("/v2/health/ready", api.v2_ready, methods=["GET"]),

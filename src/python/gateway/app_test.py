@@ -211,6 +211,8 @@ def test_the_openapi_schema_documents_every_route_and_error_code(run_gateway: Ru
     app_paths |= {f"/v2/models/{{name}}/versions/{{version}}{s}" for s in ("", "/ready", "/infer")}
     app_paths |= {"/v1/models/{name}:predict", "/v1/models/{name}/versions/{version}:predict"}
     app_paths |= {"/v1/models/{name}/labels/{label}:predict", "/v1/models/{name}"}
+    pinned = ("", "/versions/{version}", "/labels/{label}")
+    app_paths |= {f"/v1/models/{{name}}{p}{s}" for p in pinned for s in ("", "/metadata")}
     assert set(schema["paths"]) == app_paths
     codes = set(schema["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"])
     for cls in _all_subclasses(GatewayError):

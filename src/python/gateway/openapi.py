@@ -579,7 +579,7 @@ def _tf_serving_paths(
         ]
 
     summary = "TF Serving REST predict (KServe v1): base64 images in, per-class scores and labels out"
-    return {
+    paths: dict[str, Any] = {
         "/v1/models/{name}:predict": {
             "post": {
                 "summary": summary,
@@ -611,7 +611,27 @@ def _tf_serving_paths(
                 "responses": {"200": {"description": "Status"}, **_plain_errors(404)},
             }
         },
+        "/v1/models/{name}/metadata": {
+            "get": {
+                "summary": (
+                    "TF Serving REST model metadata: the predict routes' signature (image_bytes in; "
+                    "scores, classes, logits out)"
+                ),
+                "parameters": path("name"),
+                "responses": {"200": {"description": "Metadata"}, **_plain_errors(404)},
+            }
+        },
     }
+    # The versioned and labelled forms of status and metadata: that version's alone.
+    for pinned in ("version", "label"):
+        for suffix in ("", "/metadata"):
+            operations = copy.deepcopy(paths[f"/v1/models/{{name}}{suffix}"])
+            for operation in operations.values():
+                operation["parameters"] = path("name", pinned)
+                operation["summary"] += f"; the version this {pinned} names (404 listing those served)"
+                operation["responses"] = {**_plain_errors(400, 503, 504), **operation["responses"]}
+            paths[f"/v1/models/{{name}}/{pinned}s/{{{pinned}}}{suffix}"] = operations
+    return paths
 
 
 def _v2_paths(

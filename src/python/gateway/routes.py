@@ -37,6 +37,7 @@ from gateway.versions import (
     ModelChoice,
     not_served,
     parse_version,
+    requested_choice,
 )
 
 # The page and its assets are files of this package (no CDN, nothing loaded from elsewhere).
@@ -273,9 +274,31 @@ class Api:
             )
 
     async def v1_model_status(self, request: Request) -> Response:
-        self._model_named(request)
+        """TF Serving REST model status; with /versions/{version} or /labels/{label}, that version's
+        alone, as TF Serving answers (404 listing the AVAILABLE versions if it names none)."""
+        name = self._model_named(request)
         state = await _services(request).serving.readiness()
-        return JSONResponse(tf_serving_rest.model_status(state.versions, state.ready, state.reason))
+        versions = await self._v1_versions(request, name, state.versions)
+        return JSONResponse(tf_serving_rest.model_status(versions, state.ready, state.reason))
+
+    async def v1_model_metadata(self, request: Request) -> Response:
+        """TF Serving REST model metadata: the signature this gateway offers (encoded images in;
+        scores, classes and logits out), for the latest version or the one the path names."""
+        name = self._model_named(request)
+        state = await _services(request).serving.readiness()
+        versions = await self._v1_versions(request, name, state.versions)
+        latest = max(versions, default=None)
+        return JSONResponse(tf_serving_rest.model_metadata(name, latest, self.target.labels))
+
+    async def _v1_versions(self, request: Request, name: str, available: tuple[int, ...]) -> tuple[int, ...]:
+        """The AVAILABLE versions, or the one the path's version or label names."""
+        choice = requested_choice(request.path_params, {})
+        if choice is None:
+            return available
+        version = await _services(request).serving.version_of(choice)
+        if version is None:
+            raise VersionNotFound(not_served(choice, name, available))
+        return (version,)
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -76,3 +76,32 @@ def model_status(versions: Sequence[int], ready: bool, reason: str) -> dict[str,
             {"version": str(v), "state": "AVAILABLE", "status": status} for v in versions
         ]
     }
+
+
+def model_metadata(name: str, version: int | None, labels: Sequence[str]) -> dict[str, object]:
+    """GET /v1/models/{name}/metadata: the signature the gateway's predict routes offer, in TF
+    Serving's REST layout (the SignatureDefMap's JSON under metadata.signature_def). It is the
+    gateway's signature, not the model's: encoded images in, scores, classes and logits out."""
+
+    def tensor(alias: str, dtype: str, *dims: int) -> dict[str, object]:
+        shape = {"dim": [{"size": str(d), "name": ""} for d in dims], "unknown_rank": False}
+        return {"name": alias, "dtype": dtype, "tensor_shape": shape}
+
+    n = len(labels)
+    signature = {
+        "inputs": {IMAGE_KEY: tensor(IMAGE_KEY, "DT_STRING", -1)},
+        "outputs": {
+            "scores": tensor("scores", "DT_FLOAT", -1, n),
+            "classes": tensor("classes", "DT_STRING", -1, n),
+            "logits": tensor("logits", "DT_FLOAT", -1, n),
+        },
+        "method_name": "tensorflow/serving/predict",
+    }
+    return {
+        "model_spec": {
+            "name": name,
+            "signature_name": "",
+            "version": "" if version is None else str(version),
+        },
+        "metadata": {"signature_def": {"signature_def": {"serving_default": signature}}},
+    }

@@ -201,6 +201,8 @@ def error_message(r: httpx.Response) -> str:
         ("POST", f"/v2/models/{MODEL}/versions/7/infer", v2_body()),
         ("POST", f"/v2/models/{MODEL}/infer?label=beta", v2_body()),
         ("GET", f"/v2/models/{MODEL}/versions/7", None),
+        ("GET", f"/v1/models/{MODEL}/versions/7", None),
+        ("GET", f"/v1/models/{MODEL}/labels/beta/metadata", None),
     ],
 )
 def test_an_unknown_version_or_label_is_a_404_listing_the_versions_served(
@@ -223,6 +225,37 @@ def test_v2_model_metadata_and_readiness_by_version(gateway: RunningGateway) -> 
     metadata = httpx.get(f"{gateway.url}/v2/models/{MODEL}/versions/{CANARY}").json()
     assert metadata["versions"] == ["1", "2", "3"]
     assert metadata["name"] == MODEL
+
+
+def test_tf_serving_rest_status_and_metadata_by_version_and_label(gateway: RunningGateway) -> None:
+    """As TF Serving's REST API answers: every AVAILABLE version, or the one the path names."""
+    base = f"{gateway.url}/v1/models/{MODEL}"
+
+    def statuses(path: str) -> list[tuple[str, str]]:
+        r = httpx.get(base + path)
+        assert r.status_code == 200, r.text
+        return [(s["version"], s["state"]) for s in r.json()["model_version_status"]]
+
+    assert statuses("") == [("1", "AVAILABLE"), ("2", "AVAILABLE"), ("3", "AVAILABLE")]
+    assert statuses(f"/versions/{STABLE}") == [(str(STABLE), "AVAILABLE")]
+    assert statuses("/labels/canary") == [(str(CANARY), "AVAILABLE")]
+
+    def metadata(path: str) -> dict[str, Any]:
+        r = httpx.get(base + path + "/metadata")
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    latest = metadata("")
+    assert latest["model_spec"] == {"name": MODEL, "signature_name": "", "version": str(CANARY)}
+    signature = latest["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert set(signature["inputs"]) == {"image_bytes"}
+    assert signature["inputs"]["image_bytes"]["dtype"] == "DT_STRING"
+    assert set(signature["outputs"]) == {"scores", "classes", "logits"}
+    dims = signature["outputs"]["scores"]["tensor_shape"]["dim"]
+    assert [d["size"] for d in dims] == ["-1", "10"]
+    assert metadata("/labels/stable")["model_spec"]["version"] == str(STABLE)
+    assert metadata(f"/versions/{CANARY}")["model_spec"]["version"] == str(CANARY)
 
 
 def test_a_version_with_another_signature_is_a_clear_error_not_wrong_scores(gateway: RunningGateway) -> None:
