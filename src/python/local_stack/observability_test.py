@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from testing_support.image_host import image_bytes
 from testing_support.ports import free_port
 from testing_support.processes import child_environment
 from testing_support.stack import wait_for
+from testing_support.stack_program import StackProcess
 
 IMAGES = [image_bytes("JPEG", (320, 240), (200, 30, 60)), image_bytes("PNG", (100, 150), (20, 40, 220))]
 
@@ -35,18 +35,13 @@ def metric(text: str, series: str) -> float:
 def test_one_flag_each_writes_the_prediction_log_and_serves_the_metrics(tmp_path: Path) -> None:
     port, grpc_port, rest_port = free_port(), free_port(), free_port()
     log = tmp_path / "predictions.jsonl"
-    output = tmp_path / "stack.out"
-    with output.open("w") as out:
-        stack = subprocess.Popen(
-            [sys.executable, "-m", "local_stack", f"--port={port}", f"--grpc-port={grpc_port}",
-             f"--rest-port={rest_port}", f"--cache-dir={tmp_path / 'cache'}", f"--prediction-log={log}",
-             "--monitoring"],
-            env=child_environment({}), stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    stack = StackProcess(
+        [f"--port={port}", f"--grpc-port={grpc_port}", f"--rest-port={rest_port}",
+         f"--cache-dir={tmp_path / 'cache'}", f"--prediction-log={log}", "--monitoring"]
+    )  # fmt: skip
     try:
-        assert wait_for(lambda: "ready in" in output.read_text() or stack.poll() is not None, 600, 0.5)
-        said = output.read_text()
-        assert "ready in" in said, said[-4000:]
+        stack.wait_for("ready in", 600)
+        said = stack.text()
         assert f"prediction log: {log}" in said
         assert f"http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics" in said
         assert (tmp_path / "cache" / "monitoring.config").is_file()
@@ -99,14 +94,9 @@ def test_one_flag_each_writes_the_prediction_log_and_serves_the_metrics(tmp_path
         before = metric(own, readyz)
         assert wait_for(lambda: metric(httpx.get(f"{gateway}/metrics").text, readyz) > before, 15, 0.5)
     finally:
-        if stack.poll() is None:
-            stack.send_signal(signal.SIGINT)
-            try:
-                stack.wait(60)
-            except subprocess.TimeoutExpired:
-                stack.kill()
-    assert stack.wait() == 0, output.read_text()[-4000:]
-    assert re.search(r"stopped\n?$", output.read_text())
+        code = stack.stop()
+    assert code == 0, stack.text()[-4000:]
+    assert re.search(r"stopped\n?$", stack.text())
 
 
 @pytest.mark.parametrize(

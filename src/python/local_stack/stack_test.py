@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import http.server
 import io
-import queue
 import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,56 +16,12 @@ from PIL import Image
 
 from clothing_preproc.signature import COURSE_MODEL_NAME
 from testing_support.ports import free_port
-from testing_support.processes import child_environment
+from testing_support.stack_program import StackProcess
 
 
 def port_closed(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-class StackProcess:
-    """`python -m local_stack …` with its output collected line by line."""
-
-    def __init__(self, args: list[str], extra_env: dict[str, str] | None = None) -> None:
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "local_stack", *args],
-            env=child_environment(extra_env or {}),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.output.append(line)
-            self.lines.put(line)
-
-    def wait_for(self, text: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.5)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            if text in line:
-                return line
-        raise AssertionError(f"no line with {text!r}; output:\n{''.join(self.output)[-4000:]}")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
 
 
 @pytest.fixture(scope="module")

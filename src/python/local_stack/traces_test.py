@@ -4,9 +4,6 @@ back from the receiver."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -17,8 +14,7 @@ from local_stack.settings import parse_settings
 from testing_support.image_host import image_bytes
 from testing_support.otlp_receiver import OtlpReceiver
 from testing_support.ports import free_port
-from testing_support.processes import child_environment
-from testing_support.stack import wait_for
+from testing_support.stack_program import StackProcess
 
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_SPAN = "b7ad6b7169203331"
@@ -26,19 +22,14 @@ CLIENT_SPAN = "b7ad6b7169203331"
 
 def test_one_flag_sends_every_requests_trace_to_the_collector(tmp_path: Path) -> None:
     port, grpc_port, rest_port = free_port(), free_port(), free_port()
-    output = tmp_path / "stack.out"
-    with OtlpReceiver() as receiver, output.open("w") as out:
-        stack = subprocess.Popen(  # this interpreter, the project's module
-            [sys.executable, "-m", "local_stack", f"--port={port}", f"--grpc-port={grpc_port}",
-             f"--rest-port={rest_port}", f"--cache-dir={tmp_path / 'cache'}",
-             f"--traces-endpoint={receiver.url}"],
-            env=child_environment({}), stdout=out, stderr=subprocess.STDOUT,
+    with OtlpReceiver() as receiver:
+        stack = StackProcess(
+            [f"--port={port}", f"--grpc-port={grpc_port}", f"--rest-port={rest_port}",
+             f"--cache-dir={tmp_path / 'cache'}", f"--traces-endpoint={receiver.url}"]
         )  # fmt: skip
         try:
-            assert wait_for(lambda: "ready in" in output.read_text() or stack.poll() is not None, 600, 0.5)
-            said = output.read_text()
-            assert "ready in" in said, said[-4000:]
-            assert f"traces: every request's spans to {receiver.url}" in said
+            stack.wait_for("ready in", 600)
+            assert f"traces: every request's spans to {receiver.url}" in stack.text()
             answer = httpx.post(
                 f"http://127.0.0.1:{port}/v1/classify",
                 content=image_bytes("JPEG", (320, 240)),
@@ -51,13 +42,8 @@ def test_one_flag_sends_every_requests_trace_to_the_collector(tmp_path: Path) ->
                 lambda got: set(names) <= {s.name for s in got if s.trace_id == CLIENT_TRACE}
             )
         finally:
-            if stack.poll() is None:
-                stack.send_signal(signal.SIGINT)
-                try:
-                    stack.wait(60)
-                except subprocess.TimeoutExpired:
-                    stack.kill()
-    assert stack.wait() == 0, output.read_text()[-4000:]
+            code = stack.stop()
+    assert code == 0, stack.text()[-4000:]
     mine = {s.name: s for s in spans if s.trace_id == CLIENT_TRACE}
     server = mine["POST /v1/classify"]
     assert (server.parent_span_id, server.service_name) == (CLIENT_SPAN, "clothing-gateway")
