@@ -319,6 +319,20 @@ model_problem() {
   fi
 }
 
+# bake_model FLAG PATH VARIABLE MOUNT: check a model file given as FLAG, then hand it to the image
+# build as VARIABLE (its path) and VARIABLE_SHA256, read once, and to the builder container through a
+# read-only mount of its own under MOUNT.
+bake_model() {
+  local flag="$1" path="$2" variable="$3" mount="$4" problem absolute sha
+  problem="$(model_problem "${path}")"
+  [[ -z "${problem}" ]] || die "${flag} ${path}: ${problem}"
+  absolute="$(cd "$(dirname "${path}")" && pwd -P)/$(basename "${path}")"
+  sha="$(digest "${absolute}")"
+  MODEL_ENV+=("${variable}=${absolute}" "${variable}_SHA256=${sha}")
+  MODEL_BUILDER_ARGS+=(-v "${absolute}:${mount}/$(basename "${absolute}"):ro"
+    -e "${variable}=${mount}/$(basename "${absolute}")" -e "${variable}_SHA256=${sha}")
+}
+
 # model_checked: stops the script (one line naming the file and the problem) when --model or
 # --labels cannot be used, and prepares what the image build passes on. Runs before any build.
 model_checked() {
@@ -342,24 +356,8 @@ model_checked() {
   if [[ -n "${MODEL_TARGET_SIZE}" && ! "${MODEL_TARGET_SIZE}" =~ ^[1-9][0-9]*x[1-9][0-9]*$ ]]; then
     die "--target-size ${MODEL_TARGET_SIZE}: expected HxW, e.g. 299x299"
   fi
-  if [[ -n "${MODEL_PATH}" ]]; then
-    problem="$(model_problem "${MODEL_PATH}")"
-    [[ -z "${problem}" ]] || die "--model ${MODEL_PATH}: ${problem}"
-    absolute="$(cd "$(dirname "${MODEL_PATH}")" && pwd -P)/$(basename "${MODEL_PATH}")"
-    MODEL_ENV+=("CLOTHING_MODEL=${absolute}" "CLOTHING_MODEL_SHA256=$(digest "${absolute}")")
-    # The builder sees the file through a read-only mount of its own.
-    MODEL_BUILDER_ARGS+=(-v "${absolute}:${mount}/$(basename "${absolute}"):ro"
-      -e "CLOTHING_MODEL=${mount}/$(basename "${absolute}")" -e "CLOTHING_MODEL_SHA256=$(digest "${absolute}")")
-  fi
-  if [[ -n "${CANARY_PATH}" ]]; then
-    problem="$(model_problem "${CANARY_PATH}")"
-    [[ -z "${problem}" ]] || die "--canary-model ${CANARY_PATH}: ${problem}"
-    absolute="$(cd "$(dirname "${CANARY_PATH}")" && pwd -P)/$(basename "${CANARY_PATH}")"
-    MODEL_ENV+=("CLOTHING_CANARY_MODEL=${absolute}" "CLOTHING_CANARY_MODEL_SHA256=$(digest "${absolute}")")
-    MODEL_BUILDER_ARGS+=(-v "${absolute}:${mount}-canary/$(basename "${absolute}"):ro"
-      -e "CLOTHING_CANARY_MODEL=${mount}-canary/$(basename "${absolute}")"
-      -e "CLOTHING_CANARY_MODEL_SHA256=$(digest "${absolute}")")
-  fi
+  [[ -z "${MODEL_PATH}" ]] || bake_model --model "${MODEL_PATH}" CLOTHING_MODEL "${mount}"
+  [[ -z "${CANARY_PATH}" ]] || bake_model --canary-model "${CANARY_PATH}" CLOTHING_CANARY_MODEL "${mount}-canary"
   if [[ -n "${MODEL_LABELS}" ]]; then
     [[ -f "${MODEL_LABELS}" && -r "${MODEL_LABELS}" ]] ||
       die "--labels ${MODEL_LABELS}: no such file, or it cannot be read"
